@@ -1,0 +1,236 @@
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from wrnlib import augment as A
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _find_npz():
+    cands = []
+    if os.environ.get("CIFAR10_DIR"):
+        cands.append(Path(os.environ["CIFAR10_DIR"]) / "test.npz")
+    cands += [ROOT.parent / "shared/cifar10/test.npz", ROOT / "wrnlib/sample_data/test.npz"]
+    return next((p for p in cands if p.exists()), None)
+
+
+@pytest.fixture(scope="module")
+def real():
+    """Up to 1024 real CIFAR-10 test images, uint8 (N,3,32,32), and int64 labels."""
+    path = _find_npz()
+    if path is None:
+        pytest.skip("no CIFAR-10 npz found (set CIFAR10_DIR)")
+    with np.load(path) as d:
+        imgs, labels = d["images"][:1024], d["labels"][:1024]
+    if imgs.shape[-1] == 3:  # HWC -> CHW
+        imgs = imgs.transpose(0, 3, 1, 2)
+    return torch.from_numpy(np.ascontiguousarray(imgs)), torch.from_numpy(labels.astype(np.int64))
+
+
+def _match_shift(out, ref_padded, p):
+    """For each image, index of the first (dy, dx) window of ref_padded equal to out, or -1."""
+    B, C, H, W = out.shape
+    found = torch.full((B,), -1)
+    k = 0
+    for oy in range(2 * p + 1):
+        for ox in range(2 * p + 1):
+            win = ref_padded[:, :, oy:oy + H, ox:ox + W]
+            eq = (win == out).flatten(1).all(1) & (found < 0)
+            found[eq] = k
+            k += 1
+    return found
+
+
+@pytest.mark.parametrize("mode", ["constant", "reflect"])
+def test_random_crop_is_a_shift(real, mode):
+    x = real[0][:256]
+    p = 4
+    torch.manual_seed(0)
+    out = A.random_crop(x, padding=p, pad_mode=mode)
+    assert out.shape == x.shape and out.dtype == torch.uint8
+    # reference padding computed independently with numpy
+    ref = torch.from_numpy(np.pad(x.numpy(), ((0, 0), (0, 0), (p, p), (p, p)), mode=mode))
+    found = _match_shift(out, ref, p)
+    assert (found >= 0).all(), "some output is not a shift of its input"
+    centre = p * (2 * p + 1) + p
+    assert (found == centre).float().mean() < 0.2  # not a no-op
+    assert len(found.unique()) > 40  # shifts vary per image
+    # every dy and every dx in [-p, p] occurs (incl. the extremes), and nothing else can
+    assert set((found // (2 * p + 1)).tolist()) == set(range(2 * p + 1))
+    assert set((found % (2 * p + 1)).tolist()) == set(range(2 * p + 1))
+
+
+def test_random_crop_zero_padding_identity(real):
+    x = real[0][:64]
+    assert torch.equal(A.random_crop(x, padding=0), x)
+    with pytest.raises(ValueError, match="pad_mode"):
+        A.random_crop(x, 4, "edge")
+
+
+def test_flip(real):
+    x = real[0]
+    mask = torch.rand(len(x)) < 0.5
+    once = A.random_flip(x, mask)
+    assert torch.equal(A.random_flip(once, mask), x)
+    assert torch.equal(once[mask], x[mask].flip(-1)) and torch.equal(once[~mask], x[~mask])
+    torch.manual_seed(1)
+    out = A.random_flip(x)
+    is_orig = (out == x).flatten(1).all(1)
+    is_mirror = (out == x.flip(-1)).flatten(1).all(1)
+    assert (is_orig | is_mirror).all()
+    frac = (is_mirror & ~is_orig).float().mean().item()
+    assert 0.4 < frac < 0.6
+
+
+def test_normalize_roundtrip_and_stats(real):
+    x = real[0]
+    y = A.normalize(x, A.CIFAR10_MEAN, A.CIFAR10_STD)
+    assert y.dtype == torch.float32 and y.shape == x.shape
+    m, s = torch.tensor(A.CIFAR10_MEAN).view(1, 3, 1, 1), torch.tensor(A.CIFAR10_STD).view(1, 3, 1, 1)
+    assert torch.allclose(y * s + m, x.float() / 255, atol=1e-5)
+    # real CIFAR-10 test images normalised with the train stats: ~zero mean, ~unit std per channel
+    assert y.mean((0, 2, 3)).abs().max() < 0.1
+    assert (y.std((0, 2, 3)) - 1).abs().max() < 0.1
+    yb = A.normalize(x[:8], torch.tensor(A.CIFAR10_MEAN), torch.tensor(A.CIFAR10_STD), dtype=torch.bfloat16)
+    assert yb.dtype == torch.bfloat16 and torch.allclose(yb.float(), y[:8], atol=0.05)
+
+
+@pytest.mark.parametrize("size", [8, 5])
+def test_cutout(real, size):
+    x = A.normalize(real[0][:512])
+    assert (x != 0).all()  # precondition: zeros can only come from cutout
+    torch.manual_seed(2)
+    out = A.cutout(x, size)
+    zero = out == 0
+    assert (zero == zero[:, :1]).all()  # same square in every channel
+    z = zero[:, 0]
+    rows, cols = z.any(2), z.any(1)
+    # the zero set is exactly a rows×cols rectangle with contiguous, at most `size`-long sides
+    assert torch.equal(z, rows[:, :, None] & cols[:, None, :])
+    for r in (rows, cols):
+        n = r.sum(1)
+        assert (n >= 1).all() and (n <= size).all()
+        first = r.float().argmax(1)
+        assert torch.equal(n, r.flip(1).float().argmax(1).neg() + 31 - first + 1)  # contiguous
+    full = (rows.sum(1) == size) & (cols.sum(1) == size)
+    assert 0.3 < full.float().mean() < 1.0  # mostly unclipped, some clipped at borders
+    assert torch.equal(out[~zero], x[~zero])  # rest untouched
+    assert torch.equal(A.cutout(x, 0), x)
+
+
+def _onehot(y, k=10):
+    return torch.nn.functional.one_hot(y, k).float()
+
+
+def test_mixup_mechanics():
+    torch.manual_seed(3)
+    x, y = torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))
+    t = _onehot(y)
+    perm = torch.randperm(16)
+    xm, tm = A.mixup(x, t, 0.3, perm)
+    assert torch.allclose(xm, 0.3 * x + 0.7 * x[perm], atol=1e-6)
+    assert torch.allclose(tm, 0.3 * t + 0.7 * t[perm], atol=1e-6)
+    assert torch.allclose(tm.sum(1), torch.ones(16))
+    xi, ti = A.mixup(x, t, 0.3, torch.arange(16))
+    assert torch.equal(xi, x) and torch.equal(ti, t)
+
+
+def test_cutmix_targets_match_pasted_area(real):
+    imgs, y = real
+    x = A.normalize(imgs[:64])
+    t = _onehot(y[:64])
+    perm = torch.roll(torch.arange(64), 1)
+    torch.manual_seed(4)
+    areas = []
+    for lam in (0.9, 0.5, 0.2, 0.75, 0.0, 1.0):
+        out, tm = A.cutmix(x, t, lam, perm)
+        assert out.shape == x.shape and torch.allclose(tm.sum(1), torch.ones(64))
+        own = (out == x).all(1)  # (B,H,W)
+        partner = (out == x[perm]).all(1)
+        assert (own | partner).all()  # every pixel comes from one of the two sources
+        sure = (partner & ~own).any(0)  # pixels certainly pasted in some image
+        if sure.any():
+            r, c = sure.any(1).nonzero().squeeze(1), sure.any(0).nonzero().squeeze(1)
+            box = torch.zeros(32, 32, dtype=torch.bool)
+            box[r.min():r.max() + 1, c.min():c.max() + 1] = True
+        else:
+            box = torch.zeros(32, 32, dtype=torch.bool)
+        assert partner[:, box].all() and own[:, ~box].all()  # one rectangle, same for the batch
+        frac = box.float().mean().item()
+        assert torch.allclose(tm, (1 - frac) * t + frac * t[perm], atol=1e-6)
+        assert frac <= 1 - lam + 0.05
+        areas.append(frac)
+    assert areas[-1] == 0 and areas[-2] > 0.1  # lam=1 pastes nothing, lam=0 a big (maybe clipped) box
+    out, tm = A.cutmix(x, t, 0.5, torch.arange(64))
+    assert torch.equal(out, x) and torch.equal(tm, t)
+
+
+@pytest.mark.parametrize("policy", ["autoaugment", "trivialaugment"])
+def test_policies(real, policy):
+    x = real[0][:128]
+    torch.manual_seed(5)
+    out = A.apply_policy(x, policy, group=8)
+    assert out.shape == x.shape and out.dtype == torch.uint8
+    changed = (out != x).flatten(1).any(1)
+    assert changed.any()
+    # 16 chunks with independently sampled ops -> not one global op for the whole batch
+    per_chunk = changed.view(16, 8).float().mean(1)
+    assert len(per_chunk.unique()) > 1 or not changed.all()
+    # brightness statistics stay in a plausible photo range
+    means = out.float().mean((1, 2, 3))
+    assert 10 < means.mean() < 245
+    torch.manual_seed(5)
+    assert torch.equal(A.apply_policy(x, policy, group=8), out)  # reproducible from CPU RNG
+    assert A.apply_policy(x, "none") is x
+    with pytest.raises(ValueError, match="policy"):
+        A.apply_policy(x, "randaugment")
+
+
+@pytest.mark.parametrize("kw", [
+    dict(),
+    dict(policy="trivialaugment", cutout=8, mix="cutmix"),
+    dict(pad_mode="constant", policy="autoaugment", mix="mixup", mix_alpha=0.2, dtype=torch.bfloat16),
+])
+def test_batch_augment_end_to_end(real, kw):
+    imgs, y = real[0][:64], real[1][:64]
+    aug = A.BatchAugment(**kw)
+    torch.manual_seed(6)
+    x, t = aug(imgs, y)
+    assert x.shape == (64, 3, 32, 32) and x.dtype == kw.get("dtype", torch.float32)
+    assert t.shape == (64, 10) and t.dtype == torch.float32
+    assert torch.allclose(t.sum(1), torch.ones(64))
+    if kw.get("mix", "none") == "none":
+        assert torch.equal(t, _onehot(y))
+    torch.manual_seed(6)
+    x2, t2 = aug(imgs, y)
+    assert torch.equal(x, x2) and torch.equal(t, t2)
+    assert not torch.equal(x, aug.eval_transform(imgs))
+    assert torch.equal(aug.eval_transform(imgs), A.normalize(imgs, dtype=aug.dtype))
+    assert "normalize" in repr(aug)
+
+
+def test_batch_augment_mix_prob_zero_and_identity(real):
+    imgs, y = real[0][:32], real[1][:32]
+    aug = A.BatchAugment(crop_padding=0, flip=False, mix="mixup", mix_prob=0.0)
+    x, t = aug(imgs, y)
+    assert torch.equal(x, A.normalize(imgs)) and torch.equal(t, _onehot(y))
+
+
+@pytest.mark.parametrize("name,value", [
+    ("crop_padding", -1), ("crop_padding", 2.0), ("pad_mode", "edge"), ("flip", 1),
+    ("policy", "randaugment"), ("policy_group", 0), ("cutout", -3), ("mix", "cutout"),
+    ("mix_alpha", 0.0), ("mix_prob", 1.5), ("num_classes", 1), ("mean", (0.5, 0.5)),
+    ("std", (0.2, 0.0, 0.2)), ("dtype", torch.int64),
+])
+def test_bad_arguments(name, value):
+    with pytest.raises(ValueError, match=name):
+        A.BatchAugment(**{name: value})
+
+
+def test_bad_input_dtype(real):
+    with pytest.raises(ValueError, match="uint8"):
+        A.BatchAugment()(real[0][:4].float(), real[1][:4])

@@ -1,0 +1,65 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from wrnlib.cli import main
+from wrnlib.model import WideResNet, count_forward_flops, count_parameters
+
+
+def test_params_reports_the_model(capsys):
+    assert main(["params", "--depth", "28", "--width", "3.5"]) == 0
+    out = capsys.readouterr().out
+    assert f"{count_parameters(WideResNet(28, 3.5)):,}" in out
+    assert "56 / 112 / 224" in out
+
+
+def tiny_args(tmp_path, *extra):
+    return ["train", "--data-dir", "sample", "--depth", "10", "--width", "1", "--epochs", "1", "--batch-size", "64",
+            "--val-size", "200", "--out-dir", str(tmp_path), "--name", "cli", "--no-progress", *extra]
+
+
+def test_train_evaluate_and_resume_from_the_command_line(tmp_path, capsys):
+    assert main(tiny_args(tmp_path, "--no-flip", "--step-milestones", "0.5", "0.75", "--save-model")) == 0
+    config = json.loads((tmp_path / "cli" / "config.json").read_text())
+    assert config["flip"] is False and config["step_milestones"] == [0.5, 0.75] and config["epochs"] == 1
+    assert "final test accuracy" in capsys.readouterr().out
+
+    assert main(["evaluate", str(tmp_path / "cli")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["test_acc"] == report["recorded_test_acc"]
+
+    # a second run under the same name is refused, and nothing is lost
+    assert main(tiny_args(tmp_path)) == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_bad_values_exit_with_one_clear_line(tmp_path, capsys):
+    assert main(tiny_args(tmp_path, "--width", "-1")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: width") and "Traceback" not in err
+    assert main(tiny_args(tmp_path, "--schedule", "nope")) == 2
+    assert "cosine" in capsys.readouterr().err
+
+
+def test_bench_writes_json_and_markdown(tmp_path, capsys):
+    out = tmp_path / "bench"
+    assert main(["bench", "--depth", "10", "--width", "1", "--batch-size", "32", "--steps", "2", "--warmup", "1",
+                 "--modes", "fp32,bf16", "--device", "cpu", "--out", str(out)]) == 0
+    data = json.loads((out / "bench.json").read_text())
+    flops = count_forward_flops(WideResNet(10, 1))
+    assert [r["mode"] for r in data["results"]] == ["fp32", "bf16"]
+    for r in data["results"]:
+        assert r["train_images_per_s"] > 0 and r["inference_images_per_s"] > 0
+        assert r["train_tflops"] == pytest.approx(3 * flops * r["train_images_per_s"] / 1e12)
+        assert r["epoch_time_s"] == pytest.approx(45_000 / r["train_images_per_s"])
+    assert "| fp32 |" in (out / "bench.md").read_text()
+    assert data["env"]["torch"]
+
+
+def test_module_entry_point():
+    result = subprocess.run([sys.executable, "-m", "wrnlib", "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0
+    for command in ("params", "train", "evaluate", "bench", "study"):
+        assert command in result.stdout

@@ -1,0 +1,127 @@
+import math
+import re
+
+import pytest
+import torch
+from torch import nn
+
+from wrnlib.model import (PreActBlock, WideResNet, count_forward_flops, count_parameters, model_stats,
+                          stage_widths)
+
+
+def analytic_params(depth: int, width: float, classes: int = 10) -> int:
+    """Parameter count of WRN-d-k written out from the architecture, independent of the module."""
+    n = (depth - 4) // 6
+    total, c_in = 3 * 16 * 9, 16  # stem conv, no bias
+    for base in (16, 32, 64):
+        c = max(1, round(base * width))
+        for b in range(n):
+            cin = c_in if b == 0 else c
+            total += 2 * cin + cin * c * 9 + 2 * c + c * c * 9  # bn1, conv1, bn2, conv2
+            if b == 0 and cin != c or (b == 0 and base != 16):
+                total += cin * c  # 1x1 projection
+        c_in = c
+    return total + 2 * c_in + c_in * classes + classes  # final bn + linear
+
+
+def analytic_flops(depth: int, width: float, classes: int = 10) -> int:
+    """2 x MACs of every conv and the linear layer for one 32x32 image."""
+    n = (depth - 4) // 6
+    flops, c_in, side = 2 * 3 * 16 * 9 * 32 * 32, 16, 32
+    for base, stride in zip((16, 32, 64), (1, 2, 2)):
+        c = round(base * width)
+        for b in range(n):
+            s = stride if b == 0 else 1
+            cin = c_in if b == 0 else c
+            out_side = side // s
+            flops += 2 * cin * c * 9 * out_side ** 2 + 2 * c * c * 9 * out_side ** 2
+            if b == 0 and (cin != c or s != 1):
+                flops += 2 * cin * c * out_side ** 2
+            side = out_side
+        c_in = c
+    return flops + 2 * c_in * classes
+
+
+@pytest.mark.parametrize("depth,width,published", [(28, 3.5, 4.48e6), (28, 10, 36.5e6), (16, 4, 2.75e6)])
+def test_parameter_counts_match_the_papers(depth, width, published):
+    # The study reports 4.48 M for WRN-28-3.5; the WRN paper 36.5 M and 2.7 M for WRN-28-10 and WRN-16-4.
+    params = count_parameters(WideResNet(depth, width))
+    assert abs(params - published) / published < 0.01
+
+
+@pytest.mark.parametrize("depth,width", [(10, 1), (16, 2.5), (22, 3.3), (28, 3.5)])
+def test_parameters_and_flops_match_analytic_formulas(depth, width):
+    model = WideResNet(depth, width)
+    assert count_parameters(model) == analytic_params(depth, width)
+    assert count_forward_flops(model) == analytic_flops(depth, width)
+    stats = model_stats(depth, width)
+    assert stats.params == analytic_params(depth, width)
+    assert stats.train_flops == 3 * stats.forward_flops
+
+
+def test_fractional_widths_round_each_stage():
+    assert stage_widths(3.5) == (56, 112, 224)
+    assert stage_widths(2.7) == (43, 86, 173)  # 43.2, 86.4, 172.8
+    assert stage_widths(1) == (16, 32, 64)
+    model = WideResNet(16, 2.7)
+    convs = [m for m in model.stages.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
+    assert sorted({c.out_channels for c in convs}) == [43, 86, 173]
+
+
+def test_forward_shapes_and_structure():
+    model = WideResNet(16, 2, num_classes=7)
+    out = model(torch.randn(3, 3, 32, 32))
+    assert out.shape == (3, 7)
+    blocks = [m for m in model.modules() if isinstance(m, PreActBlock)]
+    assert len(blocks) == 3 * 2  # n = (16 - 4) / 6 = 2 blocks per stage
+    strides = [b.conv1.stride[0] for b in blocks]
+    assert strides == [1, 1, 2, 1, 2, 1]
+    # spatial size halves twice: the features entering the pool are 8x8
+    feats = model.stages(model.stem(torch.randn(1, 3, 32, 32)))
+    assert feats.shape == (1, 128, 8, 8)  # 64 * k with k = 2
+
+
+def test_preactivation_block_is_identity_when_residual_branch_is_zero():
+    # In a pre-activation block, the identity shortcut passes the input through untouched.
+    block = PreActBlock(8, 8, 1)
+    nn.init.zeros_(block.conv2.weight)
+    x = torch.randn(2, 8, 6, 6)
+    assert torch.equal(block(x), x)
+    proj = PreActBlock(8, 16, 2)
+    assert proj.shortcut is not None and proj(x).shape == (2, 16, 3, 3)
+
+
+def test_initialisation_follows_wrn_reference():
+    torch.manual_seed(0)
+    model = WideResNet(28, 3.5)
+    conv = model.stages[2][1].conv2  # 224 -> 224, 3x3: plenty of samples
+    fan_out = conv.out_channels * 9
+    assert conv.weight.std().item() == pytest.approx(math.sqrt(2 / fan_out), rel=0.02)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            assert torch.all(m.weight == 1) and torch.all(m.bias == 0)
+    assert torch.all(model.fc.bias == 0)
+
+
+def test_dropout_only_in_training():
+    model = WideResNet(10, 1, dropout=0.5)
+    x = torch.randn(4, 3, 32, 32)
+    model.eval()
+    assert torch.equal(model(x), model(x))
+    model.train()
+    torch.manual_seed(0)
+    a = model(x)
+    torch.manual_seed(1)
+    assert not torch.allclose(a, model(x))
+
+
+@pytest.mark.parametrize("kwargs,needle", [
+    ({"depth": 27}, "6n + 4"), ({"depth": 4}, "6n + 4"), ({"depth": -2}, "6n + 4"), ({"depth": 28.0}, "6n + 4"),
+    ({"width": 0}, "width"), ({"width": -1.5}, "width"), ({"width": float("nan")}, "width"),
+    ({"width": float("inf")}, "width"), ({"width": "3.5"}, "width"), ({"width": 0.01}, "too small"),
+    ({"num_classes": 1}, "num_classes"), ({"dropout": 1.0}, "dropout"),
+])
+def test_bad_architectures_raise_clear_errors(kwargs, needle):
+    args = {"depth": 28, "width": 3.5} | kwargs
+    with pytest.raises(ValueError, match=re.escape(needle)):
+        WideResNet(**args)

@@ -1,0 +1,79 @@
+import math
+
+import pytest
+
+from wrnlib.schedules import SCHEDULES, ScheduleParams, lr_curve, lr_multiplier, validate_schedule
+
+P = ScheduleParams()  # no warm-up by default
+
+
+def test_cosine_endpoints_and_midpoint():
+    assert lr_multiplier("cosine", 0, 100) == pytest.approx(1.0)
+    assert lr_multiplier("cosine", 50, 100) == pytest.approx(0.5)
+    assert lr_multiplier("cosine", 100, 100) == pytest.approx(0.0, abs=1e-12)
+    assert lr_multiplier("cosine", 25, 100) == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)))
+    floored = ScheduleParams(min_lr_frac=0.1)
+    assert lr_multiplier("cosine", 100, 100, floored) == pytest.approx(0.1)
+
+
+def test_step_drops_by_gamma_at_each_milestone():
+    # WRN: x0.2 at epochs 60, 120, 160 of 200
+    assert lr_multiplier("step", 59.9, 200) == 1.0
+    assert lr_multiplier("step", 60, 200) == pytest.approx(0.2)
+    assert lr_multiplier("step", 120, 200) == pytest.approx(0.04)
+    assert lr_multiplier("step", 199, 200) == pytest.approx(0.008)
+
+
+def test_sgdr_restarts_after_t0_then_t0_times_tmult():
+    p = ScheduleParams(sgdr_t0=10, sgdr_tmult=2)
+    assert lr_multiplier("sgdr", 0, 70, p) == pytest.approx(1.0)
+    assert lr_multiplier("sgdr", 5, 70, p) == pytest.approx(0.5)
+    assert lr_multiplier("sgdr", 9.999, 70, p) < 1e-6
+    assert lr_multiplier("sgdr", 10, 70, p) == pytest.approx(1.0)  # first restart
+    assert lr_multiplier("sgdr", 20, 70, p) == pytest.approx(0.5)  # middle of the 20-epoch cycle
+    assert lr_multiplier("sgdr", 30, 70, p) == pytest.approx(1.0)  # second restart (10 + 20)
+    assert lr_multiplier("sgdr", 50, 70, p) == pytest.approx(0.5)
+
+
+def test_onecycle_rises_to_peak_then_falls_to_zero():
+    p = ScheduleParams(onecycle_peak=0.25, onecycle_start=0.1)
+    ts, ys = lr_curve("onecycle", 40, p, points=401)
+    peak_index = max(range(len(ys)), key=ys.__getitem__)
+    assert ts[peak_index] == pytest.approx(10.0)
+    assert ys[0] == pytest.approx(0.1) and ys[-1] == pytest.approx(0.0, abs=1e-12)
+    assert all(a <= b + 1e-12 for a, b in zip(ys[:peak_index], ys[1:peak_index + 1]))
+    assert all(a >= b - 1e-12 for a, b in zip(ys[peak_index:], ys[peak_index + 1:]))
+
+
+def test_constant_is_constant():
+    assert {lr_multiplier("constant", t, 10) for t in (0, 3.3, 10)} == {1.0}
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULES))
+def test_warmup_ramps_linearly_on_every_schedule(name):
+    p = ScheduleParams(warmup_epochs=2)
+    assert lr_multiplier(name, 0, 20, p) == 0.0
+    base = lr_multiplier(name, 1, 20, ScheduleParams())
+    assert lr_multiplier(name, 1, 20, p) == pytest.approx(0.5 * base)
+    assert lr_multiplier(name, 2, 20, p) == pytest.approx(lr_multiplier(name, 2, 20, ScheduleParams()))
+
+
+def test_unknown_schedule_lists_the_known_ones():
+    with pytest.raises(ValueError) as err:
+        validate_schedule("linear-decay", 10, P)
+    for name in SCHEDULES:
+        assert name in str(err.value)
+
+
+@pytest.mark.parametrize("name,params,needle", [
+    ("cosine", ScheduleParams(warmup_epochs=11), "warmup_epochs"),
+    ("cosine", ScheduleParams(min_lr_frac=2), "min_lr_frac"),
+    ("step", ScheduleParams(step_gamma=0), "step_gamma"),
+    ("step", ScheduleParams(step_milestones=(0.5, 1.5)), "milestones"),
+    ("sgdr", ScheduleParams(sgdr_t0=0), "sgdr_t0"),
+    ("sgdr", ScheduleParams(sgdr_tmult=0.5), "Tmult"),
+    ("onecycle", ScheduleParams(onecycle_peak=1.0), "onecycle_peak"),
+])
+def test_bad_schedule_parameters(name, params, needle):
+    with pytest.raises(ValueError, match=needle):
+        validate_schedule(name, 10, params)

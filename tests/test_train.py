@@ -1,0 +1,132 @@
+"""The training engine end to end on real CIFAR-10 images (CPU)."""
+import json
+import math
+
+import pytest
+import torch
+
+import wrnlib.train as train_module
+from conftest import full_data_dir
+from wrnlib import runs
+from wrnlib.config import TrainConfig
+from wrnlib.data import DataError
+from wrnlib.evaluate import evaluate_run
+from wrnlib.train import NonFiniteLossError, RunExistsError, fit
+
+
+def tiny(tmp_path, **overrides) -> TrainConfig:
+    """A WRN-10-1 on a small real subset: seconds per epoch on two cores."""
+    base = dict(name="tiny", out_dir=str(tmp_path), depth=10, width=1, epochs=2, batch_size=64, lr=0.1,
+                val_size=100, train_limit=256, test_limit=200, warmup_epochs=0.0, progress=False)
+    return TrainConfig(**(base | overrides))
+
+
+def test_end_to_end_training_beats_chance_and_writes_the_run_folder(real_data, tmp_path):
+    full = full_data_dir() is not None
+    config = tiny(tmp_path, name="e2e", epochs=5, label_smoothing=0.1, save_model=True,
+                  val_size=500 if full else 200, train_limit=2500 if full else 0, test_limit=1000 if full else 0)
+    seen = []
+    result = fit(config, data=real_data, on_epoch_end=seen.append)
+
+    # learns: ten classes, so chance is 10 %
+    assert result.summary["test_acc"] > (0.30 if full else 0.2)
+    assert result.metrics[-1]["train_loss"] < result.metrics[0]["train_loss"]
+
+    run_dir = tmp_path / "e2e"
+    assert TrainConfig.load(run_dir / runs.CONFIG) == config
+    env = json.loads((run_dir / runs.ENV).read_text())
+    assert env["data_checksum"] == real_data.checksum and env["torch"] == torch.__version__
+    assert {"device", "python", "torchvision", "git_commit"} <= set(env)
+    rows = runs.read_metrics(run_dir)
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5] == [r["epoch"] for r in seen]
+    assert all(0 <= r["test_acc"] <= 1 and r["lr"] >= 0 for r in rows)
+    assert rows[-1]["train_time_s"] == pytest.approx(sum(r["epoch_time_s"] for r in rows), rel=1e-4)
+    summary = json.loads((run_dir / runs.SUMMARY).read_text())
+    assert summary["best_val_acc"] == pytest.approx(max(r["val_acc"] for r in rows), abs=1e-6)
+    assert summary["test_images"] == (1000 if full else len(real_data.test_labels))
+    assert summary["params"] == 77_850
+
+    # the committed fp16 checkpoint reproduces the recorded accuracy exactly on this device
+    weights = torch.load(run_dir / runs.MODEL_FP16, weights_only=True)
+    assert weights["fc.weight"].dtype == torch.float16
+    report = evaluate_run(run_dir, data_dir=real_data.source)
+    assert report["test_acc"] == summary["test_acc"]
+    assert report["test_acc_tta"] == summary["test_acc_tta"]
+
+
+def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(real_data, tmp_path):
+    # SAM, EMA, CutMix, AutoAugment and dropout: every piece of state and randomness a resume must restore
+    settings = dict(epochs=3, deterministic=True, optimizer="sam", ema_decay=0.9, mix="cutmix", mix_prob=0.5,
+                    policy="autoaugment", policy_group=16, dropout=0.1, cutout=8)
+    straight = fit(tiny(tmp_path, name="straight", **settings), data=real_data)
+
+    def interrupt_after_epoch_2(row):
+        if row["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    config = tiny(tmp_path, name="resumed", **settings)
+    with pytest.raises(KeyboardInterrupt):
+        fit(config, data=real_data, on_epoch_end=interrupt_after_epoch_2)
+    assert torch.load(tmp_path / "resumed" / runs.STATE, weights_only=True)["epoch"] == 2
+    resumed = fit(config, resume=True, data=real_data)
+
+    a = torch.load(tmp_path / "straight" / runs.STATE, weights_only=True)
+    b = torch.load(tmp_path / "resumed" / runs.STATE, weights_only=True)
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    for key in a["ema"]["module"]:
+        assert torch.equal(a["ema"]["module"][key], b["ema"]["module"][key]), key
+    assert [r["train_loss"] for r in straight.metrics] == [r["train_loss"] for r in resumed.metrics]
+    assert straight.summary["test_acc"] == resumed.summary["test_acc"]
+    assert len(runs.read_metrics(tmp_path / "resumed")) == 3
+
+
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(real_data, tmp_path, monkeypatch):
+    real_make_step = train_module.make_train_step
+
+    def poisoned_after_first_epoch(*args, **kwargs):
+        step, calls = real_make_step(*args, **kwargs), []
+
+        def step_with_nan(x, targets):
+            calls.append(1)
+            loss, logits = step(x, targets)
+            return (loss * math.nan if len(calls) > 256 // 64 else loss), logits
+        return step_with_nan
+
+    monkeypatch.setattr(train_module, "make_train_step", poisoned_after_first_epoch)
+    with pytest.raises(NonFiniteLossError, match=r"epoch 2.*end of epoch 1.*--lr"):
+        fit(tiny(tmp_path, epochs=3), data=real_data)
+    state = torch.load(tmp_path / "tiny" / runs.STATE, weights_only=True)
+    assert state["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+    assert len(runs.read_metrics(tmp_path / "tiny")) == 1
+
+
+def test_an_existing_run_is_never_overwritten(real_data, tmp_path):
+    fit(tiny(tmp_path, epochs=1), data=real_data)
+    metrics = (tmp_path / "tiny" / runs.METRICS).read_bytes()
+    with pytest.raises(RunExistsError, match="--resume"):
+        fit(tiny(tmp_path, epochs=1, lr=0.05), data=real_data)
+    assert (tmp_path / "tiny" / runs.METRICS).read_bytes() == metrics
+
+
+def test_resume_errors_are_specific(real_data, tmp_path):
+    with pytest.raises(FileNotFoundError, match="without --resume"):
+        fit(tiny(tmp_path), resume=True, data=real_data)
+    fit(tiny(tmp_path, epochs=1), data=real_data)
+    with pytest.raises(ValueError, match=r"lr: saved 0.1 vs requested 0.3"):
+        fit(tiny(tmp_path, epochs=1, lr=0.3), resume=True, data=real_data)
+
+
+@pytest.mark.parametrize("overrides,error,needle", [
+    ({"width": 0}, ValueError, "width"),
+    ({"schedule": "exp"}, ValueError, "cosine"),
+    ({"batch_size": 5000}, ValueError, "batch_size"),
+    ({"train_limit": 10**6}, ValueError, "train_limit"),
+    ({"data_dir": "/nonexistent/cifar"}, DataError, "/nonexistent/cifar"),
+])
+def test_bad_input_gets_a_clear_error_before_any_training(real_data, tmp_path, overrides, error, needle):
+    data = None if "data_dir" in overrides else real_data
+    with pytest.raises(error, match=needle):
+        fit(tiny(tmp_path, **overrides), data=data)
+    assert not (tmp_path / "tiny" / runs.STATE).exists()

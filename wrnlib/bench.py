@@ -1,0 +1,153 @@
+"""Throughput benchmark of the real training step (augmentation, forward, backward, SGD update).
+
+Each mode times ``steps`` training steps after ``warmup`` untimed ones (compilation happens in
+the warm-up and is reported on its own), then forward-only inference. Achieved TFLOP/s counts
+the model's convolution and linear FLOPs (training = 3 x forward) and is compared with the
+card's measured bf16 matrix rate when known.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+
+from .augment import BatchAugment
+from .data import load_cifar10
+from .engine import autocast, make_train_step, resolve_device
+from .model import WideResNet, count_forward_flops, count_parameters
+from .optim import make_sgd
+
+# mode -> (bf16 autocast, channels_last, torch.compile)
+MODES = {
+    "fp32": (False, False, False),
+    "bf16": (True, True, False),
+    "bf16-compile": (True, True, True),
+}
+# Measured dense bf16 matrix rate of the cards this project is run on (8192^3 products; see
+# the device notes): about 790 TFLOP/s on both the H100 and H200 lent here.
+MEASURED_BF16_TFLOPS = {"H100": 790.0, "H200": 790.0}
+TRAIN_IMAGES_PER_EPOCH = 45_000  # 50,000 minus the default 5,000-image validation split
+
+
+@dataclass
+class BenchResult:
+    mode: str
+    device: str
+    depth: int
+    width: float
+    batch_size: int
+    params: int
+    forward_gflops_per_image: float
+    train_images_per_s: float
+    epoch_time_s: float
+    train_tflops: float
+    fraction_of_peak: float | None
+    inference_images_per_s: float
+    compile_time_s: float | None
+    step_ms: float
+    peak_memory_gib: float | None
+
+
+def peak_tflops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((rate for key, rate in MEASURED_BF16_TFLOPS.items() if key in name), None)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def real_batch(batch_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch of real CIFAR-10 images (the shipped sample, repeated as needed); speed does not
+    depend on the content, but the augmentation sees real pixels."""
+    sample = load_cifar10("sample")
+    reps = -(-batch_size // len(sample.train_labels))
+    images = sample.train_images.repeat(reps, 1, 1, 1)[:batch_size]
+    labels = sample.train_labels.repeat(reps)[:batch_size]
+    return images.to(device), labels.to(device)
+
+
+def bench_mode(mode: str, depth: int = 28, width: float = 3.5, batch_size: int = 512, steps: int = 30,
+               warmup: int = 5, device: str = "auto", compile_mode: str = "default") -> BenchResult:
+    if mode not in MODES:
+        raise ValueError(f"unknown bench mode {mode!r}; choose from {', '.join(MODES)}")
+    dev = resolve_device(device)
+    bf16, channels_last, compile_ = MODES[mode]
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    torch.manual_seed(0)
+    model = WideResNet(depth, width).to(dev, memory_format=memory_format)
+    flops = count_forward_flops(model)
+    forward = torch.compile(model, mode=compile_mode) if compile_ else model
+    optimizer = make_sgd(model, 0.01, 0.9, True, 5e-4, False)
+    step = make_train_step(model, forward, optimizer, device=dev, bf16=bf16)
+    augment = BatchAugment()
+    images, labels = real_batch(batch_size, dev)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+
+    def train_step():
+        x, targets = augment(images, labels)
+        step(x.contiguous(memory_format=memory_format), targets)
+
+    t0 = time.perf_counter()
+    for _ in range(warmup):
+        train_step()
+    _sync(dev)
+    warmup_time = time.perf_counter() - t0
+
+    # One sync around the whole loop, as in training: per-step syncs would add launch bubbles.
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        train_step()
+    _sync(dev)
+    train_time = time.perf_counter() - t0
+    train_rate = batch_size * steps / train_time
+
+    model.eval()
+    with torch.no_grad():
+        x = augment.eval_transform(images).contiguous(memory_format=memory_format)
+        for _ in range(3):
+            with autocast(dev, bf16):
+                forward(x)
+        _sync(dev)
+        t = time.perf_counter()
+        for _ in range(steps):
+            with autocast(dev, bf16):
+                forward(x)
+        _sync(dev)
+        infer_rate = batch_size * steps / (time.perf_counter() - t)
+
+    achieved = 3 * flops * train_rate / 1e12
+    peak = peak_tflops(dev)
+    return BenchResult(
+        mode=mode, device=torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+        depth=depth, width=width, batch_size=batch_size, params=count_parameters(model),
+        forward_gflops_per_image=flops / 1e9, train_images_per_s=train_rate,
+        epoch_time_s=TRAIN_IMAGES_PER_EPOCH / train_rate, train_tflops=achieved,
+        fraction_of_peak=achieved / peak if peak else None, inference_images_per_s=infer_rate,
+        compile_time_s=warmup_time if compile_ else None,
+        step_ms=1000 * train_time / steps,
+        peak_memory_gib=torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else None)
+
+
+def results_table(results: list[BenchResult]) -> str:
+    """A markdown table of benchmark results."""
+    header = ("| mode | batch | train img/s | epoch (45k) s | step ms | TFLOP/s | of peak "
+              "| inference img/s | compile s | peak mem GiB |\n|---|---|---|---|---|---|---|---|---|---|\n")
+    lines = []
+    for r in results:
+        frac = f"{100 * r.fraction_of_peak:.1f}%" if r.fraction_of_peak is not None else "n/a"
+        comp = f"{r.compile_time_s:.1f}" if r.compile_time_s is not None else "-"
+        mem = f"{r.peak_memory_gib:.1f}" if r.peak_memory_gib is not None else "-"
+        lines.append(f"| {r.mode} | {r.batch_size} | {r.train_images_per_s:,.0f} | {r.epoch_time_s:.2f} | "
+                     f"{r.step_ms:.1f} | {r.train_tflops:.1f} | {frac} | {r.inference_images_per_s:,.0f} | "
+                     f"{comp} | {mem} |")
+    return header + "\n".join(lines) + "\n"
+
+
+def as_dicts(results: list[BenchResult]) -> list[dict]:
+    return [asdict(r) for r in results]
