@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 
@@ -21,6 +22,7 @@ from .optim import make_sgd
 # mode -> (bf16 autocast, channels_last, torch.compile)
 MODES = {
     "fp32": (False, False, False),
+    "bf16-nchw": (True, False, False),
     "bf16": (True, True, False),
     "bf16-compile": (True, True, True),
 }
@@ -46,6 +48,7 @@ class BenchResult:
     inference_images_per_s: float
     compile_time_s: float | None
     step_ms: float
+    augment_ms: float  # of step_ms: gathering-free batch augmentation alone
     peak_memory_gib: float | None
 
 
@@ -72,13 +75,15 @@ def real_batch(batch_size: int, device: torch.device) -> tuple[torch.Tensor, tor
 
 
 def bench_mode(mode: str, depth: int = 28, width: float = 3.5, batch_size: int = 512, steps: int = 30,
-               warmup: int = 5, device: str = "auto", compile_mode: str = "default") -> BenchResult:
+               warmup: int = 5, device: str = "auto", compile_mode: str = "default",
+               profile_path: str | None = None) -> BenchResult:
     if mode not in MODES:
         raise ValueError(f"unknown bench mode {mode!r}; choose from {', '.join(MODES)}")
     dev = resolve_device(device)
     bf16, channels_last, compile_ = MODES[mode]
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     torch.manual_seed(0)
+    torch.backends.cudnn.benchmark = True  # as in training: fixed shapes, so let cuDNN pick its fastest kernels
     model = WideResNet(depth, width).to(dev, memory_format=memory_format)
     flops = count_forward_flops(model)
     forward = torch.compile(model, mode=compile_mode) if compile_ else model
@@ -107,6 +112,16 @@ def bench_mode(mode: str, depth: int = 28, width: float = 3.5, batch_size: int =
     train_time = time.perf_counter() - t0
     train_rate = batch_size * steps / train_time
 
+    # The augmentation's share of a step, timed on its own.
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        augment(images, labels)
+    _sync(dev)
+    augment_time = time.perf_counter() - t0
+
+    if profile_path:
+        write_profile(train_step, dev, profile_path)
+
     model.eval()
     with torch.no_grad():
         x = augment.eval_transform(images).contiguous(memory_format=memory_format)
@@ -130,21 +145,43 @@ def bench_mode(mode: str, depth: int = 28, width: float = 3.5, batch_size: int =
         epoch_time_s=TRAIN_IMAGES_PER_EPOCH / train_rate, train_tflops=achieved,
         fraction_of_peak=achieved / peak if peak else None, inference_images_per_s=infer_rate,
         compile_time_s=warmup_time if compile_ else None,
-        step_ms=1000 * train_time / steps,
+        step_ms=1000 * train_time / steps, augment_ms=1000 * augment_time / steps,
         peak_memory_gib=torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else None)
+
+
+def write_profile(train_step, device: torch.device, path: str, steps: int = 5) -> None:
+    """Where a step's time goes: torch.profiler's per-operator table, heaviest device time first."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            train_step()
+        _sync(device)
+    averages = prof.key_averages()
+    keys = ("self_device_time_total", "self_cuda_time_total") if device.type == "cuda" else ()
+    for key in keys + ("self_cpu_time_total",):
+        try:
+            table = averages.table(sort_by=key, row_limit=30)
+            break
+        except (AttributeError, KeyError, RuntimeError):
+            continue
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        f.write(f"# torch.profiler, {steps} training steps on {device}, sorted by {key}\n{table}\n")
 
 
 def results_table(results: list[BenchResult]) -> str:
     """A markdown table of benchmark results."""
-    header = ("| mode | batch | train img/s | epoch (45k) s | step ms | TFLOP/s | of peak "
-              "| inference img/s | compile s | peak mem GiB |\n|---|---|---|---|---|---|---|---|---|---|\n")
+    header = ("| mode | batch | train img/s | epoch (45k) s | step ms | of which augment ms | TFLOP/s | of peak "
+              "| inference img/s | compile s | peak mem GiB |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
     lines = []
     for r in results:
         frac = f"{100 * r.fraction_of_peak:.1f}%" if r.fraction_of_peak is not None else "n/a"
         comp = f"{r.compile_time_s:.1f}" if r.compile_time_s is not None else "-"
         mem = f"{r.peak_memory_gib:.1f}" if r.peak_memory_gib is not None else "-"
         lines.append(f"| {r.mode} | {r.batch_size} | {r.train_images_per_s:,.0f} | {r.epoch_time_s:.2f} | "
-                     f"{r.step_ms:.1f} | {r.train_tflops:.1f} | {frac} | {r.inference_images_per_s:,.0f} | "
+                     f"{r.step_ms:.1f} | {r.augment_ms:.1f} | {r.train_tflops:.1f} | {frac} | {r.inference_images_per_s:,.0f} | "
                      f"{comp} | {mem} |")
     return header + "\n".join(lines) + "\n"
 

@@ -78,8 +78,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import as_dicts, bench_mode, results_table
     results = []
     for mode in args.modes.split(","):
+        profile = args.profile_out if mode == args.modes.split(",")[-1] else None
         result = bench_mode(mode, args.depth, args.width, args.batch_size, args.steps, args.warmup, args.device,
-                            args.compile_mode)
+                            args.compile_mode, profile)
         print(f"{mode}: {result.train_images_per_s:,.0f} train img/s, {result.train_tflops:.1f} TFLOP/s",
               flush=True)
         results.append(result)
@@ -132,12 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--depth", type=int, default=28)
     p.add_argument("--width", type=float, default=3.5)
     p.add_argument("--batch-size", type=int, default=512)
-    p.add_argument("--modes", default="fp32,bf16,bf16-compile", help="comma-separated: fp32, bf16, bf16-compile")
+    p.add_argument("--modes", default="fp32,bf16,bf16-compile", help="comma-separated, of: fp32, bf16-nchw, bf16, bf16-compile")
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--device", default="auto")
     p.add_argument("--compile-mode", default="default")
     p.add_argument("--out", default=None, help="folder for bench.json and bench.md")
+    p.add_argument("--profile-out", default=None, help="write a torch.profiler table of the last mode here")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("study", help="execute the notebooks in order with papermill")

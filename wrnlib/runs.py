@@ -26,7 +26,13 @@ def device_name(device: torch.device) -> str:
 
 
 def git_commit(path: Path = Path(__file__).resolve().parent) -> str:
-    """The commit the code came from, with '-dirty' when tracked files differ from it."""
+    """The commit the code came from, with '-dirty' when tracked files differ from it.
+
+    Where the code travels without its .git folder (a copy sent to a GPU machine), the
+    WRNLIB_GIT_COMMIT environment variable names the commit instead.
+    """
+    if os.environ.get("WRNLIB_GIT_COMMIT"):
+        return os.environ["WRNLIB_GIT_COMMIT"]
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=path, capture_output=True, text=True, timeout=10).stdout.strip()
     try:

@@ -183,6 +183,8 @@ def fit(config: TrainConfig, *, resume: bool = False, data: CIFAR10 | None = Non
     previous_determinism = torch.are_deterministic_algorithms_enabled()
     if config.deterministic:
         _enable_determinism()
+    else:
+        torch.backends.cudnn.benchmark = True  # shapes are fixed, so cuDNN's autotuning pays off once
     try:
         trainer = Trainer(config, make_splits(config, data, device), device)
         start_epoch, rows, train_time = trainer.load_state_dict(state) if state else (0, [], 0.0)
