@@ -48,7 +48,7 @@ class BenchResult:
     inference_images_per_s: float
     compile_time_s: float | None
     step_ms: float
-    augment_ms: float  # of step_ms: gathering-free batch augmentation alone
+    augment_ms: float  # the batch augmentation alone, timed on its own
     peak_memory_gib: float | None
 
 
@@ -173,7 +173,7 @@ def write_profile(train_step, device: torch.device, path: str, steps: int = 5) -
 
 def results_table(results: list[BenchResult]) -> str:
     """A markdown table of benchmark results."""
-    header = ("| mode | batch | train img/s | epoch (45k) s | step ms | of which augment ms | TFLOP/s | of peak "
+    header = ("| mode | batch | train img/s | epoch (45k) s | step ms | augment alone ms | TFLOP/s | of peak "
               "| inference img/s | compile s | peak mem GiB |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
     lines = []
     for r in results:
