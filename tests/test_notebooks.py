@@ -1,0 +1,228 @@
+"""The study notebooks: clean sources, and one real execution of the quick profile through the study runner.
+
+The quick study runs once per module (about a minute on 2 cores) with every output redirected into a
+temporary folder; the tests then check what it produced. Data: $CIFAR10_DIR when set, else the real
+sample shipped in wrnlib.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from wrnlib import cli, results, study
+
+NOTEBOOKS = study.find_notebooks()
+EXPECTED = ["01_data_exploration.ipynb", "02_train.ipynb", "03_lr_schedule_ablation.ipynb", "04_results.ipynb",
+            "05_width_explorer.ipynb"]
+QUICK = study.load_profile("quick")
+RUN_NAME = QUICK["notebooks"]["02"]["run_name"]
+ABLATION = QUICK["notebooks"]["03"]["ablation_name"]
+
+
+def test_the_five_notebooks_exist_in_order():
+    assert [p.name for p in NOTEBOOKS.values()] == EXPECTED
+
+
+@pytest.mark.parametrize("path", list(NOTEBOOKS.values()), ids=lambda p: p.name)
+def test_source_notebook_is_clean(path):
+    nb = nbformat.read(str(path), as_version=4)
+    nbformat.validate(nb)
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.outputs == [] for c in code), "commit notebooks without outputs"
+    assert all(c.execution_count is None for c in code), "commit notebooks without execution counts"
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1 and tagged[0].cell_type == "code"
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
+    assert not any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells)
+
+
+@pytest.mark.parametrize("profile", study.known_profiles())
+def test_profile_parameters_are_declared_by_the_notebooks(profile):
+    spec = study.load_profile(profile)
+    assert set(spec["notebooks"]) == set(NOTEBOOKS)
+    for prefix, path in NOTEBOOKS.items():
+        declared = study.declared_parameters(path)
+        params = study.notebook_parameters(spec, prefix, declared)
+        assert set(params) <= declared, (profile, path.name, set(params) - declared)
+
+
+# --------------------------------------------------------------------------- one real quick study
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    base = tmp_path_factory.mktemp("quick_study")
+    log = io.StringIO()
+    rc = study.run_study("quick", output_root=base / "executed", results_root=base / "results",
+                         progress_bar=False, stream=log)
+    assert rc == 0, log.getvalue()
+    return {"base": base, "executed": base / "executed" / "quick", "results": base / "results", "log": log.getvalue()}
+
+
+def _outputs(path: Path) -> list[dict]:
+    nb = nbformat.read(str(path), as_version=4)
+    return [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+
+
+def _text(path: Path) -> str:
+    parts = []
+    for o in _outputs(path):
+        if o.output_type == "stream":
+            parts.append(o.text)
+        elif o.output_type in ("display_data", "execute_result"):
+            parts.append(str(o.data.get("text/markdown", "")) + str(o.data.get("text/plain", "")))
+    return "\n".join(parts)
+
+
+def test_executed_notebooks_have_no_errors(quick):
+    assert "finished: 5 notebook(s)" in quick["log"]
+    for name in EXPECTED:
+        path = quick["executed"] / name
+        assert path.exists(), name
+        nb = nbformat.read(str(path), as_version=4)
+        assert any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells)
+        assert not [o for o in _outputs(path) if o.output_type == "error"], name
+        assert not [o for o in _outputs(path) if o.output_type == "stream" and o.name == "stderr"
+                    and "Traceback" in o.text], name
+        assert any("image/png" in o.get("data", {}) for o in _outputs(path)), f"{name} shows no figure"
+
+
+def test_training_run_folder(quick):
+    run = quick["results"] / "runs" / RUN_NAME
+    for name in ("config.json", "env.json", "metrics.csv", "summary.json", "model_fp16.pt"):
+        assert (run / name).exists(), name
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    epochs = QUICK["notebooks"]["02"]["epochs"]
+    assert [int(r["epoch"]) for r in rows] == list(range(1, epochs + 1))
+    summary = json.loads((run / "summary.json").read_text())
+    assert 0.0 <= summary["test_acc"] <= 1.0 and 0.0 <= summary["test_acc_tta"] <= 1.0
+    assert summary["test_images"] == QUICK["notebooks"]["02"]["test_limit"]
+    config = json.loads((run / "config.json").read_text())
+    assert (config["depth"], config["width"], config["device"]) == (10, 1.0, "cpu")
+    text = _text(quick["executed"] / "02_train.ipynb")
+    assert f"{100 * summary['test_acc']:.2f}%" in text  # the notebook reports the run's own number
+    assert "recomputed test accuracy" in text
+
+
+def test_ablation_tables_have_one_row_per_schedule_and_seed(quick):
+    folder = quick["results"] / "ablations" / ABLATION
+    spec = QUICK["notebooks"]["03"]
+    expected = {(s, seed) for s in spec["schedules"] for seed in spec["seeds"]}
+    final = list(csv.DictReader((folder / "final.csv").open()))
+    assert len(final) == len(expected)
+    assert {(r["schedule"], int(r["seed"])) for r in final} == expected
+    assert all(0.0 <= float(r["test_acc"]) <= 1.0 for r in final)
+    epochs = list(csv.DictReader((folder / "epochs.csv").open()))
+    assert len(epochs) == len(expected) * spec["epochs"]
+    by_schedule = list(csv.DictReader((folder / "by_schedule.csv").open()))
+    assert [r["schedule"] for r in by_schedule] == spec["schedules"]
+    for r in final:  # every table row is backed by its run folder
+        summary = json.loads((folder / "runs" / r["run"] / "summary.json").read_text())
+        assert abs(summary["test_acc"] - float(r["test_acc"])) < 1e-5
+
+
+def test_figures_and_summary(quick):
+    figures = quick["results"] / "figures"
+    expected = ["01_class_balance", "01_samples_per_class", "01_channel_stats", "01_pixel_distributions",
+                "01_augmentations", f"02_{RUN_NAME}_curves", f"02_{RUN_NAME}_confusion", f"02_{RUN_NAME}_per_class",
+                f"02_{RUN_NAME}_confident_errors", f"03_{ABLATION}_lr_curves", f"03_{ABLATION}_val_acc",
+                f"03_{ABLATION}_final", "04_training_curves", "04_accuracy_vs_params", f"04_schedules_{ABLATION}",
+                "04_throughput", "05_width_explorer"]
+    for name in expected:
+        path = figures / f"{name}.png"
+        assert path.exists(), name
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000, name
+    summary = (quick["results"] / "summary.md").read_text()
+    assert RUN_NAME in summary
+    for schedule in QUICK["notebooks"]["03"]["schedules"]:
+        assert f"| {schedule} |" in summary
+    assert "No benchmarks yet." in summary
+
+
+def test_explorer_notebook_shows_the_parameter_choice(quick):
+    text = _text(quick["executed"] / "05_width_explorer.ipynb")
+    assert "WRN-28-3.5" in text and "4,480,474" in text and "**within** the budget" in text
+    assert "5 finished run(s)" in text  # the quick study's own runs, read from its results folder
+
+
+def test_results_collects_the_study(quick):
+    found = results.collect(quick["results"])
+    assert found.problems == []
+    assert len(found.main_runs) == 1 and found.main_runs.iloc[0]["status"] == "finished"
+    assert len(found.finished_runs) == 1 + len(QUICK["notebooks"]["03"]["schedules"]) * len(QUICK["notebooks"]["03"]["seeds"])
+    assert set(found.metrics["name"]) == set(found.runs["name"])
+    assert found.benchmarks.empty
+
+
+def test_reexecuting_reuses_the_finished_runs(quick, tmp_path):
+    metrics = quick["results"] / "runs" / RUN_NAME / "metrics.csv"
+    ablation_runs = quick["results"] / "ablations" / ABLATION / "runs"
+    final = quick["results"] / "ablations" / ABLATION / "final.csv"
+    before = metrics.read_bytes(), metrics.stat().st_mtime_ns, final.read_bytes()
+    for state in ablation_runs.glob("*/state.pt"):
+        state.unlink()  # as after a fresh clone: checkpoints are not committed, and 03 needs no weights
+    log = io.StringIO()
+    rc = study.run_study("quick", only=["02", "03"], output_root=tmp_path, results_root=quick["results"],
+                         progress_bar=False, stream=log)
+    assert rc == 0, log.getvalue()
+    assert (metrics.read_bytes(), metrics.stat().st_mtime_ns, final.read_bytes()) == before
+    assert "already finished: reading it back" in _text(tmp_path / "quick" / "02_train.ipynb")
+    assert _text(tmp_path / "quick" / "03_lr_schedule_ablation.ipynb").count("already finished") == len(
+        list(ablation_runs.iterdir()))
+
+
+def test_a_run_folder_with_other_settings_is_not_reused(quick):
+    from wrnlib import TrainConfig
+
+    config = TrainConfig.load(quick["results"] / "runs" / RUN_NAME / "config.json")
+    config.lr *= 2
+    with pytest.raises(ValueError, match=r"exists with other settings \(lr: saved"):
+        study.fit_or_reuse(config)
+
+
+def test_results_notebook_copes_with_empty_and_partial_folders(quick, tmp_path, capsys):
+    # empty: nothing at all under the results folder
+    empty = tmp_path / "empty"
+    rc = study.run_study("quick", only=["04"], output_root=tmp_path / "exec_empty", results_root=empty,
+                         progress_bar=False, stream=io.StringIO())
+    assert rc == 0
+    text = _text(tmp_path / "exec_empty" / "quick" / "04_results.ipynb")
+    for line in ("no runs yet", "no finished runs yet", "no ablations yet", "no benchmarks yet"):
+        assert line in text
+    assert "No runs yet." in (empty / "summary.md").read_text()
+
+    # partial: the quick study's folder with an interrupted run, an unfinished ablation, an empty run
+    # folder, a broken benchmark, and one real benchmark measured here
+    partial = tmp_path / "partial"
+    shutil.copytree(quick["results"], partial)
+    (partial / "runs" / RUN_NAME / "summary.json").unlink()
+    (partial / "ablations" / ABLATION / "final.csv").unlink()
+    (partial / "runs" / "empty-run").mkdir()
+    (partial / "benchmarks" / "broken").mkdir(parents=True)
+    (partial / "benchmarks" / "broken" / "bench.json").write_text("{not json")
+    assert cli.main(["bench", "--depth", "10", "--width", "1", "--batch-size", "32", "--steps", "2", "--warmup", "1",
+                     "--modes", "fp32", "--device", "cpu", "--out", str(partial / "benchmarks" / "cpu")]) == 0
+    capsys.readouterr()
+
+    found = results.collect(partial)
+    run = found.runs.set_index("name").loc[RUN_NAME]
+    assert run["status"] == "partial" and run["epochs_done"] == QUICK["notebooks"]["02"]["epochs"]
+    assert found.ablation_final.empty and not found.ablation_epochs.empty
+    assert len(found.benchmarks) == 1 and found.benchmarks.iloc[0]["mode"] == "fp32"
+    assert found.benchmarks.iloc[0]["train_images_per_s"] > 0
+    problems = "\n".join(found.problems)
+    assert "empty-run" in problems and "broken" in problems and "final.csv" in problems
+
+    rc = study.run_study("quick", only=["04"], output_root=tmp_path / "exec_partial", results_root=partial,
+                         progress_bar=False, stream=io.StringIO())
+    assert rc == 0
+    summary = (partial / "summary.md").read_text()
+    assert "| partial |" in summary and "No ablations yet." in summary and "| fp32 |" in summary
+    assert (partial / "figures" / "04_throughput.png").exists()

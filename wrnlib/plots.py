@@ -1,0 +1,313 @@
+"""Seaborn / matplotlib figures of the study; every function returns a Figure (the notebooks show and save it)."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import matplotlib
+
+matplotlib.rcParams.setdefault("figure.max_open_warning", 0)
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from .data import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD  # noqa: E402
+
+SAVE_DPI = 110
+
+
+def setup() -> None:
+    """The study's plotting style."""
+    sns.set_theme(style="whitegrid", context="notebook", palette="deep")
+    plt.rcParams.update({"figure.dpi": 80, "savefig.bbox": "tight", "axes.titlesize": "medium"})
+
+
+def save(fig: plt.Figure, folder: str | Path, name: str, *, dpi: int = SAVE_DPI) -> Path:
+    """Write ``fig`` as ``<folder>/<name>.png`` (folder created) and return the path."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    return path
+
+
+def to_display(images: Any) -> np.ndarray:
+    """(N, 3, H, W) uint8 images or normalised float images -> (N, H, W, 3) floats in [0, 1]."""
+    import torch
+
+    x = torch.as_tensor(images).detach().cpu()
+    if x.dim() == 3:
+        x = x.unsqueeze(0)
+    if x.dtype == torch.uint8:
+        x = x.float() / 255.0
+    else:  # normalised by wrnlib.augment.normalize: undo it
+        mean = torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1)
+        std = torch.tensor(CIFAR10_STD).view(1, 3, 1, 1)
+        x = x.float() * std + mean
+    return x.clamp(0, 1).permute(0, 2, 3, 1).numpy()
+
+
+def _percent_axis(ax: plt.Axes) -> None:
+    ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+
+
+# --------------------------------------------------------------------------- data
+
+
+def class_balance(counts: pd.DataFrame) -> plt.Figure:
+    """Bar chart of images per class, one panel per split (from results.class_counts)."""
+    splits = list(dict.fromkeys(counts["split"]))
+    fig, axes = plt.subplots(1, len(splits), figsize=(4.2 * len(splits), 3.6), squeeze=False)
+    for ax, split in zip(axes[0], splits):
+        part = counts[counts["split"] == split]
+        sns.barplot(data=part, x="class", y="count", ax=ax, color=sns.color_palette()[0])
+        ax.set_title(f"{split}: {int(part['count'].sum()):,} images")
+        ax.set_xlabel("")
+        ax.tick_params(axis="x", rotation=60)
+    fig.tight_layout()
+    return fig
+
+
+def image_grid(images: Any, titles: Sequence[str] | None = None, *, ncols: int = 8, size: float = 1.25,
+               row_labels: Sequence[str] | None = None, suptitle: str | None = None,
+               title_colors: Sequence[str] | None = None) -> plt.Figure:
+    """Images (uint8 or normalised) in a grid, with optional per-image titles and per-row labels."""
+    pics = to_display(images)
+    n = len(pics)
+    nrows = max(1, math.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows * (1.25 if titles else 1.0)),
+                             squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if i >= n:
+            ax.axis("off")
+            continue
+        ax.imshow(pics[i], interpolation="nearest")
+        if titles:
+            ax.set_title(titles[i], fontsize=7.5, color=(title_colors[i] if title_colors else "black"))
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+    if row_labels:
+        for r, label in enumerate(row_labels[:nrows]):
+            axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+
+def channel_stats(stats: pd.DataFrame) -> plt.Figure:
+    """Measured per-channel mean and std beside the published CIFAR-10 values (from results.channel_stats)."""
+    long = pd.concat([
+        pd.DataFrame({"channel": stats["channel"], "statistic": "mean", "source": "measured", "value": stats["mean"]}),
+        pd.DataFrame({"channel": stats["channel"], "statistic": "mean", "source": "published",
+                      "value": stats["published_mean"]}),
+        pd.DataFrame({"channel": stats["channel"], "statistic": "std", "source": "measured", "value": stats["std"]}),
+        pd.DataFrame({"channel": stats["channel"], "statistic": "std", "source": "published",
+                      "value": stats["published_std"]}),
+    ])
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
+    for ax, statistic in zip(axes, ("mean", "std")):
+        sns.barplot(data=long[long["statistic"] == statistic], x="channel", y="value", hue="source", ax=ax)
+        ax.set_title(f"per-channel {statistic} (pixels / 255)")
+        ax.set_xlabel("")
+        ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def pixel_distributions(histogram: pd.DataFrame, brightness: pd.DataFrame | None = None) -> plt.Figure:
+    """Per-channel pixel-value densities; beside them, per-image mean brightness by class if given."""
+    ncols = 2 if brightness is not None else 1
+    fig, axes = plt.subplots(1, ncols, figsize=(6 * ncols, 3.4), squeeze=False)
+    ax = axes[0, 0]
+    sns.lineplot(data=histogram, x="value", y="density", hue="channel", palette=["tab:red", "tab:green", "tab:blue"],
+                 ax=ax)
+    ax.set_title("pixel intensity per channel")
+    ax.set_xlabel("pixel value (0-255)")
+    ax.set_xlim(0, 255)
+    if brightness is not None:
+        ax = axes[0, 1]
+        sns.boxplot(data=brightness, x="class", y="brightness", ax=ax, color=sns.color_palette()[0],
+                    fliersize=1, order=list(CIFAR10_CLASSES))
+        ax.set_title("mean brightness per image, by class")
+        ax.set_xlabel("")
+        ax.tick_params(axis="x", rotation=60)
+    fig.tight_layout()
+    return fig
+
+
+def augmentation_preview(rows: Mapping[str, Any], titles: Mapping[str, Sequence[str]] | None = None,
+                         size: float = 1.35) -> plt.Figure:
+    """One row per augmentation (name -> batch of images, uint8 or normalised), the same images per column."""
+    names = list(rows)
+    ncols = len(to_display(rows[names[0]]))
+    fig, axes = plt.subplots(len(names), ncols, figsize=(size * ncols + 1.2, size * len(names) * 1.08), squeeze=False)
+    for r, name in enumerate(names):
+        pics = to_display(rows[name])
+        for c in range(ncols):
+            ax = axes[r, c]
+            ax.imshow(pics[c], interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if titles and name in titles:
+                ax.set_title(titles[name][c], fontsize=6.5)
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+        axes[r, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------- training
+
+
+def training_curves(metrics: pd.DataFrame, hue: str | None = None) -> plt.Figure:
+    """Loss, accuracy and lr against epoch; ``hue`` names a column separating runs."""
+    metrics = metrics.copy()
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
+    loss = metrics.melt(id_vars=[c for c in ("epoch", hue) if c], value_vars=["train_loss", "val_loss", "test_loss"],
+                        var_name="split", value_name="loss")
+    loss["split"] = loss["split"].str.replace("_loss", "")
+    acc = metrics.melt(id_vars=[c for c in ("epoch", hue) if c], value_vars=["train_acc", "val_acc", "test_acc"],
+                       var_name="split", value_name="accuracy")
+    acc["split"] = acc["split"].str.replace("_acc", "")
+    kwargs = {"style": "split", "hue": hue} if hue else {"hue": "split"}
+    if metrics["epoch"].nunique() <= 30:  # markers only while they stay readable
+        kwargs.update(marker="o", markersize=4)
+    line = {k: v for k, v in kwargs.items() if k in ("marker", "markersize")}
+    sns.lineplot(data=loss.dropna(), x="epoch", y="loss", ax=axes[0], **kwargs)
+    sns.lineplot(data=acc.dropna(), x="epoch", y="accuracy", ax=axes[1], **kwargs)
+    sns.lineplot(data=metrics, x="epoch", y="lr", ax=axes[2], hue=hue, **line)
+    axes[0].set_title("loss (train: augmented batches)")
+    axes[1].set_title("accuracy")
+    axes[2].set_title("learning rate at the end of each epoch")
+    _percent_axis(axes[1])
+    for ax in axes:
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        if ax.get_legend() is not None:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def confusion_matrix(cm: np.ndarray, classes: Sequence[str] = CIFAR10_CLASSES, title: str = "") -> plt.Figure:
+    """Row-normalised confusion matrix (true class rows), with counts annotated."""
+    cm = np.asarray(cm)
+    rates = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(7, 6))
+    sns.heatmap(rates, annot=cm, fmt="d", cmap="Blues", vmin=0, vmax=1, square=True, cbar_kws={"shrink": 0.75},
+                xticklabels=classes, yticklabels=classes, annot_kws={"fontsize": 7}, ax=ax)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title or "confusion matrix (colour: fraction of the true class; numbers: images)")
+    fig.tight_layout()
+    return fig
+
+
+def per_class_accuracy(table: pd.DataFrame, overall: float | None = None) -> plt.Figure:
+    """Horizontal bars of accuracy per class (columns class, accuracy)."""
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    sns.barplot(data=table, y="class", x="accuracy", ax=ax, color=sns.color_palette()[0], orient="h")
+    if overall is not None:
+        ax.axvline(overall, color="black", ls="--", lw=1, label=f"overall {100 * overall:.1f}%")
+        ax.legend(loc="lower right", fontsize=8)
+    ax.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    ax.set_xlim(0, 1)
+    ax.set_ylabel("")
+    ax.set_title("test accuracy per class")
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------- schedules / ablation
+
+
+def lr_curves(curves: pd.DataFrame) -> plt.Figure:
+    """lr against epoch per schedule (columns schedule, epoch, lr)."""
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    sns.lineplot(data=curves, x="epoch", y="lr", hue="schedule", ax=ax)
+    ax.set_title("learning-rate schedules over the same epoch budget")
+    ax.set_ylim(bottom=0)
+    fig.tight_layout()
+    return fig
+
+
+def ablation_curves(epochs: pd.DataFrame, y: str = "val_acc") -> plt.Figure:
+    """``y`` against epoch per schedule: mean over seeds with the min-max band."""
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    sns.lineplot(data=epochs, x="epoch", y=y, hue="schedule", errorbar=("pi", 100), marker="o", markersize=4, ax=ax)
+    ax.set_title(f"{y.replace('_', ' ')} per epoch (line: mean over seeds; band: min-max)")
+    _percent_axis(ax)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    fig.tight_layout()
+    return fig
+
+
+def ablation_final(final: pd.DataFrame) -> plt.Figure:
+    """Final test accuracy per schedule: each seed as a dot, mean ± std as a bar with error line."""
+    order = list(dict.fromkeys(final["schedule"]))
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    sns.pointplot(data=final, x="schedule", y="test_acc", order=order, errorbar="sd", capsize=0.2,
+                  linestyles="none", color="black", ax=ax, label="mean ± std")
+    sns.stripplot(data=final, x="schedule", y="test_acc", order=order, hue="seed", palette="deep", size=7,
+                  jitter=0.1, ax=ax)
+    ax.set_title("final test accuracy per schedule (dots: seeds)")
+    _percent_axis(ax)
+    ax.legend(fontsize=8, title="seed", title_fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------- results across runs
+
+
+def accuracy_vs_params(runs: pd.DataFrame, budget: float | None = 5e6) -> plt.Figure:
+    """Final test accuracy against parameter count, colour = widening factor, marker = depth."""
+    df = runs.copy()
+    df["params_m"] = pd.to_numeric(df["params"]) / 1e6
+    df["width"] = pd.to_numeric(df["width"])
+    df["WRN depth"] = df["depth"].astype(int).astype(str)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    sns.scatterplot(data=df, x="params_m", y="test_acc", hue="width", style="WRN depth", s=80, palette="viridis",
+                    ax=ax)
+    if budget:
+        ax.axvline(budget / 1e6, color="tab:red", ls="--", lw=1, label=f"{budget / 1e6:g} M budget")
+    for _, r in df.iterrows():
+        ax.annotate(str(r["name"]), (r["params_m"], r["test_acc"]), fontsize=7, xytext=(4, 3),
+                    textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters (M, log scale)")
+    ax.set_ylabel("final test accuracy")
+    ax.set_title("test accuracy against model size")
+    _percent_axis(ax)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def throughput(bench: pd.DataFrame | None, runs: pd.DataFrame | None) -> plt.Figure:
+    """Training images/s: benchmark modes (if any) and the measured mean of each run (if any)."""
+    panels = [p for p in ((bench, "bench"), (runs, "runs")) if p[0] is not None and not p[0].empty]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 3.6), squeeze=False)
+    for ax, (df, kind) in zip(axes[0], panels):
+        df = df.copy()
+        if kind == "bench":
+            df["model"] = "WRN-" + df["depth"].astype(int).astype(str) + "-" + df["width"].map("{:g}".format)
+            sns.barplot(data=df, x="mode", y="train_images_per_s", hue="device", ax=ax)
+            ax.set_title("benchmark: training throughput by mode")
+            ax.set_ylabel("training images / s")
+        else:
+            df["label"] = (df["name"].astype(str) + " (WRN-" + df["depth"].astype(int).astype(str) + "-"
+                           + df["width"].astype(float).map("{:g}".format) + ")")
+            sns.barplot(data=df, y="label", x="mean_images_per_s", hue="device", ax=ax, orient="h")
+            ax.set_title("runs: mean training throughput")
+            ax.set_ylabel("")
+            ax.set_xlabel("images / s")
+        if ax.get_legend() is not None:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

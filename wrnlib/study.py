@@ -1,0 +1,351 @@
+"""Run the study: execute notebooks/NN_*.ipynb in order with papermill, parameters from a profile.
+
+    python -m wrnlib study --profile quick            # CPU smoke study, a few minutes
+    python -m wrnlib study --profile full --only 02 03
+
+A profile is ``wrnlib/profiles/<name>.json``::
+
+    {"description": "...",
+     "results_root": "results/quick",          # where runs/, ablations/, figures/, summary.md go
+     "data_dir_default": "sample",             # data_dir when $CIFAR10_DIR is unset (null: the loader's default)
+     "common": {...},                          # given to every notebook that declares the parameter
+     "notebooks": {"01": {...}, "02": {...}}}  # per-notebook parameters (must be declared by it)
+
+In parameter values, the strings ``{results}`` and ``{data_dir}`` are replaced by the results root
+and by ``$CIFAR10_DIR`` (else ``data_dir_default``). Notebooks run with the repository root as
+their working directory, so relative paths in parameters are relative to the repository root.
+Executed copies go to ``<output_root>/<profile>/`` (relative to the caller's working directory).
+
+Also here: :func:`fit_or_reuse` and :func:`test_subset`, shared by the training notebooks.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, TextIO
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_ROOT = PACKAGE_DIR.parent
+NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+PROFILES_DIR = PACKAGE_DIR / "profiles"
+DATA_ENV = "CIFAR10_DIR"
+KERNEL_NAME = "python3"  # jupyter_client starts it with sys.executable: the venv's python, activated or not
+KERNEL_ARGS = ["--IPKernelApp.log_level=ERROR"]  # keep the kernel's start-up chatter out of the study log
+
+
+class StudyError(ValueError):
+    """A study cannot start: unknown profile, unknown notebook prefix, bad parameters."""
+
+
+# --------------------------------------------------------------------------- profiles
+
+
+def known_profiles(profiles_dir: str | Path = PROFILES_DIR) -> list[str]:
+    return sorted(p.stem for p in Path(profiles_dir).glob("*.json"))
+
+
+def load_profile(name: str, profiles_dir: str | Path = PROFILES_DIR) -> dict[str, Any]:
+    """The profile's JSON; a clear StudyError listing the known profiles when there is none by that name."""
+    path = Path(profiles_dir) / f"{name}.json"
+    if "/" in name or "\\" in name or not path.is_file():
+        raise StudyError(f"unknown study profile {name!r}; known profiles: {', '.join(known_profiles(profiles_dir))} "
+                         f"(files in {profiles_dir})")
+    try:
+        profile = json.loads(path.read_text())
+    except ValueError as exc:
+        raise StudyError(f"profile {path} is not valid JSON: {exc}") from exc
+    if not isinstance(profile.get("notebooks"), dict):
+        raise StudyError(f"profile {path} needs a 'notebooks' object mapping notebook prefixes to parameters")
+    return profile
+
+
+def _substitute(value: Any, table: dict[str, Any]) -> Any:
+    if isinstance(value, str):
+        for key, replacement in table.items():
+            token = "{" + key + "}"
+            if value == token:
+                return replacement  # a whole-string placeholder keeps its type (None, a path string)
+            if token in value:
+                if replacement is None:
+                    raise StudyError(f"parameter {value!r} uses {token}, which has no value here")
+                value = value.replace(token, str(replacement))
+        return value
+    if isinstance(value, list):
+        return [_substitute(v, table) for v in value]
+    if isinstance(value, dict):
+        return {k: _substitute(v, table) for k, v in value.items()}
+    return value
+
+
+def resolve_data_dir(profile: dict[str, Any]) -> str | None:
+    """$CIFAR10_DIR, else the profile's data_dir_default; an existing relative folder is made absolute
+    (the kernels run in the repository root, which need not be the caller's working directory)."""
+    value = os.environ.get(DATA_ENV) or profile.get("data_dir_default")
+    if value and value != "sample" and Path(value).expanduser().is_dir():
+        return str(Path(value).expanduser().resolve())
+    return value
+
+
+def notebook_parameters(profile: dict[str, Any], prefix: str, declared: set[str] | None = None, *,
+                        results_root: str | Path | None = None,
+                        overrides: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The parameters one notebook gets: profile common (those it declares) + its own + overrides.
+
+    ``overrides`` maps a prefix (or "*" for every notebook) to parameter values; "*" entries, like
+    "common", only reach notebooks that declare the parameter.
+    """
+    root = str(results_root) if results_root is not None else profile.get("results_root", "results")
+    table = {"results": root, "data_dir": resolve_data_dir(profile)}
+    overrides = overrides or {}
+
+    def shared(values: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in values.items() if declared is None or k in declared}
+
+    params = shared(profile.get("common", {}))
+    params.update(profile["notebooks"].get(prefix, {}))
+    params.update(shared(overrides.get("*", {})))
+    params.update(overrides.get(prefix, {}))
+    return _substitute(copy.deepcopy(params), table)
+
+
+# --------------------------------------------------------------------------- notebooks
+
+
+def find_notebooks(notebooks_dir: str | Path = NOTEBOOKS_DIR) -> dict[str, Path]:
+    """{prefix: path} of ``NN_*.ipynb`` in the folder, in order."""
+    found = {}
+    for path in sorted(Path(notebooks_dir).glob("*.ipynb")):
+        prefix = path.name.split("_", 1)[0]
+        if prefix.isdigit():
+            found[prefix] = path
+    return found
+
+
+def declared_parameters(path: str | Path) -> set[str]:
+    """Names assigned in the notebook's ``parameters``-tagged cell."""
+    import papermill as pm
+
+    return set(pm.inspect_notebook(str(path)).keys())
+
+
+def _first_line(source: str) -> str:
+    lines = [ln for ln in (source or "").splitlines() if ln.strip()]
+    return (lines[0][:100] + (" ..." if len(lines) > 1 else "")) if lines else "(empty cell)"
+
+
+def _failed_cell(output: Path, exc: Exception) -> str:
+    """'cell N (In [k]): first line' of the failing cell, counted among the SOURCE notebook's cells."""
+    exec_count = getattr(exc, "exec_count", None)
+    source = getattr(exc, "source", "") or ""
+    number = None
+    try:
+        import nbformat
+
+        nb = nbformat.read(str(output), as_version=4)
+        cells = [c for c in nb.cells if "injected-parameters" not in c.get("metadata", {}).get("tags", [])
+                 and "papermill-error-cell-tag" not in c.get("metadata", {}).get("tags", [])]
+        for i, cell in enumerate(cells):
+            if cell.cell_type == "code" and any(o.get("output_type") == "error" for o in cell.get("outputs", [])):
+                number, source = i + 1, source or cell.source
+                break
+    except Exception:  # the executed copy may be missing when the kernel never started
+        pass
+    where = f"cell {number}" if number is not None else "a cell"
+    if exec_count is not None:
+        where += f" (In [{exec_count}])"
+    where += f": {_first_line(source)}"
+    line = _failing_line(getattr(exc, "traceback", None) or [])
+    return where + (f"\n  failing line: {line}" if line else "")
+
+
+def _failing_line(traceback: list[str]) -> str | None:
+    """The source line IPython marks with '---->' in the cell's own frame (the first frame), if any."""
+    import re
+
+    for frame in traceback:
+        for raw in re.sub(r"\x1b\[[0-9;]*m", "", frame).splitlines():
+            match = re.match(r"\s*-+>\s*\d+\s(.*)", raw)
+            if match:
+                return match.group(1).strip()
+    return None
+
+
+def run_study(profile: str, only: list[str] | None = None, output_root: str | Path = "results/executed", *,
+              results_root: str | Path | None = None, overrides: dict[str, dict[str, Any]] | None = None,
+              notebooks_dir: str | Path | None = None, profiles_dir: str | Path | None = None,
+              cwd: str | Path | None = None, kernel_name: str = KERNEL_NAME, progress_bar: bool = True,
+              log_output: bool = False, stream: TextIO | None = None) -> int:
+    """Execute the profile's notebooks in order; 0 when all succeed, 1 at the first failure (which stops the batch).
+
+    ``only``: notebook prefixes ("02", "3" and "03_lr_schedule_ablation" all work). ``results_root``
+    replaces the profile's (tests point it into a temporary folder); ``overrides`` changes parameters
+    ({"02": {"epochs": 1}, "*": {...}}); ``notebooks_dir``/``profiles_dir``/``cwd`` replace the repo's
+    folders. Unknown profiles, prefixes or parameters raise :class:`StudyError` before anything runs.
+    """
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    err_stream = stream or sys.stderr
+    stream = stream or sys.stdout
+    spec = load_profile(profile, profiles_dir or PROFILES_DIR)
+    notebooks = find_notebooks(notebooks_dir or NOTEBOOKS_DIR)
+    if not notebooks:
+        raise StudyError(f"no notebooks named NN_*.ipynb in {notebooks_dir or NOTEBOOKS_DIR}")
+    selected = _select(notebooks, only)
+    cwd = Path(cwd or REPO_ROOT).resolve()
+    out_dir = Path(output_root) / profile
+    plan = []
+    for prefix in selected:
+        declared = declared_parameters(notebooks[prefix])
+        params = notebook_parameters(spec, prefix, declared, results_root=results_root, overrides=overrides)
+        unknown = sorted(set(params) - declared)
+        if unknown:
+            raise StudyError(f"profile {profile!r} gives {notebooks[prefix].name} parameter(s) {unknown} that its "
+                             f"'parameters' cell does not declare (declared: {sorted(declared)})")
+        plan.append((prefix, notebooks[prefix], params))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    print(f"study {profile!r}: {len(plan)} notebook(s) -> {out_dir}; results under "
+          f"{results_root if results_root is not None else spec.get('results_root', 'results')}", file=stream,
+          flush=True)
+
+    started = time.perf_counter()
+    with _kernel_env():
+        for i, (prefix, path, params) in enumerate(plan, 1):
+            output = out_dir / path.name
+            print(f"[{i}/{len(plan)}] {path.name}", file=stream, flush=True)
+            t0 = time.perf_counter()
+            try:
+                pm.execute_notebook(str(path), str(output), parameters=params, kernel_name=kernel_name,
+                                    cwd=str(cwd), progress_bar=progress_bar, log_output=log_output,
+                                    request_save_on_cell_execute=True, extra_arguments=KERNEL_ARGS)
+            except PapermillExecutionError as exc:
+                print(f"FAILED: notebook {path.name}, {_failed_cell(output, exc)}\n  {exc.ename}: {exc.evalue}\n"
+                      f"  the executed copy with the full traceback: {output}", file=err_stream, flush=True)
+                return 1
+            except Exception as exc:  # kernel start failure, dead kernel, timeout, missing module
+                print(f"FAILED: notebook {path.name} did not run: {type(exc).__name__}: {exc}\n"
+                      f"  executed copy (if any): {output}", file=err_stream, flush=True)
+                return 1
+            print(f"      done in {time.perf_counter() - t0:.1f}s -> {output}", file=stream, flush=True)
+    print(f"study {profile!r} finished: {len(plan)} notebook(s) in {time.perf_counter() - started:.1f}s",
+          file=stream, flush=True)
+    return 0
+
+
+def _select(notebooks: dict[str, Path], only: list[str] | None) -> list[str]:
+    if not only:
+        return list(notebooks)
+    selected = []
+    for item in only:
+        key = str(item).split("_", 1)[0]
+        match = next((p for p in notebooks if key.isdigit() and int(p) == int(key)), None)
+        if match is None:
+            raise StudyError(f"no notebook with prefix {item!r}; available: "
+                             f"{', '.join(p + ' (' + notebooks[p].name + ')' for p in notebooks)}")
+        if match not in selected:
+            selected.append(match)
+    return sorted(selected, key=lambda p: list(notebooks).index(p))
+
+
+class _kernel_env:
+    """Let the kernels import this wrnlib (also when it is not installed) and draw inline."""
+
+    def __init__(self):
+        self.saved: dict[str, str | None] = {}
+
+    def __enter__(self):
+        paths = [str(REPO_ROOT)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])
+        updates = {"PYTHONPATH": os.pathsep.join(paths), "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
+        for key, value in updates.items():
+            self.saved[key] = os.environ.get(key)
+            os.environ[key] = value
+        return self
+
+    def __exit__(self, *exc):
+        for key, value in self.saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        return False
+
+
+# --------------------------------------------------------------------------- notebook helpers
+
+
+def use_repo_root() -> Path:
+    """In a notebook opened from notebooks/, move to the repository root (parameters' paths are relative to it)."""
+    cwd = Path.cwd()
+    if not (cwd / "wrnlib").is_dir() and (cwd.parent / "wrnlib").is_dir():
+        os.chdir(cwd.parent)
+    if str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
+    return Path.cwd()
+
+
+EXISTING = ("reuse", "error")
+
+
+def fit_or_reuse(config, *, data=None, existing: str = "reuse", need_model: bool = True,
+                 on_epoch_end: Callable[[dict[str, Any]], None] | None = None):
+    """:func:`wrnlib.fit`, except that an existing run folder of the same name is not trained again.
+
+    ``existing="reuse"``: a finished run (summary.json) is read back (metrics, summary and its saved
+    model, which needs model_fp16.pt or state.pt), an interrupted one (state.pt) is resumed; either
+    must have been made with the same settings. ``existing="error"``: plain ``fit`` (raises when the
+    folder exists). Returns a :class:`wrnlib.RunResult`; with ``need_model=False`` a finished run read
+    back has ``model=None`` (its weights are not loaded, so none need to have been kept).
+    """
+    from . import runs
+    from .config import TrainConfig, resume_conflicts
+    from .evaluate import load_run_model
+    from .train import RunResult, fit
+
+    if existing not in EXISTING:
+        raise ValueError(f"existing must be one of {EXISTING}; got {existing!r}")
+    run_dir = config.run_dir
+    if existing == "reuse" and (run_dir / runs.CONFIG).exists():
+        saved = TrainConfig.load(run_dir / runs.CONFIG)
+        conflicts = resume_conflicts(saved, config)
+        if conflicts:
+            details = ", ".join(f"{k}: saved {getattr(saved, k)!r} vs now {getattr(config, k)!r}" for k in conflicts)
+            raise ValueError(f"run folder {run_dir} exists with other settings ({details}); choose another run "
+                             f"name or out_dir, or remove that folder yourself")
+        if (run_dir / runs.SUMMARY).exists():
+            print(f"{run_dir} is already finished: reading it back instead of training again", flush=True)
+            model = load_run_model(run_dir, device="cpu")[0] if need_model else None
+            return RunResult(run_dir, saved, runs.read_metrics(run_dir), runs.read_json(run_dir / runs.SUMMARY),
+                             model)
+        if (run_dir / runs.STATE).exists():
+            print(f"{run_dir} was interrupted: resuming it", flush=True)
+            return fit(config, resume=True, data=data, on_epoch_end=on_epoch_end)
+    return fit(config, data=data, on_epoch_end=on_epoch_end)
+
+
+def test_subset(data, test_limit: int = 0):
+    """(images, labels) of the test images a run with ``test_limit`` is scored on (the same subset as fit)."""
+    from .data import train_val_split
+
+    images, labels = data.test_images, data.test_labels
+    if test_limit and test_limit < len(labels):
+        _, keep = train_val_split(labels, test_limit, 0)
+        images, labels = images[keep], labels[keep]
+    return images, labels
+
+
+test_subset.__test__ = False  # not a pytest test, despite the name
+
+
+def epoch_printer(prefix: str = "") -> Callable[[dict[str, Any]], None]:
+    """An ``on_epoch_end`` callback printing one short line per epoch."""
+    def show(row: dict[str, Any]) -> None:
+        def pct(v: float) -> str:
+            return "  -   " if v != v else f"{100 * v:5.2f}%"
+        print(f"{prefix}epoch {int(row['epoch']):>3}  lr {row['lr']:.4f}  loss {row['train_loss']:.3f}  "
+              f"train {pct(row['train_acc'])}  val {pct(row['val_acc'])}  test {pct(row['test_acc'])}  "
+              f"{row['epoch_time_s']:.1f}s", flush=True)
+    return show
