@@ -5,7 +5,8 @@
 """
 from .augment import BatchAugment
 from .config import TrainConfig
-from .data import CIFAR10, CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, DataError, load_cifar10, train_val_split
+from .data import (CIFAR10, CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, DataError, load_cifar10, test_subset,
+                   train_val_split)
 from .engine import evaluate, predict_logits, resolve_device
 from .evaluate import evaluate_run, load_run_model
 from .model import WideResNet, model_stats, stage_widths
@@ -17,5 +18,5 @@ __all__ = [
     "BatchAugment", "CIFAR10", "CIFAR10_CLASSES", "CIFAR10_MEAN", "CIFAR10_STD", "DataError", "NonFiniteLossError",
     "RunExistsError", "RunResult", "SCHEDULES", "ScheduleParams", "TrainConfig", "WideResNet", "evaluate",
     "evaluate_run", "fit", "load_cifar10", "load_run_model", "lr_curve", "lr_multiplier", "model_stats",
-    "predict_logits", "resolve_device", "stage_widths", "train_val_split",
+    "predict_logits", "resolve_device", "stage_widths", "test_subset", "train_val_split",
 ]

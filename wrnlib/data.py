@@ -39,6 +39,7 @@ __all__ = [
     "default_cache_dir",
     "load_cifar10",
     "sample_dir",
+    "test_subset",
     "train_val_split",
 ]
 
@@ -520,3 +521,18 @@ def _stratified_quotas(counts: torch.Tensor, total: int) -> torch.Tensor:
     order = torch.sort(remainders, descending=True, stable=True).indices
     quotas[order[:leftover]] += 1
     return quotas
+
+
+def test_subset(data: CIFAR10, limit: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images, labels) of a fixed, class-stratified subset of ``limit`` test images (0: all).
+
+    Seed 0 always, so every run with the same ``limit`` is scored on the same images.
+    """
+    images, labels = data.test_images, data.test_labels
+    if limit and limit < len(labels):
+        _, keep = train_val_split(labels, limit, 0)
+        images, labels = images[keep], labels[keep]
+    return images, labels
+
+
+test_subset.__test__ = False  # a library function, not a pytest test

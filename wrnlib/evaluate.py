@@ -8,7 +8,7 @@ import torch
 
 from . import runs
 from .config import TrainConfig
-from .data import load_cifar10
+from .data import load_cifar10, test_subset
 from .engine import evaluate, resolve_device
 from .model import WideResNet
 
@@ -31,11 +31,7 @@ def evaluate_run(run_dir: str | Path, *, data_dir: str | None = None, device: st
     run_dir = Path(run_dir)
     model, config = load_run_model(run_dir, device)
     data = load_cifar10(data_dir if data_dir is not None else config.data_dir)
-    images, labels = data.test_images, data.test_labels
-    if config.test_limit and config.test_limit < len(labels):
-        from .data import train_val_split
-        _, keep = train_val_split(labels, config.test_limit, 0)  # the subset the run was scored on
-        images, labels = images[keep], labels[keep]
+    images, labels = test_subset(data, config.test_limit)  # the images the run was scored on
     plain = evaluate(model, images, labels, batch_size=batch_size)
     flipped = evaluate(model, images, labels, batch_size=batch_size, tta=True)
     report = {"run": str(run_dir), "device": runs.device_name(next(model.parameters()).device),

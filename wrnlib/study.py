@@ -16,7 +16,7 @@ and by ``$CIFAR10_DIR`` (else ``data_dir_default``). Notebooks run with the repo
 their working directory, so relative paths in parameters are relative to the repository root.
 Executed copies go to ``<output_root>/<profile>/`` (relative to the caller's working directory).
 
-Also here: :func:`fit_or_reuse` and :func:`test_subset`, shared by the training notebooks.
+Also here: :func:`fit_or_reuse` and :func:`epoch_printer`, shared by the training notebooks.
 """
 from __future__ import annotations
 
@@ -277,16 +277,6 @@ class _kernel_env:
 # --------------------------------------------------------------------------- notebook helpers
 
 
-def use_repo_root() -> Path:
-    """In a notebook opened from notebooks/, move to the repository root (parameters' paths are relative to it)."""
-    cwd = Path.cwd()
-    if not (cwd / "wrnlib").is_dir() and (cwd.parent / "wrnlib").is_dir():
-        os.chdir(cwd.parent)
-    if str(Path.cwd()) not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))
-    return Path.cwd()
-
-
 EXISTING = ("reuse", "error")
 
 
@@ -326,26 +316,10 @@ def fit_or_reuse(config, *, data=None, existing: str = "reuse", need_model: bool
     return fit(config, data=data, on_epoch_end=on_epoch_end)
 
 
-def test_subset(data, test_limit: int = 0):
-    """(images, labels) of the test images a run with ``test_limit`` is scored on (the same subset as fit)."""
-    from .data import train_val_split
-
-    images, labels = data.test_images, data.test_labels
-    if test_limit and test_limit < len(labels):
-        _, keep = train_val_split(labels, test_limit, 0)
-        images, labels = images[keep], labels[keep]
-    return images, labels
-
-
-test_subset.__test__ = False  # not a pytest test, despite the name
-
-
 def epoch_printer(prefix: str = "") -> Callable[[dict[str, Any]], None]:
-    """An ``on_epoch_end`` callback printing one short line per epoch."""
+    """An ``on_epoch_end`` callback printing fit's one line per epoch (notebooks run fit without its bar)."""
+    from .train import format_epoch
+
     def show(row: dict[str, Any]) -> None:
-        def pct(v: float) -> str:
-            return "  -   " if v != v else f"{100 * v:5.2f}%"
-        print(f"{prefix}epoch {int(row['epoch']):>3}  lr {row['lr']:.4f}  loss {row['train_loss']:.3f}  "
-              f"train {pct(row['train_acc'])}  val {pct(row['val_acc'])}  test {pct(row['test_acc'])}  "
-              f"{row['epoch_time_s']:.1f}s", flush=True)
+        print(prefix + format_epoch(row), flush=True)
     return show

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from . import runs
 from .augment import BatchAugment
 from .config import TrainConfig, resume_conflicts
-from .data import CIFAR10, load_cifar10, train_val_split
+from .data import CIFAR10, load_cifar10, test_subset, train_val_split
 from .engine import evaluate, make_train_step, resolve_device, use_bf16
 from .model import WideResNet, count_forward_flops, count_parameters
 from .optim import SAM, ModelEMA, make_sgd
@@ -71,10 +71,7 @@ def make_splits(config: TrainConfig, data: CIFAR10, device: torch.device) -> Spl
             # reuse the stratified splitter to draw a class-balanced subset of the training part
             _, keep = train_val_split(data.train_labels[train_idx], config.train_limit, config.seed + 1)
             train_idx = train_idx[keep]
-    test_x, test_y = data.test_images, data.test_labels
-    if config.test_limit and config.test_limit < len(test_y):
-        _, keep = train_val_split(test_y, config.test_limit, 0)  # seed 0: the same subset for every run
-        test_x, test_y = test_x[keep], test_y[keep]
+    test_x, test_y = test_subset(data, config.test_limit)
     if config.batch_size > len(train_idx):
         raise ValueError(f"batch_size={config.batch_size} is larger than the {len(train_idx)} training images; "
                          f"lower --batch-size")
@@ -261,7 +258,7 @@ def _train_epochs(trainer: Trainer, run_dir: Path, start_epoch: int, rows: list[
         bar.set_postfix(loss=f"{row['train_loss']:.3f}", val=_pct(row["val_acc"]), test=_pct(row["test_acc"]),
                         refresh=False)
         if c.progress:
-            bar.write(_epoch_line(row, c.epochs))
+            bar.write(format_epoch(row, c.epochs))
         if on_epoch_end is not None:
             on_epoch_end(dict(row))
     bar.close()
@@ -332,7 +329,9 @@ def _pct(value: float) -> str:
     return "-" if value != value else f"{100 * value:.2f}%"
 
 
-def _epoch_line(row: dict, epochs: int) -> str:
-    return (f"epoch {row['epoch']:>3}/{epochs}  lr {row['lr']:.4f}  train {row['train_loss']:.3f} "
+def format_epoch(row: dict, epochs: int | None = None) -> str:
+    """One log line for an epoch's metrics row."""
+    of = f"/{epochs}" if epochs else ""
+    return (f"epoch {int(row['epoch']):>3}{of}  lr {row['lr']:.4f}  train {row['train_loss']:.3f} "
             f"{_pct(row['train_acc'])}  val {_pct(row['val_acc'])}  test {_pct(row['test_acc'])}  "
             f"{row['epoch_time_s']:.1f}s ({row['images_per_s']:.0f} img/s)")
