@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import time
 from pathlib import Path
 
 import matplotlib
@@ -115,6 +116,21 @@ def test_failing_notebook_stops_the_batch_with_a_clear_message(tmp_path):
     assert (tmp_path / "out" / "t" / "01_fine.ipynb").exists()
     assert (tmp_path / "out" / "t" / "02_broken.ipynb").exists()  # kept, with the traceback
     assert not marker.exists() and not (tmp_path / "out" / "t" / "03_after.ipynb").exists()
+
+
+def test_a_cell_past_the_profile_timeout_fails_instead_of_hanging(tmp_path):
+    notebooks, profiles = tmp_path / "notebooks", tmp_path / "profiles"
+    notebooks.mkdir()
+    profiles.mkdir()
+    _notebook(notebooks / "01_stuck.ipynb", ("parameters", "seconds = 1"), ("code", "import time\ntime.sleep(seconds)"))
+    (profiles / "t.json").write_text(json.dumps({"cell_timeout_s": 3, "notebooks": {"01": {"seconds": 120}}}))
+    log = io.StringIO()
+    started = time.perf_counter()
+    rc = study.run_study("t", output_root=tmp_path / "out", notebooks_dir=notebooks, profiles_dir=profiles,
+                         progress_bar=False, stream=log)
+    assert rc == 1 and time.perf_counter() - started < 90
+    assert "FAILED: notebook 01_stuck.ipynb did not finish" in log.getvalue()
+    assert "Timeout" in log.getvalue()
 
 
 def test_study_command_line_runs_without_an_activated_venv(tmp_path):

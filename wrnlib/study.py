@@ -8,6 +8,7 @@ A profile is ``wrnlib/profiles/<name>.json``::
     {"description": "...",
      "results_root": "results/quick",          # where runs/, ablations/, figures/, summary.md go
      "data_dir_default": "sample",             # data_dir when $CIFAR10_DIR is unset (null: the loader's default)
+     "cell_timeout_s": 300,                    # a cell running longer fails the study (default 3600)
      "common": {...},                          # given to every notebook that declares the parameter
      "notebooks": {"01": {...}, "02": {...}}}  # per-notebook parameters (must be declared by it)
 
@@ -35,6 +36,9 @@ PROFILES_DIR = PACKAGE_DIR / "profiles"
 DATA_ENV = "CIFAR10_DIR"
 KERNEL_NAME = "python3"  # jupyter_client starts it with sys.executable: the venv's python, activated or not
 KERNEL_ARGS = ["--IPKernelApp.log_level=ERROR"]  # keep the kernel's start-up chatter out of the study log
+# A cell running longer than this fails the study instead of hanging it (a profile's "cell_timeout_s"
+# overrides it; the full profile's training cells need far longer than the quick one's).
+DEFAULT_CELL_TIMEOUT_S = 3600
 
 
 class StudyError(ValueError):
@@ -221,13 +225,14 @@ def run_study(profile: str, only: list[str] | None = None, output_root: str | Pa
             try:
                 pm.execute_notebook(str(path), str(output), parameters=params, kernel_name=kernel_name,
                                     cwd=str(cwd), progress_bar=progress_bar, log_output=log_output,
+                                    execution_timeout=spec.get("cell_timeout_s", DEFAULT_CELL_TIMEOUT_S),
                                     request_save_on_cell_execute=True, extra_arguments=KERNEL_ARGS)
             except PapermillExecutionError as exc:
                 print(f"FAILED: notebook {path.name}, {_failed_cell(output, exc)}\n  {exc.ename}: {exc.evalue}\n"
                       f"  the executed copy with the full traceback: {output}", file=err_stream, flush=True)
                 return 1
-            except Exception as exc:  # kernel start failure, dead kernel, timeout, missing module
-                print(f"FAILED: notebook {path.name} did not run: {type(exc).__name__}: {exc}\n"
+            except Exception as exc:  # kernel start failure, dead kernel, cell timeout, missing module
+                print(f"FAILED: notebook {path.name} did not finish: {type(exc).__name__}: {exc}\n"
                       f"  executed copy (if any): {output}", file=err_stream, flush=True)
                 return 1
             print(f"      done in {time.perf_counter() - t0:.1f}s -> {output}", file=stream, flush=True)
