@@ -15,7 +15,7 @@ view; training happens only when its button is clicked.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Callable, Sequence
 
@@ -120,9 +120,6 @@ class Choice:
     @property
     def name(self) -> str:
         return f"WRN-{self.depth}-{self.width:g}"
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @lru_cache(maxsize=256)

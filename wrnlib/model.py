@@ -128,11 +128,6 @@ class ModelStats:
         """Forward + backward per image: backward costs about twice the forward."""
         return 3 * self.forward_flops
 
-    def as_dict(self) -> dict:
-        return {"depth": self.depth, "width": self.width, "params": self.params,
-                "forward_flops": self.forward_flops, "train_flops": self.train_flops,
-                "stage_widths": list(self.stage_widths), "activation_bytes": self.activation_bytes}
-
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
