@@ -76,9 +76,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import as_dicts, bench_mode, results_table
-    results = []
-    for mode in args.modes.split(","):
-        profile = args.profile_out if mode == args.modes.split(",")[-1] else None
+    results, modes = [], args.modes.split(",")
+    for mode in modes:
+        profile = args.profile_out if mode == modes[-1] else None  # profile only the last mode listed
         result = bench_mode(mode, args.depth, args.width, args.batch_size, args.steps, args.warmup, args.device,
                             args.compile_mode, profile)
         print(f"{mode}: {result.train_images_per_s:,.0f} train img/s, {result.train_tflops:.1f} TFLOP/s",

@@ -290,16 +290,9 @@ class Explorer:
         self.refresh()  # cheap: model_stats of one WRN (cached) and closed-form curves; never training
 
     def refresh(self) -> Choice:
-        import matplotlib.pyplot as plt
-        from IPython.display import Markdown, display
-
-        self.choice = describe(self.depth.value, self.width.value, self.batch.value, self.budget)
         self.view.clear_output(wait=True)
         with self.view:
-            display(Markdown(markdown(self.choice)))
-            fig = figure(self.choice, self.runs)
-            display(fig)
-            plt.close(fig)
+            self.choice, _ = show(self.depth.value, self.width.value, self.batch.value, self.budget, self.runs)
         return self.choice
 
     def config(self):
@@ -307,6 +300,7 @@ class Explorer:
 
     def _on_train(self, _button: Any) -> None:
         from .train import fit as default_fit
+        from .train import format_epoch
 
         fit = self._fit or default_fit
         self.button.disabled = True
@@ -314,9 +308,7 @@ class Explorer:
             with self.train_log:
                 config = self.config()
                 print(f"training {config.name} ({config.epochs} epochs) into {config.run_dir} ...", flush=True)
-                result = fit(config, on_epoch_end=lambda row: print(
-                    f"epoch {int(row['epoch'])}: val {100 * row['val_acc']:.2f}%  test {100 * row['test_acc']:.2f}%",
-                    flush=True))
+                result = fit(config, on_epoch_end=lambda row: print(format_epoch(row, config.epochs), flush=True))
                 print(f"done: test accuracy {100 * result.summary['test_acc']:.2f}%; run folder {result.run_dir}")
         except Exception as exc:  # shown in the widget; the notebook keeps running
             with self.train_log:
