@@ -4,28 +4,28 @@ import pytest
 
 from wrnlib.schedules import SCHEDULES, ScheduleParams, lr_curve, lr_multiplier, validate_schedule
 
-P = ScheduleParams()  # no warm-up by default
+P = ScheduleParams(warmup_epochs=0)  # the pure schedules, no warm-up
 
 
 def test_cosine_endpoints_and_midpoint():
-    assert lr_multiplier("cosine", 0, 100) == pytest.approx(1.0)
-    assert lr_multiplier("cosine", 50, 100) == pytest.approx(0.5)
-    assert lr_multiplier("cosine", 100, 100) == pytest.approx(0.0, abs=1e-12)
-    assert lr_multiplier("cosine", 25, 100) == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)))
-    floored = ScheduleParams(min_lr_frac=0.1)
+    assert lr_multiplier("cosine", 0, 100, P) == pytest.approx(1.0)
+    assert lr_multiplier("cosine", 50, 100, P) == pytest.approx(0.5)
+    assert lr_multiplier("cosine", 100, 100, P) == pytest.approx(0.0, abs=1e-12)
+    assert lr_multiplier("cosine", 25, 100, P) == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)))
+    floored = ScheduleParams(min_lr_frac=0.1, warmup_epochs=0)
     assert lr_multiplier("cosine", 100, 100, floored) == pytest.approx(0.1)
 
 
 def test_step_drops_by_gamma_at_each_milestone():
     # WRN: x0.2 at epochs 60, 120, 160 of 200
-    assert lr_multiplier("step", 59.9, 200) == 1.0
-    assert lr_multiplier("step", 60, 200) == pytest.approx(0.2)
-    assert lr_multiplier("step", 120, 200) == pytest.approx(0.04)
-    assert lr_multiplier("step", 199, 200) == pytest.approx(0.008)
+    assert lr_multiplier("step", 59.9, 200, P) == 1.0
+    assert lr_multiplier("step", 60, 200, P) == pytest.approx(0.2)
+    assert lr_multiplier("step", 120, 200, P) == pytest.approx(0.04)
+    assert lr_multiplier("step", 199, 200, P) == pytest.approx(0.008)
 
 
 def test_sgdr_restarts_after_t0_then_t0_times_tmult():
-    p = ScheduleParams(sgdr_t0=10, sgdr_tmult=2)
+    p = ScheduleParams(sgdr_t0=10, sgdr_tmult=2, warmup_epochs=0)
     assert lr_multiplier("sgdr", 0, 70, p) == pytest.approx(1.0)
     assert lr_multiplier("sgdr", 5, 70, p) == pytest.approx(0.5)
     assert lr_multiplier("sgdr", 9.999, 70, p) < 1e-6
@@ -36,7 +36,7 @@ def test_sgdr_restarts_after_t0_then_t0_times_tmult():
 
 
 def test_onecycle_rises_to_peak_then_falls_to_zero():
-    p = ScheduleParams(onecycle_peak=0.25, onecycle_start=0.1)
+    p = ScheduleParams(onecycle_peak=0.25, onecycle_start=0.1, warmup_epochs=0)
     ts, ys = lr_curve("onecycle", 40, p, points=401)
     peak_index = max(range(len(ys)), key=ys.__getitem__)
     assert ts[peak_index] == pytest.approx(10.0)
@@ -46,16 +46,16 @@ def test_onecycle_rises_to_peak_then_falls_to_zero():
 
 
 def test_constant_is_constant():
-    assert {lr_multiplier("constant", t, 10) for t in (0, 3.3, 10)} == {1.0}
+    assert {lr_multiplier("constant", t, 10, P) for t in (0, 3.3, 10)} == {1.0}
 
 
 @pytest.mark.parametrize("name", sorted(SCHEDULES))
 def test_warmup_ramps_linearly_on_every_schedule(name):
     p = ScheduleParams(warmup_epochs=2)
     assert lr_multiplier(name, 0, 20, p) == 0.0
-    base = lr_multiplier(name, 1, 20, ScheduleParams())
+    base = lr_multiplier(name, 1, 20, P)
     assert lr_multiplier(name, 1, 20, p) == pytest.approx(0.5 * base)
-    assert lr_multiplier(name, 2, 20, p) == pytest.approx(lr_multiplier(name, 2, 20, ScheduleParams()))
+    assert lr_multiplier(name, 2, 20, p) == pytest.approx(lr_multiplier(name, 2, 20, P))
 
 
 def test_unknown_schedule_lists_the_known_ones():

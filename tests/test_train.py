@@ -8,9 +8,9 @@ import torch
 import wrnlib.train as train_module
 from conftest import full_data_dir
 from wrnlib import runs
+from wrnlib.runs import evaluate_run
 from wrnlib.config import TrainConfig
 from wrnlib.data import DataError
-from wrnlib.evaluate import evaluate_run
 from wrnlib.train import NonFiniteLossError, RunExistsError, fit
 
 
@@ -33,7 +33,7 @@ def test_end_to_end_training_beats_chance_and_writes_the_run_folder(real_data, t
     assert result.metrics[-1]["train_loss"] < result.metrics[0]["train_loss"]
 
     run_dir = tmp_path / "e2e"
-    assert TrainConfig.load(run_dir / runs.CONFIG) == config
+    assert runs.load_config(run_dir) == config
     env = json.loads((run_dir / runs.ENV).read_text())
     assert env["data_checksum"] == real_data.checksum and env["torch"] == torch.__version__
     assert {"device", "python", "torchvision", "git_commit"} <= set(env)
@@ -68,7 +68,7 @@ def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(real_dat
     with pytest.raises(KeyboardInterrupt):
         fit(config, data=real_data, on_epoch_end=interrupt_after_epoch_2)
     assert torch.load(tmp_path / "resumed" / runs.STATE, weights_only=True)["epoch"] == 2
-    resumed = fit(config, resume=True, data=real_data)
+    resumed = fit(config, existing="resume", data=real_data)
 
     a = torch.load(tmp_path / "straight" / runs.STATE, weights_only=True)
     b = torch.load(tmp_path / "resumed" / runs.STATE, weights_only=True)
@@ -112,10 +112,10 @@ def test_an_existing_run_is_never_overwritten(real_data, tmp_path):
 
 def test_resume_errors_are_specific(real_data, tmp_path):
     with pytest.raises(FileNotFoundError, match="without --resume"):
-        fit(tiny(tmp_path), resume=True, data=real_data)
+        fit(tiny(tmp_path), existing="resume", data=real_data)
     fit(tiny(tmp_path, epochs=1), data=real_data)
     with pytest.raises(ValueError, match=r"lr: saved 0.1 vs requested 0.3"):
-        fit(tiny(tmp_path, epochs=1, lr=0.3), resume=True, data=real_data)
+        fit(tiny(tmp_path, epochs=1, lr=0.3), existing="resume", data=real_data)
 
 
 @pytest.mark.parametrize("overrides,error,needle", [

@@ -2,21 +2,25 @@
 
     from wrnlib import TrainConfig, fit
     result = fit(TrainConfig(depth=28, width=3.5, epochs=30))
+
+The library is this package's top level (model, data, augment, schedules, optim, engine, train,
+config, runs); the notebook study that uses it lives in :mod:`wrnlib.study`.
 """
 from .augment import BatchAugment
 from .config import TrainConfig
-from .data import (CIFAR10, CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, DataError, load_cifar10, test_subset,
-                   train_val_split)
+from .data import (CIFAR10, CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, NUM_CLASSES, DataError, load_cifar10,
+                   test_subset, train_val_split)
 from .engine import evaluate, predict_logits, resolve_device
-from .evaluate import evaluate_run, load_run_model
 from .model import WideResNet, model_stats, stage_widths
+from .runs import CheckpointError, evaluate_run, load_run_model
 from .schedules import SCHEDULES, ScheduleParams, lr_curve, lr_multiplier
-from .train import NonFiniteLossError, RunExistsError, RunResult, fit
+from .train import NonFiniteError, NonFiniteLossError, RunExistsError, RunResult, fit
 
 __version__ = "0.1.0"
 __all__ = [
-    "BatchAugment", "CIFAR10", "CIFAR10_CLASSES", "CIFAR10_MEAN", "CIFAR10_STD", "DataError", "NonFiniteLossError",
-    "RunExistsError", "RunResult", "SCHEDULES", "ScheduleParams", "TrainConfig", "WideResNet", "evaluate",
-    "evaluate_run", "fit", "load_cifar10", "load_run_model", "lr_curve", "lr_multiplier", "model_stats",
-    "predict_logits", "resolve_device", "stage_widths", "test_subset", "train_val_split",
+    "BatchAugment", "CIFAR10", "CIFAR10_CLASSES", "CIFAR10_MEAN", "CIFAR10_STD", "CheckpointError", "DataError",
+    "NUM_CLASSES", "NonFiniteError", "NonFiniteLossError", "RunExistsError", "RunResult", "SCHEDULES",
+    "ScheduleParams", "TrainConfig", "WideResNet", "evaluate", "evaluate_run", "fit", "load_cifar10",
+    "load_run_model", "lr_curve", "lr_multiplier", "model_stats", "predict_logits", "resolve_device",
+    "stage_widths", "test_subset", "train_val_split",
 ]

@@ -19,7 +19,7 @@ from typing import Sequence
 
 import torch
 
-from .data import CIFAR10_MEAN, CIFAR10_STD
+from .data import CIFAR10_MEAN, CIFAR10_STD, NUM_CLASSES
 
 POLICIES = ("none", "autoaugment", "trivialaugment")
 MIXES = ("none", "mixup", "cutmix")
@@ -177,7 +177,7 @@ class BatchAugment:
 
     def __init__(self, *, crop_padding: int = 4, pad_mode: str = "reflect", flip: bool = True,
                  policy: str = "none", policy_group: int = 32, cutout: int = 0, mix: str = "none",
-                 mix_alpha: float = 1.0, mix_prob: float = 1.0, num_classes: int = 10,
+                 mix_alpha: float = 1.0, mix_prob: float = 1.0, num_classes: int = NUM_CLASSES,
                  mean: Sequence[float] = CIFAR10_MEAN, std: Sequence[float] = CIFAR10_STD,
                  dtype: torch.dtype = torch.float32):
         _check("crop_padding", crop_padding, _is_int(crop_padding) and 0 <= crop_padding < 32, "an int in [0, 31]")
@@ -201,6 +201,15 @@ class BatchAugment:
         self.num_classes, self.mean, self.std, self.dtype = num_classes, tuple(mean), tuple(std), dtype
         self._beta = torch.distributions.Beta(torch.tensor(self.mix_alpha), torch.tensor(self.mix_alpha))
         self._stats: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    # The config fields that describe the training augmentation, under the same names as here.
+    CONFIG_FIELDS = ("crop_padding", "pad_mode", "flip", "policy", "policy_group", "cutout", "mix", "mix_alpha",
+                     "mix_prob")
+
+    @classmethod
+    def from_config(cls, config, **kwargs) -> "BatchAugment":
+        """The pipeline a training config (any object with the CONFIG_FIELDS attributes) describes."""
+        return cls(**{name: getattr(config, name) for name in cls.CONFIG_FIELDS}, **kwargs)
 
     def _stats_on(self, device: torch.device):
         # one host->device copy per device for the lifetime of the object

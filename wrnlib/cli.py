@@ -1,4 +1,9 @@
-"""Command line: ``python -m wrnlib {params,train,evaluate,bench,study}``."""
+"""Command line: ``python -m wrnlib {params,train,evaluate,bench,study}``.
+
+A thin shell: each command parses its flags and calls the library (or the study). Expected
+problems (bad values, data, run folders, a full disk, a NaN loss) end in one ``error:`` line and
+exit code 2; an interrupt exits with 130.
+"""
 from __future__ import annotations
 
 import argparse
@@ -10,34 +15,66 @@ from pathlib import Path
 from .config import TrainConfig
 
 
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per TrainConfig field (``--batch-size``, ``--flip/--no-flip``, ...), default unset."""
+    """One flag per TrainConfig field (``--batch-size``, ``--flip/--no-flip``, ...), default unset.
+
+    Help texts and allowed values come from the fields' metadata in wrnlib.config.
+    """
     for field in dataclasses.fields(TrainConfig):
         flag = "--" + field.name.replace("_", "-")
-        kind = str(field.type)
-        default = field.default
-        help_text = f"default: {default!r}"
+        kind, choices = str(field.type), field.metadata["choices"]
+        help_text = f"{field.metadata['help']} (default: {field.default!r})"
         if kind == "bool":
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         elif kind.startswith("tuple"):
-            parser.add_argument(flag, type=float, nargs="+", default=None, help=help_text)
+            parser.add_argument(flag, type=float, nargs="+", default=None, metavar="X", help=help_text)
         else:
             convert = {"int": int, "float": float}.get(kind, str)
-            parser.add_argument(flag, type=convert, default=None, help=help_text)
+            parser.add_argument(flag, type=convert, default=None, choices=choices, help=help_text)
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """A --config JSON file (if given) overridden by every flag that was set."""
-    base = json.loads(Path(args.config).read_text()) if args.config else {}
-    for field in dataclasses.fields(TrainConfig):
-        value = getattr(args, field.name)
-        if value is not None:
-            base[field.name] = value
-    return TrainConfig.from_dict(base)
+    """A --config JSON file (if given) overridden by every flag that was set.
+
+    With --resume, unset flags fall back to the run's own saved config, not to the defaults.
+    """
+    base = _read_config_file(args.config) if args.config else {}
+    source = f"--config {args.config}" if args.config else "the command line"
+    explicit = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+                if getattr(args, f.name) is not None}
+    if args.resume:
+        from . import runs
+
+        run_dir = TrainConfig.from_dict(base | explicit, source=source).run_dir
+        if (run_dir / runs.CONFIG).exists():
+            base = runs.load_config(run_dir).to_dict()
+    return TrainConfig.from_dict(base | explicit, source=source)
+
+
+def _read_config_file(path: str) -> dict:
+    try:
+        data = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--config {path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); "
+                         f"fix that line") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"--config {path}: expected a JSON object of TrainConfig fields, got {type(data).__name__}")
+    return data
 
 
 def cmd_params(args: argparse.Namespace) -> int:
     from .model import model_stats
+
     stats = model_stats(args.depth, args.width)
     print(f"WRN-{args.depth}-{args.width:g}")
     print(f"  parameters        {stats.params:,} ({stats.params / 1e6:.2f} M)")
@@ -51,69 +88,55 @@ def cmd_params(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .train import fit
-    config = config_from_args(args)
-    if args.resume:
-        # Unset flags fall back to the run's own saved configuration, not the defaults.
-        saved = TrainConfig.load(config.run_dir / "config.json") if (config.run_dir / "config.json").exists() else None
-        if saved is not None:
-            merged = saved.to_dict()
-            merged.update({f.name: getattr(config, f.name) for f in dataclasses.fields(TrainConfig)
-                           if getattr(args, f.name) is not None})
-            config = TrainConfig.from_dict(merged)
-    result = fit(config, resume=args.resume)
+
+    result = fit(config_from_args(args), existing="resume" if args.resume else "error")
     s = result.summary
-    tta = f", with flip-TTA {100 * s['test_acc_tta']:.2f}%" if s["test_acc_tta"] is not None else ""
+    tta = f", with flip-TTA {100 * s['test_acc_tta']:.2f}%" if s.get("test_acc_tta") is not None else ""
     print(f"final test accuracy {100 * s['test_acc']:.2f}%{tta}; run folder {result.run_dir}")
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate_run
-    report = evaluate_run(args.run_dir, data_dir=args.data_dir, device=args.device, batch_size=args.batch_size)
+    from .runs import evaluate_run, record_evaluation
+
+    if args.download:
+        from .data import load_cifar10
+
+        load_cifar10(args.data_dir, download=True)
+    report = evaluate_run(args.run_dir, data_dir=args.data_dir, device=args.device, batch_size=args.batch_size,
+                          progress=True)
     print(json.dumps(report, indent=2))
+    if args.record:
+        record_evaluation(args.run_dir, report)
+        print(f"recorded in {Path(args.run_dir) / 'evaluation.json'} and summary.json")
     return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import as_dicts, bench_mode, results_table
-    results, modes = [], args.modes.split(",")
-    for mode in modes:
-        profile = args.profile_out if mode == modes[-1] else None  # profile only the last mode listed
-        result = bench_mode(mode, args.depth, args.width, args.batch_size, args.steps, args.warmup, args.device,
-                            args.compile_mode, profile)
-        print(f"{mode}: {result.train_images_per_s:,.0f} train img/s, {result.train_tflops:.1f} TFLOP/s",
-              flush=True)
-        results.append(result)
-    table = results_table(results)
-    print(table)
-    if args.out:
-        from . import runs
-        from .engine import resolve_device
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        env = runs.environment(resolve_device(args.device), data_checksum="n/a (shipped sample images)",
-                               data_source="sample")
-        runs.write_json(out / "bench.json", {"env": env, "args": vars(args) | {"func": None},
-                                              "results": as_dicts(results)})
-        (out / "bench.md").write_text(f"Device: {env['device']}, torch {env['torch']}, commit {env['git_commit']}\n\n"
-                                      + table)
-        print(f"wrote {out / 'bench.json'} and {out / 'bench.md'}")
+    from .study.bench import run_benchmarks
+
+    run_benchmarks(args.modes.split(","), depth=args.depth, width=args.width, batch_size=args.batch_size,
+                   steps=args.steps, warmup=args.warmup, device=args.device, compile_mode=args.compile_mode,
+                   out=args.out, profile_out=args.profile_out)
     return 0
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from .study import run_study
-    return run_study(args.profile, only=args.only, output_root=args.output_root)
+    from .study.runner import run_study
+
+    return run_study(args.profile, only=args.only, output_root=args.output_root, log_output=args.stream)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m wrnlib", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m wrnlib", description="Train, evaluate and benchmark Wide "
+                                     "Residual Networks on CIFAR-10, and run the notebook study.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("params", help="parameters, FLOPs and stage widths of a WRN")
-    p.add_argument("--depth", type=int, default=28)
-    p.add_argument("--width", type=float, default=3.5)
-    p.add_argument("--batch-size", type=int, default=512, help="for the activation-memory estimate")
+    p.add_argument("--depth", type=int, default=28, help="WRN depth, 6n + 4 (default: 28)")
+    p.add_argument("--width", type=float, default=3.5, help="widening factor k (default: 3.5)")
+    p.add_argument("--batch-size", type=positive_int, default=512,
+                   help="batch size of the activation-memory estimate (default: 512)")
     p.set_defaults(func=cmd_params)
 
     p = sub.add_parser("train", help="train a WRN and write its run folder")
@@ -122,44 +145,59 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="test accuracy of a run's saved model")
-    p.add_argument("run_dir")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--batch-size", type=int, default=500)
+    p = sub.add_parser("evaluate", help="test accuracy (plain and flip-TTA) of a run's saved model")
+    p.add_argument("run_dir", help="a run folder, e.g. results/runs/<name>")
+    p.add_argument("--data-dir", default=None, help="CIFAR-10 folder (default: the run's, else $CIFAR10_DIR)")
+    p.add_argument("--download", action="store_true", help="let torchvision download CIFAR-10 into the cache")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--batch-size", type=positive_int, default=500, help="evaluation batch size (default: 500)")
+    p.add_argument("--record", action="store_true",
+                   help="write evaluation.json into the run folder and make summary.json carry these numbers")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("bench", help="training/inference throughput and achieved TFLOP/s")
-    p.add_argument("--depth", type=int, default=28)
-    p.add_argument("--width", type=float, default=3.5)
-    p.add_argument("--batch-size", type=int, default=512)
-    p.add_argument("--modes", default="fp32,bf16,bf16-compile", help="comma-separated, of: fp32, bf16-nchw, bf16, bf16-compile")
-    p.add_argument("--steps", type=int, default=30)
-    p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--compile-mode", default="default")
+    p.add_argument("--depth", type=int, default=28, help="WRN depth (default: 28)")
+    p.add_argument("--width", type=float, default=3.5, help="widening factor (default: 3.5)")
+    p.add_argument("--batch-size", type=positive_int, default=512, help="training batch size (default: 512)")
+    p.add_argument("--modes", default="fp32,bf16,bf16-compile",
+                   help="comma-separated, of: fp32, bf16-nchw, bf16, bf16-compile (default: fp32,bf16,bf16-compile)")
+    p.add_argument("--steps", type=positive_int, default=30, help="timed steps per mode (default: 30)")
+    p.add_argument("--warmup", type=positive_int, default=5, help="untimed steps first (default: 5)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    p.add_argument("--compile-mode", default="default", help="torch.compile mode for bf16-compile")
     p.add_argument("--out", default=None, help="folder for bench.json and bench.md")
     p.add_argument("--profile-out", default=None, help="write a torch.profiler table of the last mode here")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("study", help="execute the notebooks in order with papermill")
-    p.add_argument("--profile", default="quick")
+    p.add_argument("--profile", default="quick", help="a profile of wrnlib/study/profiles (default: quick)")
     p.add_argument("--only", nargs="+", default=None, help="notebook number prefixes, e.g. 02 03")
-    p.add_argument("--output-root", default="results/executed")
+    p.add_argument("--output-root", default="results/executed",
+                   help="executed notebooks go to <output-root>/<profile>/ (default: results/executed)")
+    p.add_argument("--stream", action=argparse.BooleanOptionalAction, default=True,
+                   help="print the cells' output (training lines) while they run (default: on)")
     p.set_defaults(func=cmd_study)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    import torch
+
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, or a flag argparse rejected (it printed the message)
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         return args.func(args)
     except KeyboardInterrupt:
         return 130
-    except (ValueError, FileNotFoundError, FileExistsError, FloatingPointError) as exc:
-        # Expected user-facing problems (bad flag values, data, run folders, NaN loss): one clear line.
+    except torch.OutOfMemoryError as exc:
+        print(f"error: out of memory ({str(exc).splitlines()[0]}); lower --batch-size or the model size",
+              file=sys.stderr)
+    except (ValueError, OSError, FloatingPointError) as exc:
+        # Expected user-facing problems (bad values, data, run folders, disk, NaN loss): one clear line.
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return 2
 
 
 if __name__ == "__main__":

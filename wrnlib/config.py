@@ -1,86 +1,100 @@
-"""TrainConfig: every knob of a training run, in one typed dataclass saved with the run."""
+"""TrainConfig: every knob of a training run, in one typed dataclass saved with the run.
+
+Each field carries its help text (and its allowed values, where there is a fixed set) as field
+metadata: the command line's flags, their ``--help`` and the checks of a JSON config all read them
+from here.
+"""
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from .augment import MIXES, PAD_MODES, POLICIES
+from .data import NUM_CLASSES
 from .model import validate_architecture
-from .schedules import ScheduleParams, validate_schedule
+from .schedules import SCHEDULES, ScheduleParams, validate_schedule
 
 OPTIMIZERS = ("sgd", "sam")
 PRECISIONS = ("auto", "fp32", "bf16")
-MIXES = ("none", "mixup", "cutmix")
-POLICIES = ("none", "autoaugment", "trivialaugment")
-PAD_MODES = ("reflect", "constant")
+_SCHEDULE = ScheduleParams()  # the schedule knobs' defaults live in wrnlib.schedules
+
+
+def knob(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
+    """A config field with its help text and, optionally, its allowed values."""
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
 
 
 @dataclass
 class TrainConfig:
     # run bookkeeping
-    name: str = ""  # run folder name under out_dir; empty -> wrn<depth>-<width>-<timestamp>
-    out_dir: str = "results/runs"
+    name: str = knob("", "run folder name under out_dir (empty: wrn<depth>-<width>-<timestamp>)")
+    out_dir: str = knob("results/runs", "folder that holds the run folders")
     # data
-    data_dir: str | None = None  # folder, "sample" for the shipped sample, or None -> $CIFAR10_DIR / cache
-    download: bool = False  # allow torchvision to download into the cache when no data is found
-    val_size: int = 5000  # class-stratified hold-out from the training set, for model selection
-    train_limit: int = 0  # use a stratified subset of this many training images (0: all)
-    test_limit: int = 0  # evaluate on the first this-many test images per run (0: all 10,000)
+    data_dir: str | None = knob(None, "CIFAR-10 folder, 'sample' for the shipped sample, unset: $CIFAR10_DIR or "
+                                      "the cache")
+    download: bool = knob(False, "let torchvision download CIFAR-10 into the cache when none is found")
+    val_size: int = knob(5000, "class-stratified validation images held out of the training set (model selection)")
+    train_limit: int = knob(0, "train on a stratified subset of this many images (0: all)")
+    test_limit: int = knob(0, "score on a fixed stratified subset of this many test images (0: all 10,000)")
     # model
-    depth: int = 28
-    width: float = 3.5
-    dropout: float = 0.0
+    depth: int = knob(28, "WRN depth, 6n + 4 (10, 16, 22, 28, ...)")
+    width: float = knob(3.5, "widening factor k; fractional values round each stage's channels")
+    dropout: float = knob(0.0, "dropout between the two convolutions of a block, in [0, 1)")
     # optimisation
-    epochs: int = 30
-    batch_size: int = 512
-    lr: float = 0.4  # peak lr; 0.1 at batch 128 in the study, scaled linearly with the batch
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 5e-4
-    decay_bn_bias: bool = False
-    label_smoothing: float = 0.0
-    optimizer: str = "sgd"  # "sgd" or "sam"
-    sam_rho: float = 0.05
-    ema_decay: float = 0.0  # 0 disables the weight EMA; otherwise evaluation uses the EMA weights
+    epochs: int = knob(30, "training epochs: the schedule's budget")
+    batch_size: int = knob(512, "training batch size")
+    lr: float = knob(0.4, "peak learning rate (the study's 0.1 at batch 128, scaled linearly with the batch)")
+    momentum: float = knob(0.9, "SGD momentum, in [0, 1)")
+    nesterov: bool = knob(True, "Nesterov momentum")
+    weight_decay: float = knob(5e-4, "L2 weight decay")
+    decay_bn_bias: bool = knob(False, "also decay BatchNorm parameters and biases (the study decays everything)")
+    label_smoothing: float = knob(0.0, "label smoothing of the cross-entropy, in [0, 1)")
+    optimizer: str = knob("sgd", "sgd, or sam (sharpness-aware minimisation around SGD)", OPTIMIZERS)
+    sam_rho: float = knob(0.05, "SAM's neighbourhood radius")
+    ema_decay: float = knob(0.0, "weight EMA decay, e.g. 0.999; evaluation then uses the EMA (0: off)")
     # lr schedule (see wrnlib.schedules)
-    schedule: str = "cosine"
-    warmup_epochs: float = 1.0
-    min_lr_frac: float = 0.0
-    step_milestones: tuple[float, ...] = (0.3, 0.6, 0.8)
-    step_gamma: float = 0.2
-    sgdr_t0: float = 10.0
-    sgdr_tmult: float = 2.0
-    onecycle_peak: float = 0.25
-    onecycle_start: float = 0.1
+    schedule: str = knob("cosine", "learning-rate schedule", tuple(SCHEDULES))
+    warmup_epochs: float = knob(_SCHEDULE.warmup_epochs, "linear warm-up to the peak lr, in epochs")
+    min_lr_frac: float = knob(_SCHEDULE.min_lr_frac, "floor of cosine / SGDR / one-cycle, as a fraction of the peak")
+    step_milestones: tuple[float, ...] = knob(_SCHEDULE.step_milestones, "step schedule: drops at these fractions "
+                                                                        "of the budget")
+    step_gamma: float = knob(_SCHEDULE.step_gamma, "step schedule: factor of each drop")
+    sgdr_t0: float = knob(_SCHEDULE.sgdr_t0, "SGDR: epochs in the first cycle")
+    sgdr_tmult: float = knob(_SCHEDULE.sgdr_tmult, "SGDR: each cycle is this much longer than the last")
+    onecycle_peak: float = knob(_SCHEDULE.onecycle_peak, "one-cycle: fraction of the budget at the peak")
+    onecycle_start: float = knob(_SCHEDULE.onecycle_start, "one-cycle: multiplier of the peak at the start")
     # augmentation (see wrnlib.augment)
-    crop_padding: int = 4
-    pad_mode: str = "reflect"
-    flip: bool = True
-    policy: str = "none"  # "autoaugment", "trivialaugment" or "none"
-    policy_group: int = 32  # images that share one sampled policy op
-    cutout: int = 0  # side of the Cutout square in pixels (0: off)
-    mix: str = "none"  # "mixup", "cutmix" or "none"
-    mix_alpha: float = 1.0
-    mix_prob: float = 1.0
-    tta: bool = True  # also report flip test-time augmentation at the end
+    crop_padding: int = knob(4, "random-crop padding in pixels (0: no crop)")
+    pad_mode: str = knob("reflect", "padding of the random crop", PAD_MODES)
+    flip: bool = knob(True, "random horizontal flips")
+    policy: str = knob("none", "learned augmentation policy", POLICIES)
+    policy_group: int = knob(32, "images that share one sampled policy op")
+    cutout: int = knob(0, "side of the Cutout square in pixels (0: off)")
+    mix: str = knob("none", "batch mixing", MIXES)
+    mix_alpha: float = knob(1.0, "Beta(alpha, alpha) of the mixing ratio")
+    mix_prob: float = knob(1.0, "probability that a batch is mixed")
+    tta: bool = knob(True, "also report flip test-time augmentation at the end")
     # execution
-    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
-    precision: str = "auto"  # bf16 autocast on CUDA, fp32 on CPU
-    channels_last: bool = True
-    compile: bool = False
-    compile_mode: str = "default"
-    seed: int = 0
-    deterministic: bool = False  # bitwise-reproducible kernels (slower); exact resume relies on it on GPU
-    eval_batch_size: int = 1000
-    checkpoint_every: int = 1  # epochs between resume checkpoints (0: only at the end)
-    save_model: bool = False  # write model_fp16.pt, small enough to commit
-    progress: bool = True
+    device: str = knob("auto", "auto (a GPU when there is one), cpu, cuda, cuda:1, ...")
+    precision: str = knob("auto", "auto: bf16 autocast on CUDA, fp32 on the CPU", PRECISIONS)
+    channels_last: bool = knob(True, "channels_last memory format (fast convolutions on GPUs)")
+    compile: bool = knob(False, "torch.compile the model")
+    compile_mode: str = knob("default", "torch.compile mode")
+    seed: int = knob(0, "seed of the initialisation, batch order, augmentation and validation split")
+    deterministic: bool = knob(False, "bitwise-reproducible kernels (slower); exact resume on a GPU relies on it")
+    eval_batch_size: int = knob(1000, "batch size of the evaluations")
+    checkpoint_every: int = knob(1, "epochs between resume checkpoints (0: only at the end)")
+    save_model: bool = knob(False, "write model_fp16.pt, the evaluated weights (9 MB for WRN-28-3.5)")
+    progress: bool = knob(True, "progress bars and one log line per epoch")
 
     def __post_init__(self) -> None:
-        self.step_milestones = tuple(float(m) for m in self.step_milestones)
+        if isinstance(self.step_milestones, (list, tuple)):
+            self.step_milestones = tuple(self.step_milestones)
         if not self.name:
             stamp = time.strftime("%Y%m%d-%H%M%S")
             self.name = f"wrn{self.depth}-{self.width:g}-{stamp}"
@@ -89,19 +103,15 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         """Raise ValueError naming the field, its value and what is allowed."""
-        validate_architecture(self.depth, self.width, 10, self.dropout)
-        _choice("optimizer", self.optimizer, OPTIMIZERS)
-        _choice("precision", self.precision, PRECISIONS)
-        _choice("mix", self.mix, MIXES)
-        _choice("policy", self.policy, POLICIES)
-        _choice("pad_mode", self.pad_mode, PAD_MODES)
-        _positive_int("epochs", self.epochs)
-        _positive_int("batch_size", self.batch_size)
-        _positive_int("eval_batch_size", self.eval_batch_size)
-        _positive_int("policy_group", self.policy_group)
+        for f in fields(self):
+            check_type(f.name, getattr(self, f.name), f.type)
+            if f.metadata["choices"] is not None:
+                _choice(f.name, getattr(self, f.name), f.metadata["choices"])
+        validate_architecture(self.depth, self.width, NUM_CLASSES, self.dropout)
+        for name in ("epochs", "batch_size", "eval_batch_size", "policy_group"):
+            _at_least(name, getattr(self, name), 1)
         for name in ("val_size", "train_limit", "test_limit", "checkpoint_every", "cutout", "crop_padding"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
-                raise ValueError(f"{name} must be an integer >= 0; got {getattr(self, name)!r}")
+            _at_least(name, getattr(self, name), 0)
         validate_schedule(self.schedule, self.epochs, self.schedule_params())
         _in_range("lr", self.lr, 0.0, None, low_open=True)
         _in_range("momentum", self.momentum, 0.0, 1.0, high_open=True)
@@ -113,7 +123,7 @@ class TrainConfig:
             _in_range("sam_rho", self.sam_rho, 0.0, None, low_open=True)
         if self.ema_decay != 0.0:
             _in_range("ema_decay", self.ema_decay, 0.0, 1.0, low_open=True, high_open=True)
-        if "/" in self.name or self.name in (".", ".."):
+        if not self.name or "/" in self.name or "\\" in self.name or self.name in (".", ".."):
             raise ValueError(f"name must be a plain folder name (no '/'); got {self.name!r}")
         return self
 
@@ -128,11 +138,16 @@ class TrainConfig:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> "TrainConfig":
+        """A config from a JSON object; every field's type is checked, naming the field and ``source``."""
+        if not isinstance(data, dict):
+            raise ValueError(f"{source} must be a JSON object of TrainConfig fields; got {type(data).__name__}")
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(data) - set(known))
         if unknown:
-            raise ValueError(f"unknown TrainConfig field(s) {unknown}; known fields: {sorted(known)}")
+            raise ValueError(f"{source}: unknown TrainConfig field(s) {unknown}; known fields: {sorted(known)}")
+        for name, value in data.items():
+            check_type(name, value, known[name].type, source)
         return cls(**data)
 
     def save(self, path: str | Path) -> None:
@@ -140,7 +155,16 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> "TrainConfig":
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """Read a JSON config; a malformed file is a ValueError naming the file and the line."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}; "
+                             f"fix that line") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"cannot read {path}: {exc}") from None
+        return cls.from_dict(data, source=str(path))
 
     @property
     def run_dir(self) -> Path:
@@ -158,19 +182,45 @@ def resume_conflicts(saved: TrainConfig, requested: TrainConfig) -> list[str]:
     return [k for k in a if k not in RESUME_MUTABLE and a[k] != b[k]]
 
 
+# --------------------------------------------------------------------------- checks
+
+_TYPE_WORDS = {"bool": "true or false", "int": "an integer", "float": "a number", "str": "a string",
+               "str | None": "a string or null", "tuple[float, ...]": "a list of numbers"}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_type(name: str, value: Any, annotation: Any, source: str = "config") -> None:
+    """ValueError when ``value`` is not of the field's declared type (JSON spelling in the message)."""
+    kind = str(annotation)
+    ok = {
+        "bool": lambda v: isinstance(v, bool),
+        "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "float": _is_number,
+        "str": lambda v: isinstance(v, str),
+        "str | None": lambda v: v is None or isinstance(v, str),
+        "tuple[float, ...]": lambda v: isinstance(v, (list, tuple)) and all(_is_number(x) for x in v),
+    }[kind](value)
+    if not ok:
+        raise ValueError(f"{source}: field {name!r} must be {_TYPE_WORDS[kind]}; got {value!r} "
+                         f"({type(value).__name__})")
+
+
 def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ValueError(f"unknown {name} {value!r}; choose one of: {', '.join(allowed)}")
 
 
-def _positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
+def _at_least(name: str, value: int, low: int) -> None:
+    if value < low:
+        raise ValueError(f"{name} must be an integer >= {low}; got {value!r}")
 
 
 def _in_range(name: str, value: Any, low: float, high: float | None, *, low_open: bool = False,
               high_open: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+    ok = _is_number(value) and math.isfinite(value)
     if ok:
         ok = (value > low if low_open else value >= low)
         if high is not None:
@@ -178,4 +228,4 @@ def _in_range(name: str, value: Any, low: float, high: float | None, *, low_open
     if not ok:
         lo = "(" if low_open else "["
         hi = ("inf)" if high is None else f"{high}{')' if high_open else ']'}")
-        raise ValueError(f"{name} must be in {lo}{low}, {hi}; got {value!r}")
+        raise ValueError(f"{name} must be a finite number in {lo}{low}, {hi}; got {value!r}")

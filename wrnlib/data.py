@@ -36,6 +36,7 @@ __all__ = [
     "CIFAR10_MEAN",
     "CIFAR10_STD",
     "DataError",
+    "NUM_CLASSES",
     "default_cache_dir",
     "load_cifar10",
     "sample_dir",
@@ -55,6 +56,7 @@ CIFAR10_CLASSES: tuple[str, ...] = (
     "ship",
     "truck",
 )
+NUM_CLASSES = len(CIFAR10_CLASSES)
 # Published per-channel statistics of the 50,000 training images scaled to [0, 1].
 CIFAR10_MEAN: tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD: tuple[float, float, float] = (0.2470, 0.2435, 0.2616)
@@ -97,7 +99,7 @@ class CIFAR10:
 
     @property
     def num_classes(self) -> int:
-        return len(CIFAR10_CLASSES)
+        return NUM_CLASSES
 
 
 # --------------------------------------------------------------------------- locations
@@ -448,9 +450,9 @@ def _check_labels(labels: Any, count: int, path: Path) -> np.ndarray:
             f"{path}: {count} images but {len(array)} labels; each image needs exactly one label. "
             "The file is inconsistent; re-copy it."
         )
-    if array.size and (array.min() < 0 or array.max() >= len(CIFAR10_CLASSES)):
+    if array.size and (array.min() < 0 or array.max() >= NUM_CLASSES):
         raise DataError(
-            f"{path}: labels range over {array.min()}..{array.max()}, expected 0..{len(CIFAR10_CLASSES) - 1}. "
+            f"{path}: labels range over {array.min()}..{array.max()}, expected 0..{NUM_CLASSES - 1}. "
             "The file is corrupt or not CIFAR-10; re-copy it."
         )
     return array.astype(np.int64)

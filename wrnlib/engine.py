@@ -11,6 +11,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 from .augment import normalize
 from .optim import SAM, frozen_bn_stats
@@ -19,7 +20,12 @@ from .optim import SAM, frozen_bn_stats
 def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {name!r} is not supported; use auto, cpu, cuda or cuda:N")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} was asked for but no CUDA GPU is visible; use --device cpu or auto")
     return device
@@ -68,16 +74,20 @@ def make_train_step(model: nn.Module, forward: Callable, optimizer, *, device: t
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, images: torch.Tensor, *, batch_size: int = 1000, bf16: bool = False,
-                   channels_last: bool = False, tta: bool = False) -> torch.Tensor:
+                   channels_last: bool = False, tta: bool = False, progress: str | bool = False) -> torch.Tensor:
     """Float32 logits for uint8 images (N, 3, 32, 32) on the model's device, in eval mode.
 
-    With ``tta`` the logits of each image and its mirror image are averaged.
+    With ``tta`` the logits of each image and its mirror image are averaged. ``progress`` (a
+    label) shows a bar over the batches, for long evaluations on a CPU.
     """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     outputs = []
-    for start in range(0, len(images), batch_size):
+    starts = range(0, len(images), batch_size)
+    if progress:
+        starts = tqdm(starts, desc=str(progress), unit="batch", mininterval=2.0)
+    for start in starts:
         x = normalize(images[start:start + batch_size].to(device, non_blocking=True))
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)

@@ -19,6 +19,8 @@ from torch import nn
 
 STAGE_BASE_CHANNELS = (16, 32, 64)
 STEM_CHANNELS = 16
+# Past this the weights alone need tens of GB: refuse at once instead of trying to allocate them.
+MAX_PARAMS = 2_000_000_000
 
 
 def validate_architecture(depth: int, width: float, num_classes: int = 10, dropout: float = 0.0) -> None:
@@ -36,6 +38,11 @@ def validate_architecture(depth: int, width: float, num_classes: int = 10, dropo
         raise ValueError(f"num_classes must be an integer >= 2; got {num_classes!r}")
     if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be a probability in [0, 1); got {dropout!r}")
+    params = _param_count(depth, width, num_classes)
+    if params > MAX_PARAMS:
+        raise ValueError(f"WRN-{depth}-{width:g} would have about {params:,} parameters ({4 * params / 2**30:,.0f} GiB "
+                         f"of float32 weights), more than the {MAX_PARAMS:,} wrnlib builds; choose a smaller depth "
+                         f"or width")
 
 
 def stage_widths(width: float) -> tuple[int, int, int]:
@@ -159,6 +166,47 @@ def activation_bytes_per_image(depth: int, width: float, bytes_per_value: int = 
     for channels, side in zip(stage_widths(width), (32, 16, 8)):
         total += n * 4 * channels * side * side
     return total * bytes_per_value
+
+
+def _stages(depth: int, width: float):
+    """(in_channels, out_channels, output side, blocks) of each stage; only its first block changes shape."""
+    c_in, side = STEM_CHANNELS, 32
+    for c_out, stride in zip(stage_widths(width), (1, 2, 2)):
+        side //= stride
+        yield c_in, c_out, side, blocks_per_stage(depth)
+        c_in = c_out
+
+
+def _block_params(c_in: int, c_out: int) -> int:
+    projection = c_in * c_out if c_in != c_out else 0  # the first block of stages 2 and 3 also strides
+    return 2 * c_in + 9 * c_in * c_out + 2 * c_out + 9 * c_out * c_out + projection  # bn1, conv1, bn2, conv2
+
+
+def _block_flops(c_in: int, c_out: int, side: int, projects: bool) -> int:
+    return 2 * (9 * (c_in * c_out + c_out * c_out) + (c_in * c_out if projects else 0)) * side * side
+
+
+def _param_count(depth: int, width: float, num_classes: int) -> int:
+    total = 3 * STEM_CHANNELS * 9
+    for c_in, c_out, _, n in _stages(depth, width):
+        total += _block_params(c_in, c_out) + (n - 1) * _block_params(c_out, c_out)
+    return total + 2 * c_out + c_out * num_classes + num_classes  # final bn, fc
+
+
+def param_count(depth: int, width: float, num_classes: int = 10) -> int:
+    """Parameters of WRN-depth-width in closed form (equals ``model_stats(...).params``), instantly."""
+    validate_architecture(depth, width, num_classes)
+    return _param_count(depth, width, num_classes)
+
+
+def forward_flops(depth: int, width: float, num_classes: int = 10) -> int:
+    """Forward FLOPs per 32x32 image in closed form (2 x MACs of convs and the fc, as model_stats counts)."""
+    validate_architecture(depth, width, num_classes)
+    total = 2 * 3 * STEM_CHANNELS * 9 * 32 * 32
+    for i, (c_in, c_out, side, n) in enumerate(_stages(depth, width)):
+        total += _block_flops(c_in, c_out, side, i > 0 or c_in != c_out)
+        total += (n - 1) * _block_flops(c_out, c_out, side, False)
+    return total + 2 * c_out * num_classes
 
 
 def model_stats(depth: int, width: float, num_classes: int = 10) -> ModelStats:

@@ -1,22 +1,39 @@
-"""Run folders: environment capture, atomic writes, checkpoints and reading runs back."""
+"""Run folders: what they hold, writing them safely, and reading them (and their models) back.
+
+A run folder ``<out_dir>/<name>/`` holds config.json, env.json, metrics.csv, summary.json, the
+resume checkpoint state.pt and, on request, model_fp16.pt. Writes are atomic (a crash leaves the
+old file or the new one), and loading a checkpoint never runs code from it (``weights_only``).
+"""
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
+import pickle
 import platform
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .config import TrainConfig
+
 CONFIG, ENV, METRICS, SUMMARY = "config.json", "env.json", "metrics.csv", "summary.json"
-STATE, MODEL_FP16 = "state.pt", "model_fp16.pt"
+STATE, MODEL_FP16, EVALUATION = "state.pt", "model_fp16.pt", "evaluation.json"
 
 METRIC_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss",
-                  "test_acc", "epoch_time_s", "train_time_s", "images_per_s")
+                  "test_acc", "epoch_time_s", "train_time_s", "eval_time_s", "images_per_s")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint or model file is missing, truncated, corrupt or not a plain tensor file."""
+
+
+# --------------------------------------------------------------------------- environment
 
 
 def device_name(device: torch.device) -> str:
@@ -33,13 +50,18 @@ def git_commit(path: Path = Path(__file__).resolve().parent) -> str:
     """
     if os.environ.get("WRNLIB_GIT_COMMIT"):
         return os.environ["WRNLIB_GIT_COMMIT"]
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=path, capture_output=True, text=True, timeout=10).stdout.strip()
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], cwd=path, capture_output=True, text=True, timeout=10)
     try:
-        commit = git("rev-parse", "HEAD")
+        commit = git("rev-parse", "HEAD").stdout.strip()
         if not commit:
             return "unknown"
-        return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+        # `diff-index` against HEAD sees staged and unstaged edits alike (exit 1 = differences);
+        # `update-index --refresh` first, so a file merely touched is not counted as changed.
+        git("update-index", "-q", "--refresh")
+        dirty = git("diff-index", "--quiet", "HEAD", "--").returncode != 0
+        return commit + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
@@ -48,7 +70,7 @@ def environment(device: torch.device, data_checksum: str, data_source: str) -> d
     import numpy
     import torchvision
 
-    env = {
+    return {
         "device": device_name(device),
         "device_type": device.type,
         "python": sys.version.split()[0],
@@ -62,7 +84,36 @@ def environment(device: torch.device, data_checksum: str, data_source: str) -> d
         "data_checksum": data_checksum,
         "data_source": data_source,
     }
-    return env
+
+
+# --------------------------------------------------------------------------- atomic writes
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    _atomic(path, lambda f: f.write(data))
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    _atomic(path, lambda f: torch.save(obj, f))
+
+
+def _atomic(path: Path, write) -> None:
+    """Write through ``<path>.tmp`` then rename: a crash or a full disk leaves the old file intact."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise OSError(exc.errno, f"could not write {path} ({exc.strerror or exc}); "
+                                     f"{'the previous file is intact' if path.exists() else 'nothing was written'}"
+                                     f"; free disk space or check the folder's permissions") from None
+        raise
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -77,28 +128,8 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)  # a crash leaves either the old file or the new one, never half of one
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
     """Rewrite metrics.csv with all rows so far (small: one row per epoch); atomic like the rest."""
-    import io
-
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
@@ -113,14 +144,115 @@ def _fmt(value: Any) -> Any:
     return "" if value is None else value
 
 
+# --------------------------------------------------------------------------- the folder's life
+
+
+def status(run_dir: Path) -> str:
+    """absent (no folder or an empty one), foreign (files but no config.json), unstarted (config but
+    no checkpoint: it stopped before its first one), interrupted (a checkpoint, no summary), finished."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir() or not any(run_dir.iterdir()):
+        return "absent"
+    if not (run_dir / CONFIG).exists():
+        return "foreign"
+    if (run_dir / SUMMARY).exists():
+        return "finished"
+    return "interrupted" if (run_dir / STATE).exists() else "unstarted"
+
+
+def start_run_folder(config: TrainConfig, env: dict[str, Any]) -> None:
+    """Create the folder with config.json (without out_dir: the folder's place says it), env.json and
+    an empty metrics.csv. A failure part-way removes what it created."""
+    run_dir = config.run_dir
+    created = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        saved = config.to_dict()
+        del saved["out_dir"]  # machine-specific; where the run folder lies is where the run is
+        write_json(run_dir / CONFIG, saved)
+        write_json(run_dir / ENV, env)
+        write_metrics(run_dir / METRICS, [])
+    except BaseException:
+        clear_unstarted(run_dir)
+        if created:
+            run_dir.rmdir()
+        raise
+
+
+def clear_unstarted(run_dir: Path) -> None:
+    """Remove the files of a run that never reached its first checkpoint (nothing else)."""
+    for name in (CONFIG, ENV, METRICS, STATE + ".tmp"):
+        (Path(run_dir) / name).unlink(missing_ok=True)
+
+
+def load_config(run_dir: Path) -> TrainConfig:
+    """The run's config, placed where the folder is now."""
+    run_dir = Path(run_dir)
+    config = TrainConfig.load(run_dir / CONFIG)
+    config.out_dir, config.name = str(run_dir.parent), run_dir.name
+    return config
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
 def read_metrics(run_dir: str | Path) -> list[dict[str, float]]:
     with open(Path(run_dir) / METRICS, newline="") as f:
         return [{k: (float(v) if v not in ("", None) else float("nan")) for k, v in row.items()}
                 for row in csv.DictReader(f)]
 
 
-def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text())
+def read_result(run_dir: Path, with_model: bool = True):
+    """A finished run as a :class:`wrnlib.train.RunResult`; its model only when it was kept."""
+    from .train import RunResult
+
+    run_dir = Path(run_dir)
+    has_weights = (run_dir / MODEL_FP16).exists() or (run_dir / STATE).exists()
+    model = load_run_model(run_dir, device="cpu")[0] if with_model and has_weights else None
+    return RunResult(run_dir, load_config(run_dir), read_metrics(run_dir), read_json(run_dir / SUMMARY), model)
+
+
+# --------------------------------------------------------------------------- checkpoints and models
+
+
+def safe_torch_load(path: Path) -> Any:
+    """torch.load that never runs code from the file, with one clear error for any bad file."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} does not exist") from None
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0][:160]
+        raise CheckpointError(f"refusing to load {path}: it is not a plain tensor file ({first}); a wrnlib "
+                              f"checkpoint never needs code to load. Delete it, or re-train the run") from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"cannot read {path}: it is truncated or corrupt ({first}); delete it and resume "
+                              f"from an earlier copy, or re-train the run") from None
+
+
+def save_checkpoint(state: dict[str, Any], run_dir: Path) -> None:
+    atomic_torch_save(state, Path(run_dir) / STATE)
+
+
+def load_checkpoint(run_dir: Path) -> dict[str, Any]:
+    state = safe_torch_load(Path(run_dir) / STATE)
+    if not isinstance(state, dict) or not {"epoch", "model", "optimizer", "metrics"} <= set(state):
+        raise CheckpointError(f"{Path(run_dir) / STATE} is not a wrnlib resume checkpoint; delete it to start "
+                              f"the run again")
+    return state
+
+
+def checkpoint_epoch(run_dir: Path) -> str:
+    """'end of epoch N' for the run's checkpoint, or 'none yet'."""
+    path = Path(run_dir) / STATE
+    if not path.exists():
+        return "none yet"
+    try:
+        return f"end of epoch {load_checkpoint(run_dir)['epoch']}"
+    except CheckpointError:
+        return "unreadable"
 
 
 def save_fp16_model(model: torch.nn.Module, path: Path) -> None:
@@ -132,13 +264,74 @@ def save_fp16_model(model: torch.nn.Module, path: Path) -> None:
 
 def load_model_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     """The run's evaluated weights as float32: model_fp16.pt if present, else the resume checkpoint."""
-    fp16 = run_dir / MODEL_FP16
-    if fp16.exists():
-        state = torch.load(fp16, map_location="cpu", weights_only=True)
+    run_dir = Path(run_dir)
+    if (run_dir / MODEL_FP16).exists():
+        state = safe_torch_load(run_dir / MODEL_FP16)
     elif (run_dir / STATE).exists():
-        checkpoint = torch.load(run_dir / STATE, map_location="cpu", weights_only=False)
+        checkpoint = load_checkpoint(run_dir)
         state = checkpoint["ema"]["module"] if checkpoint.get("ema") else checkpoint["model"]
     else:
         raise FileNotFoundError(f"{run_dir} holds neither {MODEL_FP16} nor {STATE}; train with "
                                 f"--save-model (or keep the resume checkpoint) to evaluate later")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{run_dir / MODEL_FP16} does not hold a model's weights; re-train with --save-model")
     return {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
+
+
+def load_run_model(run_dir: str | Path, device: str = "auto"):
+    """The run's model (fp16 weights as float32) in eval mode, and its config."""
+    from .data import NUM_CLASSES
+    from .engine import resolve_device
+    from .model import WideResNet
+
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG).exists():
+        raise FileNotFoundError(f"{run_dir} is not a run folder (no {CONFIG}); pass a folder such as "
+                                f"results/runs/<name>")
+    config = load_config(run_dir)
+    model = WideResNet(config.depth, config.width, NUM_CLASSES, config.dropout)
+    try:
+        model.load_state_dict(load_model_weights(run_dir))
+    except RuntimeError as exc:
+        raise CheckpointError(f"the weights in {run_dir} do not fit WRN-{config.depth}-{config.width:g} "
+                              f"({str(exc).splitlines()[0]}); the files of this run folder do not belong "
+                              f"together") from None
+    return model.to(resolve_device(device)).eval(), config
+
+
+def evaluate_run(run_dir: str | Path, *, data_dir: str | None = None, device: str = "auto",
+                 batch_size: int = 500, progress: bool = False) -> dict[str, Any]:
+    """Test accuracy with and without flip-TTA in float32, next to what the run recorded."""
+    from .data import load_cifar10, test_subset
+    from .engine import evaluate
+
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch size must be an integer >= 1; got {batch_size!r}")
+    run_dir = Path(run_dir)
+    model, config = load_run_model(run_dir, device)
+    data = load_cifar10(data_dir if data_dir is not None else config.data_dir)
+    images, labels = test_subset(data, config.test_limit)  # the images the run was scored on
+    plain = evaluate(model, images, labels, batch_size=batch_size, progress=progress and "test")
+    flipped = evaluate(model, images, labels, batch_size=batch_size, tta=True, progress=progress and "flip-TTA")
+    report = {"run": str(run_dir), "device": device_name(next(model.parameters()).device),
+              "test_images": len(labels), "data_checksum": data.checksum,
+              "test_acc": plain["acc"], "test_acc_tta": flipped["acc"], "test_loss": plain["loss"]}
+    if (run_dir / SUMMARY).exists():
+        summary = read_json(run_dir / SUMMARY)
+        report["recorded_test_acc"] = summary.get("test_acc")
+        report["recorded_test_acc_tta"] = summary.get("test_acc_tta")
+    return report
+
+
+def record_evaluation(run_dir: str | Path, report: dict[str, Any]) -> None:
+    """Keep an evaluation in the run folder (evaluation.json), and make summary.json carry the numbers
+    the checkpoint reproduces; a differing number of the training device stays, labelled as such."""
+    run_dir = Path(run_dir)
+    write_json(run_dir / EVALUATION, report)
+    summary = read_json(run_dir / SUMMARY)
+    for key in ("test_acc", "test_acc_tta"):
+        if summary.get(key) is not None and summary[key] != report[key]:
+            summary.setdefault(f"{key}_on_training_device", summary[key])
+            summary[key] = report[key]
+    summary["reproduced_by"] = {"file": EVALUATION, "device": report["device"]}
+    write_json(run_dir / SUMMARY, summary)

@@ -20,7 +20,7 @@ class ScheduleParams:
     onecycle_peak: float = 0.25  # fraction of the budget at which the triangle peaks
     onecycle_start: float = 0.1  # multiplier at t = 0
     min_lr_frac: float = 0.0  # floor of cosine/SGDR/one-cycle, as a fraction of the peak
-    warmup_epochs: float = 0.0  # linear ramp from 0, multiplied onto any schedule
+    warmup_epochs: float = 1.0  # linear ramp up to the peak, multiplied onto any schedule
 
 
 def constant(t: float, total: float, p: ScheduleParams) -> float:

@@ -3,7 +3,7 @@
     python -m wrnlib study --profile quick            # CPU smoke study, a few minutes
     python -m wrnlib study --profile full --only 02 03
 
-A profile is ``wrnlib/profiles/<name>.json``::
+A profile is ``wrnlib/study/profiles/<name>.json``::
 
     {"description": "...",
      "results_root": "results/quick",          # where runs/, ablations/, figures/, summary.md go
@@ -17,7 +17,6 @@ and by ``$CIFAR10_DIR`` (else ``data_dir_default``). Notebooks run with the repo
 their working directory, so relative paths in parameters are relative to the repository root.
 Executed copies go to ``<output_root>/<profile>/`` (relative to the caller's working directory).
 
-Also here: :func:`fit_or_reuse` and :func:`epoch_printer`, shared by the training notebooks.
 """
 from __future__ import annotations
 
@@ -27,12 +26,12 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, TextIO
 
-PACKAGE_DIR = Path(__file__).resolve().parent
-REPO_ROOT = PACKAGE_DIR.parent
+STUDY_DIR = Path(__file__).resolve().parent
+REPO_ROOT = STUDY_DIR.parent.parent
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
-PROFILES_DIR = PACKAGE_DIR / "profiles"
+PROFILES_DIR = STUDY_DIR / "profiles"
 DATA_ENV = "CIFAR10_DIR"
 KERNEL_NAME = "python3"  # jupyter_client starts it with sys.executable: the venv's python, activated or not
 KERNEL_ARGS = ["--IPKernelApp.log_level=ERROR"]  # keep the kernel's start-up chatter out of the study log
@@ -188,57 +187,110 @@ def run_study(profile: str, only: list[str] | None = None, output_root: str | Pa
     ``only``: notebook prefixes ("02", "3" and "03_lr_schedule_ablation" all work). ``results_root``
     replaces the profile's (tests point it into a temporary folder); ``overrides`` changes parameters
     ({"02": {"epochs": 1}, "*": {...}}); ``notebooks_dir``/``profiles_dir``/``cwd`` replace the repo's
-    folders. Unknown profiles, prefixes or parameters raise :class:`StudyError` before anything runs.
+    folders; ``log_output`` streams the cells' output (training lines) while they run. Unknown
+    profiles, prefixes or parameters raise :class:`StudyError` before anything runs. A failing
+    notebook leaves the last good executed copy in place and writes ``<name>.failed.ipynb`` beside it.
     """
-    import papermill as pm
-    from papermill.exceptions import PapermillExecutionError
-
-    err_stream = stream or sys.stderr
-    stream = stream or sys.stdout
+    out = stream or sys.stdout
     spec = load_profile(profile, profiles_dir or PROFILES_DIR)
+    plan = plan_study(spec, profile, only, results_root, overrides, notebooks_dir)
+    out_dir = Path(output_root) / profile
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results_shown = results_root if results_root is not None else spec.get("results_root", "results")
+    print(f"study {profile!r}: {len(plan)} notebook(s) -> {out_dir}; results under {results_shown}", file=out,
+          flush=True)
+    started = time.perf_counter()
+    options = dict(kernel_name=kernel_name, cwd=str(Path(cwd or REPO_ROOT).resolve()), progress_bar=progress_bar,
+                   log_output=log_output, execution_timeout=spec.get("cell_timeout_s", DEFAULT_CELL_TIMEOUT_S))
+    with _kernel_env(), _streamed_cell_output(log_output, out):
+        for i, (path, params) in enumerate(plan, 1):
+            print(f"[{i}/{len(plan)}] {path.name}", file=out, flush=True)
+            t0 = time.perf_counter()
+            error = execute_notebook(path, out_dir / path.name, params, **options)
+            if error:
+                print(error, file=stream or sys.stderr, flush=True)
+                return 1
+            print(f"      done in {time.perf_counter() - t0:.1f}s -> {out_dir / path.name}", file=out, flush=True)
+    print(f"study {profile!r} finished: {len(plan)} notebook(s) in {time.perf_counter() - started:.1f}s",
+          file=out, flush=True)
+    return 0
+
+
+def plan_study(spec: dict[str, Any], profile: str, only: list[str] | None, results_root: str | Path | None,
+               overrides: dict[str, dict[str, Any]] | None,
+               notebooks_dir: str | Path | None) -> list[tuple[Path, dict[str, Any]]]:
+    """(notebook, parameters) in order; every parameter must be declared by its notebook."""
     notebooks = find_notebooks(notebooks_dir or NOTEBOOKS_DIR)
     if not notebooks:
         raise StudyError(f"no notebooks named NN_*.ipynb in {notebooks_dir or NOTEBOOKS_DIR}")
-    selected = _select(notebooks, only)
-    cwd = Path(cwd or REPO_ROOT).resolve()
-    out_dir = Path(output_root) / profile
     plan = []
-    for prefix in selected:
+    for prefix in _select(notebooks, only):
         declared = declared_parameters(notebooks[prefix])
         params = notebook_parameters(spec, prefix, declared, results_root=results_root, overrides=overrides)
         unknown = sorted(set(params) - declared)
         if unknown:
             raise StudyError(f"profile {profile!r} gives {notebooks[prefix].name} parameter(s) {unknown} that its "
                              f"'parameters' cell does not declare (declared: {sorted(declared)})")
-        plan.append((prefix, notebooks[prefix], params))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    print(f"study {profile!r}: {len(plan)} notebook(s) -> {out_dir}; results under "
-          f"{results_root if results_root is not None else spec.get('results_root', 'results')}", file=stream,
-          flush=True)
+        plan.append((notebooks[prefix], params))
+    return plan
 
-    started = time.perf_counter()
-    with _kernel_env():
-        for i, (prefix, path, params) in enumerate(plan, 1):
-            output = out_dir / path.name
-            print(f"[{i}/{len(plan)}] {path.name}", file=stream, flush=True)
-            t0 = time.perf_counter()
-            try:
-                pm.execute_notebook(str(path), str(output), parameters=params, kernel_name=kernel_name,
-                                    cwd=str(cwd), progress_bar=progress_bar, log_output=log_output,
-                                    execution_timeout=spec.get("cell_timeout_s", DEFAULT_CELL_TIMEOUT_S),
-                                    request_save_on_cell_execute=True, extra_arguments=KERNEL_ARGS)
-            except PapermillExecutionError as exc:
-                print(f"FAILED: notebook {path.name}, {_failed_cell(output, exc)}\n  {exc.ename}: {exc.evalue}\n"
-                      f"  the executed copy with the full traceback: {output}", file=err_stream, flush=True)
-                return 1
-            except Exception as exc:  # kernel start failure, dead kernel, cell timeout, missing module
-                print(f"FAILED: notebook {path.name} did not finish: {type(exc).__name__}: {exc}\n"
-                      f"  executed copy (if any): {output}", file=err_stream, flush=True)
-                return 1
-            print(f"      done in {time.perf_counter() - t0:.1f}s -> {output}", file=stream, flush=True)
-    print(f"study {profile!r} finished: {len(plan)} notebook(s) in {time.perf_counter() - started:.1f}s",
-          file=stream, flush=True)
-    return 0
+
+def execute_notebook(path: Path, output: Path, params: dict[str, Any], **options: Any) -> str | None:
+    """Run one notebook with papermill into ``output``; None on success, else the failure message.
+
+    The execution writes to ``<name>.running.ipynb`` and replaces ``output`` only when it succeeded,
+    so a failure never overwrites the last good executed copy; the failed one is kept beside it.
+    """
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    running = output.with_name(output.stem + ".running.ipynb")
+    failed = output.with_name(output.stem + ".failed.ipynb")
+    try:
+        pm.execute_notebook(str(path), str(running), parameters=params, request_save_on_cell_execute=True,
+                            extra_arguments=KERNEL_ARGS, **options)
+    except PapermillExecutionError as exc:
+        _keep_failed(running, failed)
+        return (f"FAILED: notebook {path.name}, {_failed_cell(failed, exc)}\n  {exc.ename}: {exc.evalue}\n"
+                f"  the executed copy with the full traceback: {failed}")
+    except Exception as exc:  # kernel start failure, dead kernel, cell timeout, missing module
+        _keep_failed(running, failed)
+        return (f"FAILED: notebook {path.name} did not finish: {type(exc).__name__}: {exc}\n"
+                f"  executed copy (if any): {failed}")
+    os.replace(running, output)
+    failed.unlink(missing_ok=True)
+    return None
+
+
+def _keep_failed(running: Path, failed: Path) -> None:
+    if running.exists():
+        os.replace(running, failed)
+
+
+class _streamed_cell_output:
+    """While active, papermill's log of cell output (``log_output``) is written to ``stream``."""
+
+    def __init__(self, enabled: bool, stream: TextIO):
+        import logging
+
+        self.logger = logging.getLogger("papermill")
+        self.handler = logging.StreamHandler(stream) if enabled else None
+
+    def __enter__(self):
+        if self.handler is not None:
+            import logging
+
+            self.handler.setFormatter(logging.Formatter("      | %(message)s"))
+            self.saved_level = self.logger.level
+            self.logger.setLevel(logging.INFO)
+            self.logger.addHandler(self.handler)
+        return self
+
+    def __exit__(self, *exc):
+        if self.handler is not None:
+            self.logger.removeHandler(self.handler)
+            self.logger.setLevel(self.saved_level)
+        return False
 
 
 def _select(notebooks: dict[str, Path], only: list[str] | None) -> list[str]:
@@ -277,54 +329,3 @@ class _kernel_env:
             else:
                 os.environ[key] = value
         return False
-
-
-# --------------------------------------------------------------------------- notebook helpers
-
-
-EXISTING = ("reuse", "error")
-
-
-def fit_or_reuse(config, *, data=None, existing: str = "reuse", need_model: bool = True,
-                 on_epoch_end: Callable[[dict[str, Any]], None] | None = None):
-    """:func:`wrnlib.fit`, except that an existing run folder of the same name is not trained again.
-
-    ``existing="reuse"``: a finished run (summary.json) is read back (metrics, summary and its saved
-    model, which needs model_fp16.pt or state.pt), an interrupted one (state.pt) is resumed; either
-    must have been made with the same settings. ``existing="error"``: plain ``fit`` (raises when the
-    folder exists). Returns a :class:`wrnlib.RunResult`; with ``need_model=False`` a finished run read
-    back has ``model=None`` (its weights are not loaded, so none need to have been kept).
-    """
-    from . import runs
-    from .config import TrainConfig, resume_conflicts
-    from .evaluate import load_run_model
-    from .train import RunResult, fit
-
-    if existing not in EXISTING:
-        raise ValueError(f"existing must be one of {EXISTING}; got {existing!r}")
-    run_dir = config.run_dir
-    if existing == "reuse" and (run_dir / runs.CONFIG).exists():
-        saved = TrainConfig.load(run_dir / runs.CONFIG)
-        conflicts = resume_conflicts(saved, config)
-        if conflicts:
-            details = ", ".join(f"{k}: saved {getattr(saved, k)!r} vs now {getattr(config, k)!r}" for k in conflicts)
-            raise ValueError(f"run folder {run_dir} exists with other settings ({details}); choose another run "
-                             f"name or out_dir, or remove that folder yourself")
-        if (run_dir / runs.SUMMARY).exists():
-            print(f"{run_dir} is already finished: reading it back instead of training again", flush=True)
-            model = load_run_model(run_dir, device="cpu")[0] if need_model else None
-            return RunResult(run_dir, saved, runs.read_metrics(run_dir), runs.read_json(run_dir / runs.SUMMARY),
-                             model)
-        if (run_dir / runs.STATE).exists():
-            print(f"{run_dir} was interrupted: resuming it", flush=True)
-            return fit(config, resume=True, data=data, on_epoch_end=on_epoch_end)
-    return fit(config, data=data, on_epoch_end=on_epoch_end)
-
-
-def epoch_printer(prefix: str = "") -> Callable[[dict[str, Any]], None]:
-    """An ``on_epoch_end`` callback printing fit's one line per epoch (notebooks run fit without its bar)."""
-    from .train import format_epoch
-
-    def show(row: dict[str, Any]) -> None:
-        print(prefix + format_epoch(row), flush=True)
-    return show

@@ -20,8 +20,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from . import runs as runs_io
-from .data import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD
+from .. import runs as runs_io
 
 RUN_COLUMNS = (
     "name", "group", "status", "depth", "width", "epochs", "epochs_done", "schedule", "batch_size", "lr",
@@ -258,56 +257,6 @@ def write_ablation(folder: str | Path, epochs: pd.DataFrame, final: pd.DataFrame
     return paths
 
 
-# --------------------------------------------------------------------------- data tables
-
-
-def class_counts(labels_by_split: dict[str, Any]) -> pd.DataFrame:
-    """Long table (split, class, count, fraction) from {split: int labels}."""
-    import numpy as np
-
-    rows = []
-    for split, labels in labels_by_split.items():
-        counts = np.bincount(np.asarray(labels, dtype=np.int64).ravel(), minlength=len(CIFAR10_CLASSES))
-        total = max(int(counts.sum()), 1)
-        rows += [{"split": split, "class": CIFAR10_CLASSES[i], "count": int(n), "fraction": int(n) / total}
-                 for i, n in enumerate(counts)]
-    return pd.DataFrame(rows, columns=["split", "class", "count", "fraction"])
-
-
-def channel_stats(images, chunk: int = 5000) -> pd.DataFrame:
-    """Per-channel mean and std of uint8 (N, 3, H, W) images scaled to [0, 1], beside the published values."""
-    import torch
-
-    total = torch.zeros(3, dtype=torch.float64)
-    total_sq = torch.zeros(3, dtype=torch.float64)
-    count = 0
-    for start in range(0, len(images), chunk):
-        x = images[start:start + chunk].to(torch.float64) / 255.0
-        total += x.sum(dim=(0, 2, 3))
-        total_sq += (x * x).sum(dim=(0, 2, 3))
-        count += x.shape[0] * x.shape[2] * x.shape[3]
-    mean = total / count
-    std = (total_sq / count - mean * mean).clamp_min(0).sqrt()
-    rows = [{"channel": ch, "mean": float(mean[i]), "published_mean": CIFAR10_MEAN[i],
-             "std": float(std[i]), "published_std": CIFAR10_STD[i]} for i, ch in enumerate(("red", "green", "blue"))]
-    df = pd.DataFrame(rows)
-    df["mean_diff"] = df["mean"] - df["published_mean"]
-    df["std_diff"] = df["std"] - df["published_std"]
-    return df
-
-
-def pixel_histogram(images) -> pd.DataFrame:
-    """Long table (channel, value 0..255, count, density) of uint8 (N, 3, H, W) images."""
-    import torch
-
-    rows = []
-    for i, ch in enumerate(("red", "green", "blue")):
-        counts = torch.bincount(images[:, i].reshape(-1).to(torch.int64), minlength=256).tolist()
-        total = max(sum(counts), 1)
-        rows += [{"channel": ch, "value": v, "count": n, "density": n / total} for v, n in enumerate(counts)]
-    return pd.DataFrame(rows)
-
-
 # --------------------------------------------------------------------------- summary markdown
 
 
@@ -354,15 +303,7 @@ def summary_markdown(results: Results) -> str:
                            "train time", "test images", "device", "status"], rows))
     out += ["", "## Learning-rate schedule ablation", ""]
     table = schedule_table(results.ablation_final)
-    if table.empty:
-        out.append("No ablations yet.")
-    else:
-        rows = [[str(r["ablation"]), str(r["schedule"]), str(r["runs"]),
-                 _pct(r["test_acc_mean"]) + (f" ± {_num(100 * r['test_acc_std'], '.2f')}" if r["runs"] > 1 else ""),
-                 f"{_pct(r['test_acc_min'])} – {_pct(r['test_acc_max'])}", _pct(r["test_acc_tta_mean"]),
-                 _num(r["train_time_s_mean"], ".0f") + " s"] for _, r in table.iterrows()]
-        out.append(_table(["ablation", "schedule", "runs", "test acc mean ± std", "min – max",
-                           "flip-TTA mean", "train time"], rows))
+    out.append("No ablations yet." if table.empty else schedule_markdown(table))
     out += ["", "## Throughput", ""]
     bench = results.benchmarks
     if bench.empty:
@@ -377,3 +318,29 @@ def summary_markdown(results: Results) -> str:
     if results.problems:
         out += ["", "## Skipped", ""] + [f"- {p}" for p in results.problems]
     return "\n".join(out) + "\n"
+
+
+def schedule_markdown(table: pd.DataFrame) -> str:
+    """The schedule table (from :func:`schedule_table`) as markdown: mean ± std over seeds and the range."""
+    rows = [[str(r["ablation"]), str(r["schedule"]), str(r["runs"]),
+             _pct(r["test_acc_mean"]) + (f" ± {_num(100 * r['test_acc_std'], '.2f')}" if r["runs"] > 1
+                                         else " (one seed)"),
+             f"{_pct(r['test_acc_min'])} – {_pct(r['test_acc_max'])}", _pct(r["test_acc_tta_mean"]),
+             _pct(r["best_val_acc_mean"]), _num(r["train_time_s_mean"], ".0f") + " s"] for _, r in table.iterrows()]
+    return _table(["ablation", "schedule", "runs", "test acc mean ± std", "min – max", "flip-TTA mean",
+                   "best val mean", "train time"], rows)
+
+
+def run_markdown(summary: dict[str, Any]) -> str:
+    """A finished run's summary.json as a two-column markdown table."""
+    best = f"{_pct(summary.get('best_val_acc'))} (epoch {summary.get('best_val_epoch')})"
+    eval_time = summary.get("eval_time_s")
+    rows = [["final test accuracy", _pct(summary.get("test_acc"))],
+            ["with flip-TTA", _pct(summary.get("test_acc_tta"))],
+            ["best validation accuracy", best],
+            ["test images", _num(summary.get("test_images"), ",.0f")],
+            ["parameters", _num(summary.get("params"), ",.0f")],
+            ["training time (steps only)", f"{_num(summary.get('train_time_s'), '.1f')} s "
+                                           f"({_num(summary.get('mean_images_per_s'), ',.0f')} images/s)"],
+            ["evaluation time (every epoch)", "–" if eval_time is None else f"{eval_time:.1f} s"]]
+    return _table(["", ""], rows)

@@ -1,4 +1,4 @@
-"""The study runner (profiles, selection, failure path), the width explorer's logic and results.py on empty folders."""
+"""The study runner: profiles, notebook selection, parameters, and the failure paths with real kernels."""
 from __future__ import annotations
 
 import io
@@ -7,15 +7,12 @@ import os
 import time
 from pathlib import Path
 
-import matplotlib
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-matplotlib.use("Agg")
-
-import nbformat  # noqa: E402
-import pytest  # noqa: E402
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook  # noqa: E402
-
-from wrnlib import cli, explorer, model_stats, results, study  # noqa: E402
+from wrnlib import cli
+from wrnlib.study import runner as study
 
 # --------------------------------------------------------------------------- profiles and selection
 
@@ -114,7 +111,8 @@ def test_failing_notebook_stops_the_batch_with_a_clear_message(tmp_path):
     assert "failing line: raise RuntimeError(f'deliberate failure {x}')" in message
     assert "RuntimeError: deliberate failure 42" in message
     assert (tmp_path / "out" / "t" / "01_fine.ipynb").exists()
-    assert (tmp_path / "out" / "t" / "02_broken.ipynb").exists()  # kept, with the traceback
+    assert (tmp_path / "out" / "t" / "02_broken.failed.ipynb").exists()  # kept, with the traceback, beside
+    assert not (tmp_path / "out" / "t" / "02_broken.ipynb").exists()  # the last good copy (none here)
     assert not marker.exists() and not (tmp_path / "out" / "t" / "03_after.ipynb").exists()
 
 
@@ -145,7 +143,7 @@ def test_study_command_line_runs_without_an_activated_venv(tmp_path):
     _notebook(notebooks / "01_which.ipynb", ("parameters", "out = ''"),
               ("code", "import sys, wrnlib, papermill\nopen(out, 'w').write(sys.executable)"))
     (profiles / "p.json").write_text(json.dumps({"notebooks": {"01": {"out": str(out_file)}}}))
-    code = ("import sys; from wrnlib.study import run_study; "
+    code = ("import sys; from wrnlib.study.runner import run_study; "
             f"sys.exit(run_study('p', output_root={str(tmp_path / 'out')!r}, notebooks_dir={str(notebooks)!r}, "
             f"profiles_dir={str(profiles)!r}, progress_bar=False))")
     env = {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", str(tmp_path))}
@@ -153,83 +151,3 @@ def test_study_command_line_runs_without_an_activated_venv(tmp_path):
                           timeout=180)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert Path(out_file.read_text()).resolve() == Path(sys.executable).resolve()
-
-
-# --------------------------------------------------------------------------- explorer logic
-
-
-CHOICES = [(10, 1.0), (16, 2.0), (22, 0.75), (28, 3.5), (28, 3.75), (40, 2.5), (10, 1.3)]
-
-
-@pytest.mark.parametrize("depth,width", CHOICES)
-def test_explorer_matches_model_stats(depth, width):
-    stats = model_stats(depth, width)
-    choice = explorer.describe(depth, width, batch_size=256)
-    assert choice.params == stats.params == explorer.param_count(depth, width)
-    assert choice.forward_flops == stats.forward_flops == explorer.forward_flops(depth, width)
-    assert choice.train_flops == stats.train_flops
-    assert choice.stage_widths == tuple(stats.stage_widths)
-    assert choice.activation_bytes_batch == 256 * stats.activation_bytes
-    text = explorer.markdown(choice)
-    assert f"{stats.params:,}" in text and " / ".join(map(str, stats.stage_widths)) in text
-
-
-def test_budget_classification():
-    assert explorer.budget_status(5_000_000) == "within"
-    assert explorer.budget_status(5_000_001) == "over"
-    assert explorer.describe(28, 3.5).status == "within"  # 4.48 M, the study's model
-    assert explorer.describe(28, 3.75).status == "over"  # 5.13 M
-    assert explorer.describe(28, 3.75, budget=6_000_000).status == "within"
-    choice = explorer.describe(28, 3.5)
-    assert choice.budget_fraction == pytest.approx(4_480_474 / 5_000_000)
-    for depth in (10, 16, 28, 40):
-        k = explorer.max_width_within(depth)
-        assert model_stats(depth, k).params <= 5_000_000 < model_stats(depth, k + 0.25).params
-    assert explorer.max_width_within(28) == 3.5
-
-
-def test_explorer_view_and_widgets_without_a_kernel(tmp_path):
-    runs = results.collect(tmp_path / "none").runs  # no runs: the view still renders
-    fig = explorer.figure(explorer.describe(16, 4.0), runs)
-    assert len(fig.axes) == 3
-    ui = explorer.Explorer(28, 3.5, 512, runs=runs, train_overrides=dict(
-        epochs=1, data_dir="sample", device="cpu", out_dir=str(tmp_path / "explore"), val_size=200,
-        train_limit=200, test_limit=100, batch_size=50, progress=False))
-    assert ui.choice.params == 4_480_474
-    ui.depth.value, ui.width.value, ui.batch.value = 10, 1.0, 64
-    assert (ui.choice.name, ui.choice.params, ui.choice.batch_size) == ("WRN-10-1", model_stats(10, 1.0).params, 64)
-    assert not (tmp_path / "explore").exists()  # slider moves never train
-    ui._on_train(None)  # the button: a real (tiny) run of the chosen WRN
-    summary = json.loads((tmp_path / "explore" / "explore-wrn10-1" / "summary.json").read_text())
-    assert summary["params"] == model_stats(10, 1.0).params
-
-
-# --------------------------------------------------------------------------- results on empty / broken folders
-
-
-def test_results_on_a_missing_or_empty_folder(tmp_path):
-    for root in (tmp_path / "missing", tmp_path):
-        found = results.collect(root)
-        assert found.runs.empty and found.metrics.empty and found.benchmarks.empty
-        assert found.ablation_final.empty and found.ablation_epochs.empty
-        assert list(found.runs.columns) == list(results.RUN_COLUMNS)
-        assert found.finished_runs.empty and found.main_runs.empty
-        assert "no runs yet" in found.describe() and "no benchmarks yet" in found.describe()
-        text = results.summary_markdown(found)
-        assert "No runs yet." in text and "No ablations yet." in text and "No benchmarks yet." in text
-        assert results.schedule_table(found.ablation_final).empty
-        assert explorer.run_points(found.runs).empty
-
-
-def test_results_skip_broken_files(tmp_path):
-    (tmp_path / "runs" / "empty").mkdir(parents=True)
-    (tmp_path / "runs" / "bad").mkdir()
-    (tmp_path / "runs" / "bad" / "config.json").write_text("{oops")
-    (tmp_path / "ablations" / "unfinished").mkdir(parents=True)
-    (tmp_path / "benchmarks" / "nothing").mkdir(parents=True)
-    found = results.collect(tmp_path)
-    assert found.runs.empty and found.benchmarks.empty and found.ablation_final.empty
-    problems = "\n".join(found.problems)
-    for name in ("empty", "bad", "unfinished", "nothing"):
-        assert name in problems
-    assert "## Skipped" in results.summary_markdown(found)

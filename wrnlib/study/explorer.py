@@ -4,8 +4,8 @@ The logic is plain functions (testable without a kernel):
 
 * :func:`describe` -> :class:`Choice`: parameters, FLOPs, stage widths and activation memory of
   one WRN, straight from :func:`wrnlib.model_stats`, and its budget classification;
-* :func:`param_count` / :func:`forward_flops`: the same numbers in closed form (instant), used
-  for the curves over many widths; the tests check they equal ``model_stats``;
+* :func:`wrnlib.model.param_count` / :func:`wrnlib.model.forward_flops`: the same numbers in closed
+  form (instant), used for the curves over many widths;
 * :func:`figure` and :func:`markdown`: the view; :func:`show` displays both (what papermill
   records for the parameter values).
 
@@ -21,53 +21,12 @@ from typing import Any, Callable, Sequence
 
 import pandas as pd
 
-from .model import STAGE_BASE_CHANNELS, STEM_CHANNELS, model_stats, stage_widths, validate_architecture
+from ..model import forward_flops, model_stats, param_count
 
 BUDGET = 5_000_000
 DEPTHS = tuple(6 * n + 4 for n in range(1, 9))  # 10, 16, ..., 52
 WIDTH_MIN, WIDTH_MAX, WIDTH_STEP = 0.5, 12.0, 0.25
 GIB = 2 ** 30
-
-
-# --------------------------------------------------------------------------- closed forms
-
-
-def _blocks(depth: int, width: float):
-    """(in_channels, out_channels, stride, output side) of every block, in order."""
-    n = (depth - 4) // 6
-    c_in, side = STEM_CHANNELS, 32
-    for c_out, stride in zip(stage_widths(width), (1, 2, 2)):
-        for b in range(n):
-            s = stride if b == 0 else 1
-            side //= s
-            yield c_in, c_out, s, side
-            c_in = c_out
-
-
-def param_count(depth: int, width: float, num_classes: int = 10) -> int:
-    """Parameters of WRN-depth-width in closed form (equals ``model_stats(...).params``)."""
-    validate_architecture(depth, width, num_classes)
-    total = 3 * STEM_CHANNELS * 9
-    c_last = STEM_CHANNELS
-    for c_in, c_out, stride, _ in _blocks(depth, width):
-        total += 2 * c_in + 9 * c_in * c_out + 2 * c_out + 9 * c_out * c_out  # bn1, conv1, bn2, conv2
-        if stride != 1 or c_in != c_out:
-            total += c_in * c_out  # 1x1 projection
-        c_last = c_out
-    return total + 2 * c_last + c_last * num_classes + num_classes  # final bn, fc
-
-
-def forward_flops(depth: int, width: float, num_classes: int = 10) -> int:
-    """Forward FLOPs per 32x32 image in closed form (2 x MACs of convs and the fc, as model_stats counts)."""
-    validate_architecture(depth, width, num_classes)
-    total = 2 * 3 * STEM_CHANNELS * 9 * 32 * 32
-    c_last = STEM_CHANNELS
-    for c_in, c_out, stride, side in _blocks(depth, width):
-        total += 2 * 9 * (c_in * c_out + c_out * c_out) * side * side
-        if stride != 1 or c_in != c_out:
-            total += 2 * c_in * c_out * side * side
-        c_last = c_out
-    return total + 2 * c_last * num_classes
 
 
 def budget_status(params: int, budget: int = BUDGET) -> str:
@@ -90,7 +49,7 @@ def max_width_within(depth: int, budget: int = BUDGET, step: float = WIDTH_STEP,
 
 def width_curve(depths: Sequence[int], widths: Sequence[float], batch_size: int = 512) -> pd.DataFrame:
     """Tidy (depth, width, params, forward_flops, activation GiB for the batch) over a grid, in closed form."""
-    from .model import activation_bytes_per_image
+    from ..model import activation_bytes_per_image
 
     rows = [{"depth": d, "width": w, "params": param_count(d, w), "forward_flops": forward_flops(d, w),
              "activation_gib": activation_bytes_per_image(d, w) * batch_size / GIB}
@@ -245,7 +204,7 @@ def show(depth: int, width: float, batch_size: int = 512, budget: int = BUDGET, 
 
 def train_config(depth: int, width: float, **overrides: Any):
     """The TrainConfig the explorer's button trains: the chosen WRN plus the notebook's training parameters."""
-    from .config import TrainConfig
+    from ..config import TrainConfig
 
     overrides.setdefault("name", f"explore-wrn{depth}-{width:g}")
     return TrainConfig(depth=int(depth), width=float(width), **overrides).validate()
@@ -299,8 +258,8 @@ class Explorer:
         return train_config(self.depth.value, self.width.value, **self.train_overrides)
 
     def _on_train(self, _button: Any) -> None:
-        from .train import fit as default_fit
-        from .train import format_epoch
+        from ..train import fit as default_fit
+        from ..train import format_epoch
 
         fit = self._fit or default_fit
         self.button.disabled = True

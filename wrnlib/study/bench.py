@@ -13,11 +13,11 @@ from pathlib import Path
 
 import torch
 
-from .augment import BatchAugment
-from .data import load_cifar10
-from .engine import autocast, make_train_step, resolve_device
-from .model import WideResNet, count_forward_flops, count_parameters
-from .optim import make_sgd
+from ..augment import BatchAugment
+from ..data import load_cifar10
+from ..engine import autocast, make_train_step, resolve_device
+from ..model import WideResNet, count_forward_flops, count_parameters
+from ..optim import make_sgd
 
 # mode -> (bf16 autocast, channels_last, torch.compile)
 MODES = {
@@ -74,9 +74,19 @@ def real_batch(batch_size: int, device: torch.device) -> tuple[torch.Tensor, tor
     return images.to(device), labels.to(device)
 
 
+def _timed(fn, steps: int, device: torch.device) -> float:
+    """Seconds for ``steps`` calls of ``fn``, with one sync at the end as in training."""
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    _sync(device)
+    return time.perf_counter() - t0
+
+
 def bench_mode(mode: str, depth: int = 28, width: float = 3.5, batch_size: int = 512, steps: int = 30,
                warmup: int = 5, device: str = "auto", compile_mode: str = "default",
                profile_path: str | None = None) -> BenchResult:
+    """Time the training step (augmentation, forward, backward, SGD update) and inference in one mode."""
     if mode not in MODES:
         raise ValueError(f"unknown bench mode {mode!r}; choose from {', '.join(MODES)}")
     dev = resolve_device(device)
@@ -87,8 +97,7 @@ def bench_mode(mode: str, depth: int = 28, width: float = 3.5, batch_size: int =
     model = WideResNet(depth, width).to(dev, memory_format=memory_format)
     flops = count_forward_flops(model)
     forward = torch.compile(model, mode=compile_mode) if compile_ else model
-    optimizer = make_sgd(model, 0.01, 0.9, True, 5e-4, False)
-    step = make_train_step(model, forward, optimizer, device=dev, bf16=bf16)
+    step = make_train_step(model, forward, make_sgd(model, 0.01, 0.9, True, 5e-4, False), device=dev, bf16=bf16)
     augment = BatchAugment()
     images, labels = real_batch(batch_size, dev)
     if dev.type == "cuda":
@@ -98,44 +107,13 @@ def bench_mode(mode: str, depth: int = 28, width: float = 3.5, batch_size: int =
         x, targets = augment(images, labels)
         step(x.contiguous(memory_format=memory_format), targets)
 
-    t0 = time.perf_counter()
-    for _ in range(warmup):
-        train_step()
-    _sync(dev)
-    warmup_time = time.perf_counter() - t0
-
-    # One sync around the whole loop, as in training: per-step syncs would add launch bubbles.
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        train_step()
-    _sync(dev)
-    train_time = time.perf_counter() - t0
-    train_rate = batch_size * steps / train_time
-
-    # The augmentation's share of a step, timed on its own.
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        augment(images, labels)
-    _sync(dev)
-    augment_time = time.perf_counter() - t0
-
+    warmup_time = _timed(train_step, warmup, dev)  # compilation happens here
+    train_rate = batch_size * steps / _timed(train_step, steps, dev)
+    augment_time = _timed(lambda: augment(images, labels), steps, dev)  # its share of a step, on its own
     if profile_path:
         write_profile(train_step, dev, profile_path)
-
-    model.eval()
-    with torch.no_grad():
-        x = augment.eval_transform(images).contiguous(memory_format=memory_format)
-        for _ in range(3):
-            with autocast(dev, bf16):
-                forward(x)
-        _sync(dev)
-        t = time.perf_counter()
-        for _ in range(steps):
-            with autocast(dev, bf16):
-                forward(x)
-        _sync(dev)
-        infer_rate = batch_size * steps / (time.perf_counter() - t)
-
+    infer_rate = _inference_rate(model, forward, augment.eval_transform(images).contiguous(memory_format=memory_format),
+                                 steps, dev, bf16)
     achieved = 3 * flops * train_rate / 1e12
     peak = peak_tflops(dev)
     return BenchResult(
@@ -144,9 +122,21 @@ def bench_mode(mode: str, depth: int = 28, width: float = 3.5, batch_size: int =
         forward_gflops_per_image=flops / 1e9, train_images_per_s=train_rate,
         epoch_time_s=TRAIN_IMAGES_PER_EPOCH / train_rate, train_tflops=achieved,
         fraction_of_peak=achieved / peak if peak else None, inference_images_per_s=infer_rate,
-        compile_time_s=warmup_time if compile_ else None,
-        step_ms=1000 * train_time / steps, augment_ms=1000 * augment_time / steps,
+        compile_time_s=warmup_time if compile_ else None, step_ms=1000 * batch_size / train_rate,
+        augment_ms=1000 * augment_time / steps,
         peak_memory_gib=torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda" else None)
+
+
+def _inference_rate(model, forward, x: torch.Tensor, steps: int, device: torch.device, bf16: bool) -> float:
+    """Forward-only images per second in eval mode, after three untimed passes."""
+    model.eval()
+
+    def infer():
+        with autocast(device, bf16):
+            forward(x)
+    with torch.no_grad():
+        _timed(infer, 3, device)
+        return len(x) * steps / _timed(infer, steps, device)
 
 
 def write_profile(train_step, device: torch.device, path: str, steps: int = 5) -> None:
@@ -188,3 +178,29 @@ def results_table(results: list[BenchResult]) -> str:
 
 def as_dicts(results: list[BenchResult]) -> list[dict]:
     return [asdict(r) for r in results]
+
+
+def run_benchmarks(modes: list[str], *, out: str | None = None, profile_out: str | None = None,
+                   **kwargs) -> list[BenchResult]:
+    """Benchmark each mode (printing a line per mode and the table); with ``out``, write bench.json and
+    bench.md there. ``profile_out`` profiles the last mode listed."""
+    results = []
+    for mode in modes:
+        result = bench_mode(mode, profile_path=profile_out if mode == modes[-1] else None, **kwargs)
+        print(f"{mode}: {result.train_images_per_s:,.0f} train img/s, {result.train_tflops:.1f} TFLOP/s", flush=True)
+        results.append(result)
+    table = results_table(results)
+    print(table)
+    if out:
+        from .. import runs
+
+        folder = Path(out)
+        folder.mkdir(parents=True, exist_ok=True)
+        env = runs.environment(resolve_device(kwargs.get("device", "auto")),
+                               data_checksum="n/a (shipped sample images)", data_source="sample")
+        runs.write_json(folder / "bench.json", {"env": env, "args": {"modes": modes, **kwargs},
+                                                 "results": as_dicts(results)})
+        runs.atomic_write_bytes(folder / "bench.md", f"Device: {env['device']}, torch {env['torch']}, commit "
+                                                     f"{env['git_commit']}\n\n{table}".encode())
+        print(f"wrote {folder / 'bench.json'} and {folder / 'bench.md'}")
+    return results

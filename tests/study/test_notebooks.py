@@ -15,7 +15,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from wrnlib import cli, results, study
+from wrnlib import cli, fit
+from wrnlib.study import results
+from wrnlib.study import runner as study
 
 NOTEBOOKS = study.find_notebooks()
 EXPECTED = ["01_data_exploration.ipynb", "02_train.ipynb", "03_lr_schedule_ablation.ipynb", "04_results.ipynb",
@@ -179,12 +181,12 @@ def test_reexecuting_reuses_the_finished_runs(quick, tmp_path):
 
 
 def test_a_run_folder_with_other_settings_is_not_reused(quick):
-    from wrnlib import TrainConfig
+    from wrnlib import runs
 
-    config = TrainConfig.load(quick["results"] / "runs" / RUN_NAME / "config.json")
+    config = runs.load_config(quick["results"] / "runs" / RUN_NAME)
     config.lr *= 2
     with pytest.raises(ValueError, match=r"exists with other settings \(lr: saved"):
-        study.fit_or_reuse(config)
+        fit(config, existing="reuse")
 
 
 def test_results_notebook_copes_with_empty_and_partial_folders(quick, tmp_path, capsys):

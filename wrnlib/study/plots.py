@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from .data import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD  # noqa: E402
+from ..data import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD  # noqa: E402
 
 SAVE_DPI = 110
 
@@ -24,8 +24,10 @@ def setup() -> None:
     plt.rcParams.update({"figure.dpi": 80, "savefig.bbox": "tight", "axes.titlesize": "medium"})
 
 
-def save(fig: plt.Figure, folder: str | Path, name: str, *, dpi: int = SAVE_DPI) -> Path:
-    """Write ``fig`` as ``<folder>/<name>.png`` (folder created) and return the path."""
+def save(fig: plt.Figure, folder: str | Path | None, name: str, *, dpi: int = SAVE_DPI) -> Path | None:
+    """Write ``fig`` as ``<folder>/<name>.png`` (folder created) and return the path; no folder: no file."""
+    if folder is None:
+        return None
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.png"

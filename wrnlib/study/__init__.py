@@ -1,0 +1,5 @@
+"""The notebook study built on wrnlib: the papermill runner and its profiles, the ablation sweeps,
+the tables and figures of the results, the width explorer and the throughput benchmark.
+
+It uses the library (``wrnlib``); the library never imports it.
+"""
