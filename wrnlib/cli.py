@@ -87,9 +87,12 @@ def cmd_params(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from . import distributed
     from .train import fit
 
     result = fit(config_from_args(args), existing="resume" if args.resume else "error")
+    if not distributed.is_main():  # under torchrun, rank 0 speaks for the run
+        return 0
     s = result.summary
     tta = f", with flip-TTA {100 * s['test_acc_tta']:.2f}%" if s.get("test_acc_tta") is not None else ""
     print(f"final test accuracy {100 * s['test_acc']:.2f}%{tta}; run folder {result.run_dir}")
@@ -183,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     import torch
 
+    from .distributed import rank_tag, report_failure
+
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help, or a flag argparse rejected (it printed the message)
@@ -192,11 +197,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except torch.OutOfMemoryError as exc:
-        print(f"error: out of memory ({str(exc).splitlines()[0]}); lower --batch-size or the model size",
-              file=sys.stderr)
+        print(f"error: {rank_tag()}out of memory ({str(exc).splitlines()[0]}); lower --batch-size or the model "
+              f"size", file=sys.stderr)
+        report_failure(exc)
     except (ValueError, OSError, FloatingPointError) as exc:
         # Expected user-facing problems (bad values, data, run folders, disk, NaN loss): one clear line.
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {rank_tag()}{exc}", file=sys.stderr)
+        report_failure(exc)
     return 2
 
 

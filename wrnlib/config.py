@@ -47,7 +47,8 @@ class TrainConfig:
     dropout: float = knob(0.0, "dropout between the two convolutions of a block, in [0, 1)")
     # optimisation
     epochs: int = knob(30, "training epochs: the schedule's budget")
-    batch_size: int = knob(512, "training batch size")
+    batch_size: int = knob(512, "training batch size; under torchrun the global batch, split evenly among the "
+                                "processes")
     lr: float = knob(0.4, "peak learning rate (the study's 0.1 at batch 128, scaled linearly with the batch)")
     momentum: float = knob(0.9, "SGD momentum, in [0, 1)")
     nesterov: bool = knob(True, "Nesterov momentum")
@@ -91,6 +92,8 @@ class TrainConfig:
     checkpoint_every: int = knob(1, "epochs between resume checkpoints (0: only at the end)")
     save_model: bool = knob(False, "write model_fp16.pt, the evaluated weights (9 MB for WRN-28-3.5)")
     progress: bool = knob(True, "progress bars and one log line per epoch")
+    sync_bn: bool = knob(False, "under torchrun: batch-norm statistics over the global batch (SyncBatchNorm), not "
+                                "each process's share")
 
     def __post_init__(self) -> None:
         if isinstance(self.step_milestones, (list, tuple)):

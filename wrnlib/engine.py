@@ -6,7 +6,7 @@ that the caller sums and reads once per epoch.
 from __future__ import annotations
 
 import contextlib
-from typing import Callable
+from typing import Callable, ContextManager
 
 import torch
 import torch.nn.functional as F
@@ -44,13 +44,16 @@ def autocast(device: torch.device, bf16: bool):
 
 
 def make_train_step(model: nn.Module, forward: Callable, optimizer, *, device: torch.device, bf16: bool,
-                    label_smoothing: float = 0.0) -> Callable:
+                    label_smoothing: float = 0.0, no_sync: Callable[[], ContextManager] | None = None) -> Callable:
     """Returns ``step(x, targets) -> (loss, logits)`` doing forward, backward and the update.
 
-    ``forward`` is the model or its torch.compile'd wrapper; ``model`` is the module itself (for
-    SAM's batch-norm freeze). ``targets`` are soft labels (B, classes).
+    ``forward`` is the model or its torch.compile'd / DistributedDataParallel wrapper; ``model`` is
+    the module itself (for SAM's batch-norm freeze). ``targets`` are soft labels (B, classes).
+    ``no_sync`` (DDP's) keeps SAM's first forward/backward local to this process: its gradient
+    only sets the perturbation, and only the second backward is all-reduced.
     """
     sam = optimizer if isinstance(optimizer, SAM) else None
+    local = no_sync if sam is not None and no_sync is not None else contextlib.nullcontext
 
     def loss_of(x: torch.Tensor, targets: torch.Tensor):
         with autocast(device, bf16):
@@ -58,8 +61,9 @@ def make_train_step(model: nn.Module, forward: Callable, optimizer, *, device: t
         return F.cross_entropy(logits.float(), targets, label_smoothing=label_smoothing), logits
 
     def step(x: torch.Tensor, targets: torch.Tensor):
-        loss, logits = loss_of(x, targets)
-        loss.backward()
+        with local():
+            loss, logits = loss_of(x, targets)
+            loss.backward()
         if sam is not None:
             sam.perturb()
             with frozen_bn_stats(model):

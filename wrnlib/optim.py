@@ -38,14 +38,16 @@ class SAM:
     Per step: backward at w, ``perturb()`` moves to w + rho * g / ||g||, a second backward there,
     ``restore()`` goes back to w, and the base optimiser steps with the sharpness-aware gradient.
     Everything stays on the device (the norm is a tensor), so there is no host sync. Gradients are
-    float32 even under bf16 autocast, because the parameters are float32.
+    float32 even under bf16 autocast, because the parameters are float32. ``restore()`` copies w
+    back rather than subtracting the offset, whose rounding would differ between data-parallel
+    processes (each perturbs by its own gradient) and let their replicas drift apart.
     """
 
     def __init__(self, base: torch.optim.Optimizer, rho: float = 0.05):
         if not rho > 0:
             raise ValueError(f"SAM's rho must be > 0; got {rho}")
         self.base, self.rho = base, rho
-        self._offsets: list[torch.Tensor] | None = None
+        self._saved: list[torch.Tensor] | None = None
 
     @property
     def param_groups(self):
@@ -59,14 +61,14 @@ class SAM:
         params = self._params_with_grad()
         grads = [p.grad for p in params]
         norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-        self._offsets = torch._foreach_mul(grads, self.rho / (norm + 1e-12))
-        torch._foreach_add_(params, self._offsets)
+        self._saved = [p.detach().clone() for p in params]
+        torch._foreach_add_(params, torch._foreach_mul(grads, self.rho / (norm + 1e-12)))
         self.base.zero_grad(set_to_none=True)
 
     @torch.no_grad()
     def restore(self) -> None:
-        torch._foreach_sub_(self._params_with_grad(), self._offsets)
-        self._offsets = None
+        torch._foreach_copy_(self._params_with_grad(), self._saved)
+        self._saved = None
 
     def step(self) -> None:
         self.base.step()

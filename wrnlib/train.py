@@ -21,11 +21,11 @@ from typing import Any, Callable
 import torch
 from tqdm.auto import tqdm
 
-from . import runs
+from . import distributed, runs
 from .augment import BatchAugment
 from .config import TrainConfig, resume_conflicts
 from .data import CIFAR10, NUM_CLASSES, load_cifar10, test_subset, train_val_split
-from .engine import evaluate, make_train_step, resolve_device, use_bf16
+from .engine import evaluate, make_train_step, use_bf16
 from .model import WideResNet, count_forward_flops, count_parameters
 from .optim import SAM, ModelEMA, make_sgd
 from .schedules import lr_multiplier
@@ -88,22 +88,29 @@ def make_splits(config: TrainConfig, data: CIFAR10, device: torch.device) -> Spl
 
 
 class Trainer:
-    """Holds a run's model, optimiser and data; `fit` drives it epoch by epoch."""
+    """Holds a run's model, optimiser and data; `fit` drives it epoch by epoch.
 
-    def __init__(self, config: TrainConfig, splits: Splits, device: torch.device):
+    ``dist`` is this process's part in a data-parallel run (see :mod:`wrnlib.distributed`); its
+    hooks do nothing in a one-process run.
+    """
+
+    def __init__(self, config: TrainConfig, splits: Splits, device: torch.device,
+                 dist: distributed.Single | None = None):
         self.config, self.splits, self.device = config, splits, device
+        self.dist = dist or distributed.Single(device)
         self.bf16 = use_bf16(config.precision, device)
         self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
         torch.manual_seed(config.seed)
-        self.model = WideResNet(config.depth, config.width, NUM_CLASSES, config.dropout).to(
-            device, memory_format=self.memory_format)
+        self.model = self.dist.prepare(WideResNet(config.depth, config.width, NUM_CLASSES, config.dropout).to(
+            device, memory_format=self.memory_format))
         sgd = make_sgd(self.model, config.lr, config.momentum, config.nesterov, config.weight_decay,
                        config.decay_bn_bias)
         self.optimizer = SAM(sgd, config.sam_rho) if config.optimizer == "sam" else sgd
         self.ema = ModelEMA(self.model, config.ema_decay) if config.ema_decay else None
-        forward = torch.compile(self.model, mode=config.compile_mode) if config.compile else self.model
+        forward = self.dist.wrap(self.model)
+        forward = torch.compile(forward, mode=config.compile_mode) if config.compile else forward
         self.step = make_train_step(self.model, forward, self.optimizer, device=device, bf16=self.bf16,
-                                    label_smoothing=config.label_smoothing)
+                                    label_smoothing=config.label_smoothing, no_sync=self.dist.no_sync(forward))
         self.augment = BatchAugment.from_config(config)
         self.schedule = config.schedule_params()
         self.steps_per_epoch = len(splits.train_y) // config.batch_size  # the last partial batch is dropped
@@ -130,25 +137,29 @@ class Trainer:
         for i in range(self.steps_per_epoch):
             idx = order[i * c.batch_size:(i + 1) * c.batch_size]
             x, targets = self.augment(s.train_x[idx], s.train_y[idx])
+            # data-parallel: every process augments the global batch alike and trains on its slice
+            x, targets = self.dist.shard(x), self.dist.shard(targets)
             x = x.contiguous(memory_format=self.memory_format)
             # The lr of a step is the schedule's value where the step ends: the first step is
             # above zero and the last warm-up step reaches the peak.
             lr = self.lr_at(epoch + (i + 1) / self.steps_per_epoch)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            loss, logits = self.step(x, targets)
+            with self.dist.step_rng(epoch * self.steps_per_epoch + i):
+                loss, logits = self.step(x, targets)
             loss_sum += loss
             correct += (logits.argmax(1) == targets.argmax(1)).sum()
             if self.ema is not None:
                 self.ema.update(self.model)
             if progress is not None:
                 progress()
+        self.dist.sync_buffers(self.model, *([self.ema.module] if self.ema is not None else []))
         finite = torch.stack(torch._foreach_norm(list(self.model.parameters()))).isfinite().all()
-        loss_sum, correct, finite = torch.stack([loss_sum, correct.to(loss_sum.dtype),
-                                                 finite.to(loss_sum.dtype)]).tolist()  # the one host sync
+        totals = self.dist.sum(torch.stack([loss_sum, correct.to(loss_sum.dtype), finite.to(loss_sum.dtype)]))
+        loss_sum, correct, finite = totals.tolist()  # the one host sync
         seen = self.steps_per_epoch * c.batch_size
-        return {"train_loss": loss_sum / self.steps_per_epoch, "train_acc": correct / seen, "lr": lr,
-                "weights_finite": finite}
+        return {"train_loss": loss_sum / (self.steps_per_epoch * self.dist.world), "train_acc": correct / seen,
+                "lr": lr, "weights_finite": float(finite == self.dist.world)}
 
     def evaluate(self, images: torch.Tensor, labels: torch.Tensor, *, tta: bool = False,
                  model: torch.nn.Module | None = None, bf16: bool | None = None) -> dict[str, float]:
@@ -157,6 +168,10 @@ class Trainer:
         return evaluate(model or self.eval_model, images, labels, batch_size=self.config.eval_batch_size,
                         bf16=self.bf16 if bf16 is None else bf16,
                         channels_last=self.config.channels_last, tta=tta)
+
+    def evaluate_epoch(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        """The per-epoch evaluation; a data-parallel run splits the images among its processes."""
+        return self.dist.evaluate(self.evaluate, images, labels)
 
     # -- checkpoints ----------------------------------------------------------------------
 
@@ -196,27 +211,33 @@ def fit(config: TrainConfig, *, existing: str = "error", data: CIFAR10 | None = 
     config.validate()
     if existing not in EXISTING:
         raise ValueError(f"existing must be one of {', '.join(EXISTING)}; got {existing!r}")
-    state = _existing_run(config, existing)
+    dist = distributed.setup(config)  # one process, or one of torchrun's (only rank 0 touches the folder)
+    config = dist.agree_name(config)
+    state = dist.on_main(lambda: _existing_run(config, existing))
     if isinstance(state, RunResult):
+        dist.close()
         return state
-    device = resolve_device(config.device)
+    device = dist.device
     data = data if data is not None else load_cifar10(config.data_dir, download=config.download)
+    dist.same_data(data.checksum)
     previous_determinism = torch.are_deterministic_algorithms_enabled()
     if config.deterministic:
         _enable_determinism()
     else:
         torch.backends.cudnn.benchmark = True  # shapes are fixed, so cuDNN's autotuning pays off once
     try:
-        trainer = Trainer(config, make_splits(config, data, device), device)
+        trainer = Trainer(config, make_splits(config, data, device), device, dist)
         start_epoch, rows, train_time = trainer.load_state_dict(state) if state else (0, [], 0.0)
         if not state:  # only now, with data and model ready: a failed start leaves no folder behind
-            runs.start_run_folder(config, runs.environment(device, data.checksum, data.source))
-        if config.progress:
+            env = runs.environment(device, data.checksum, data.source) | dist.describe()
+            dist.on_main(lambda: runs.start_run_folder(config, env))
+        if config.progress and dist.is_main:
             print(_start_line(trainer), flush=True)
         rows, train_time = _train_epochs(trainer, start_epoch, rows, train_time, on_epoch_end)
         summary, final_model = _finish(trainer, rows, train_time)
     finally:
         torch.use_deterministic_algorithms(previous_determinism)
+    dist.close()
     return RunResult(config.run_dir, config, rows, summary, final_model)
 
 
@@ -260,12 +281,15 @@ def _enable_determinism() -> None:
 
 
 def _start_line(trainer: Trainer) -> str:
-    c, device = trainer.config, trainer.device
+    c, device, world = trainer.config, trainer.device, trainer.dist.world
     where = runs.device_name(device)
     if c.device == "auto" and device.type == "cpu":
         where += " (device 'auto': no CUDA GPU is visible, so this runs on the CPU)"
+    if world > 1:
+        where = (f"{world} processes ({trainer.dist.backend}, {c.batch_size // world} images each per step), "
+                 f"each on {where}")
     seconds = trainer.steps_per_epoch * c.batch_size * 3 * count_forward_flops(
-        copy.deepcopy(trainer.model).float().cpu()) / _rough_flops_per_s(device)
+        copy.deepcopy(trainer.model).float().cpu()) / _rough_flops_per_s(device) / world
     return (f"{c.name}: WRN-{c.depth}-{c.width:g}, {c.epochs} epochs of {trainer.steps_per_epoch} steps, on {where}; "
             f"roughly {_duration(seconds)} per epoch")
 
@@ -284,16 +308,17 @@ def _duration(seconds: float) -> str:
 def _train_epochs(trainer: Trainer, start_epoch: int, rows: list[dict], train_time: float,
                   on_epoch_end: Callable | None) -> tuple[list[dict], float]:
     c, s, run_dir = trainer.config, trainer.splits, trainer.config.run_dir
-    steps = trainer.steps_per_epoch
+    steps, show = trainer.steps_per_epoch, c.progress and trainer.dist.is_main
     bar = tqdm(total=c.epochs * steps, initial=start_epoch * steps, desc=c.name, unit="step", mininterval=2.0,
-               disable=not c.progress)
+               disable=not show)
     for epoch in range(start_epoch, c.epochs):
         t0 = time.perf_counter()
         try:
             row = trainer.train_epoch(epoch, progress=bar.update)
         except KeyboardInterrupt:
             bar.close()
-            print(_interrupted(run_dir, epoch), flush=True)
+            if trainer.dist.is_main:
+                print(_interrupted(run_dir, epoch), flush=True)
             raise
         if trainer.device.type == "cuda":
             torch.cuda.synchronize(trainer.device)
@@ -301,25 +326,30 @@ def _train_epochs(trainer: Trainer, start_epoch: int, rows: list[dict], train_ti
         _check_finite(row, epoch, c, run_dir)
         train_time += epoch_time
         t0 = time.perf_counter()
-        val, test = trainer.evaluate(s.val_x, s.val_y), trainer.evaluate(s.test_x, s.test_y)
+        val, test = trainer.evaluate_epoch(s.val_x, s.val_y), trainer.evaluate_epoch(s.test_x, s.test_y)
         row = {"epoch": epoch + 1, **row, "val_loss": val["loss"], "val_acc": val["acc"],
                "test_loss": test["loss"], "test_acc": test["acc"], "epoch_time_s": epoch_time,
                "train_time_s": train_time, "eval_time_s": time.perf_counter() - t0,
                "images_per_s": steps * c.batch_size / epoch_time}
         _check_finite(row, epoch, c, run_dir)
         rows.append(row)
-        runs.write_metrics(run_dir / runs.METRICS, rows)
-        last = epoch + 1 == c.epochs
-        if last or (c.checkpoint_every and (epoch + 1) % c.checkpoint_every == 0):
-            runs.save_checkpoint(trainer.state_dict(epoch + 1, rows, train_time), run_dir)
+        # rank 0 writes; the others wait for it, so on_epoch_end always follows a safe checkpoint
+        trainer.dist.on_main(lambda: _save_epoch(trainer, epoch, rows, train_time))
         bar.set_postfix(loss=f"{row['train_loss']:.3f}", val=_pct(row["val_acc"]), test=_pct(row["test_acc"]),
                         refresh=False)
-        if c.progress:
+        if show:
             bar.write(format_epoch(row, c.epochs))
         if on_epoch_end is not None:
             on_epoch_end(dict(row))
     bar.close()
     return rows, train_time
+
+
+def _save_epoch(trainer: Trainer, epoch: int, rows: list[dict], train_time: float) -> None:
+    c = trainer.config
+    runs.write_metrics(c.run_dir / runs.METRICS, rows)
+    if epoch + 1 == c.epochs or (c.checkpoint_every and (epoch + 1) % c.checkpoint_every == 0):
+        runs.save_checkpoint(trainer.state_dict(epoch + 1, rows, train_time), c.run_dir)
 
 
 def _check_finite(row: dict[str, Any], epoch: int, config: TrainConfig, run_dir: Path) -> None:
@@ -343,12 +373,18 @@ def _finish(trainer: Trainer, rows: list[dict], train_time: float):
     `python -m wrnlib evaluate` recomputes from model_fp16.pt on a CPU; summary.json names the
     device that measured it.
     """
-    c, s = trainer.config, trainer.splits
     final = copy.deepcopy(trainer.eval_model).float()
     with torch.no_grad():
         for tensor in final.state_dict().values():
             if tensor.is_floating_point():
                 tensor.copy_(tensor.half())
+    # rank 0 alone evaluates it, on one device like `wrnlib evaluate`, and writes the summary
+    summary = trainer.dist.on_main(lambda: _evaluate_final(trainer, final, rows, train_time))
+    return summary, final.cpu().eval()
+
+
+def _evaluate_final(trainer: Trainer, final: torch.nn.Module, rows: list[dict], train_time: float) -> dict:
+    c, s = trainer.config, trainer.splits
     t0 = time.perf_counter()
     with _no_tf32():
         plain = trainer.evaluate(s.test_x, s.test_y, model=final, bf16=False)
@@ -361,7 +397,7 @@ def _finish(trainer: Trainer, rows: list[dict], train_time: float):
     summary["final_eval"] = {"device": runs.device_name(trainer.device), "precision": "fp32, TF32 off",
                              "time_s": eval_time}
     runs.write_json(c.run_dir / runs.SUMMARY, summary)
-    return summary, final.cpu().eval()
+    return summary
 
 
 class _no_tf32:
