@@ -25,12 +25,14 @@ def positive_int(text: str) -> int:
     return value
 
 
-def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+def _add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
     """One flag per TrainConfig field (``--batch-size``, ``--flip/--no-flip``, ...), default unset.
 
     Help texts and allowed values come from the fields' metadata in wrnlib.config.
     """
     for field in dataclasses.fields(TrainConfig):
+        if field.name in skip:
+            continue
         flag = "--" + field.name.replace("_", "-")
         kind, choices = str(field.type), field.metadata["choices"]
         help_text = f"{field.metadata['help']} (default: {field.default!r})"
@@ -124,6 +126,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .study import sweep
+
+    shared = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+              if f.name not in sweep.PER_RUN_FIELDS and getattr(args, f.name) is not None}
+    overrides = {"schedules": args.schedules, "seeds": args.seeds, "ablation_name": args.ablation,
+                 "ablation_dir": args.ablation_dir, "existing": args.existing, "executor": args.executor,
+                 "gpus_per_run": args.gpus_per_run}
+    return sweep.sweep_command(args.profile, overrides=overrides, shared=shared, cpus_per_run=args.cpus_per_run)
+
+
 def cmd_study(args: argparse.Namespace) -> int:
     from .study.runner import run_study
 
@@ -171,6 +184,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="folder for bench.json and bench.md")
     p.add_argument("--profile-out", default=None, help="write a torch.profiler table of the last mode here")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("sweep", help="the schedule ablation (schedules x seeds), here or on a Ray cluster, and "
+                                     "its tidy CSVs")
+    p.add_argument("--profile", default=None, help="take the ablation of a study profile (e.g. quick); flags "
+                   "override it (default: none, the settings below)")
+    p.add_argument("--executor", choices=("local", "ray"), default=None,
+                   help="local: one run after another here; ray: one Ray task per run, on $RAY_ADDRESS, a "
+                        "`ray start` cluster of this machine, or a new local Ray (default: the profile's, else local)")
+    p.add_argument("--gpus-per-run", type=float, default=None,
+                   help="ray: GPU share of each run, e.g. 0.5 packs two runs on a GPU (default: 1 when the "
+                        "cluster has GPUs)")
+    p.add_argument("--cpus-per-run", type=float, default=None,
+                   help="CPU share and torch threads of each run (default: ray 1, local this process's)")
+    p.add_argument("--schedules", nargs="+", default=None, metavar="S", help="schedules to compare")
+    p.add_argument("--seeds", nargs="+", type=int, default=None, metavar="N", help="seeds of each schedule")
+    p.add_argument("--ablation", default=None, help="ablation name: its folder, and a column of the tables")
+    p.add_argument("--ablation-dir", default=None, help="tables go to <ablation-dir>/<ablation>/, runs to .../runs/")
+    p.add_argument("--existing", choices=("reuse", "error"), default=None,
+                   help="reuse: read finished runs back and resume interrupted ones (default); error: refuse them")
+    _add_config_flags(p, skip=("name", "out_dir", "schedule", "seed"))
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("study", help="execute the notebooks in order with papermill")
     p.add_argument("--profile", default="quick", help="a profile of wrnlib/study/profiles (default: quick)")

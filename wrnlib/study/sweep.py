@@ -1,14 +1,50 @@
-"""Ablations: a grid of training configs run one after another, gathered into tidy tables."""
+"""Ablations: a grid of training configs, run by an executor, gathered into tidy tables.
+
+Executors: ``local`` trains the runs one after another in this process (no extra dependency);
+``ray`` sends each run to a Ray cluster as a task with its share of a GPU (:mod:`wrnlib.study.cluster`,
+``pip install wrnlib[cluster]``). Either way finished runs are read back rather than trained again,
+a failed run is reported by name without losing the others, and the tables come from the same
+run results, so they are the same whichever executor ran them.
+"""
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
+from .. import runs
 from ..config import TrainConfig
-from ..data import CIFAR10
-from ..train import RunResult, fit
+from ..data import CIFAR10, load_cifar10
+from ..train import EXISTING, RunResult, fit, format_epoch
 from . import results
-from .notebook import epoch_printer
+
+EXECUTORS = ("local", "ray")
+PER_RUN_FIELDS = ("name", "out_dir", "schedule", "seed")  # set by the sweep for each run
+
+
+class SweepError(RuntimeError):
+    """Some runs of a sweep failed; the others finished and their tables were written."""
+
+
+@dataclass
+class SweepResult:
+    done: list[RunResult]  # the finished runs (trained now or read back), in the configs' order
+    failed: dict[str, str] = field(default_factory=dict)  # run name -> its error, one line
+    reused: list[str] = field(default_factory=list)  # runs read back rather than trained
+
+    def describe(self) -> str:
+        trained = len(self.done) - len(self.reused)
+        return (f"{len(self.done) + len(self.failed)} runs: {trained} trained, {len(self.reused)} read back, "
+                f"{len(self.failed)} failed" + "".join(f"\n  FAILED {name}: {error}"
+                                                    for name, error in self.failed.items()))
+
+    def check(self) -> list[RunResult]:
+        """The finished runs; a SweepError naming every failed run, if any failed."""
+        if self.failed:
+            raise SweepError(f"{len(self.failed)} of {len(self.failed) + len(self.done)} runs failed: "
+                             + "; ".join(f"{name} ({error})" for name, error in self.failed.items()))
+        return self.done
 
 
 def schedule_configs(schedules: Sequence[str], seeds: Sequence[int], out_dir: str | Path,
@@ -19,18 +55,122 @@ def schedule_configs(schedules: Sequence[str], seeds: Sequence[int], out_dir: st
             for schedule in schedules for seed in seeds]
 
 
+def run_sweep(configs: Iterable[TrainConfig], executor: str = "local", *, existing: str = "reuse",
+              data: CIFAR10 | None = None, gpus_per_run: float | None = None, cpus_per_run: float | None = None,
+              timeout_s: float | None = None) -> SweepResult:
+    """Train every config with ``executor``; finished runs are read back, failures collected by name.
+
+    ``data``: an already loaded data set for the local executor. ``gpus_per_run`` (ray): each
+    run's GPU share, e.g. 0.5 packs two runs on a GPU (None: 1 when the cluster has GPUs, else
+    0). ``cpus_per_run``: each run's CPU share and torch thread count (local: None keeps this
+    process's threads; ray: None is 1). CPU results depend on the thread count, through the order
+    of float sums, so compare sweeps made with the same one. ``timeout_s`` (ray) bounds the wait.
+    """
+    configs = list(configs)
+    if executor not in EXECUTORS:
+        raise ValueError(f"unknown executor {executor!r}; choose one of: {', '.join(EXECUTORS)}")
+    if existing not in EXISTING:
+        raise ValueError(f"existing must be one of {', '.join(EXISTING)}; got {existing!r}")
+    names = [c.run_dir for c in configs]
+    if len(set(names)) != len(names):
+        raise ValueError("two configs of the sweep write the same run folder; give each run its own name")
+    if cpus_per_run is not None and not cpus_per_run > 0:
+        raise ValueError(f"cpus_per_run must be > 0; got {cpus_per_run!r}")
+    if executor == "local":
+        return _run_local(configs, existing, data, cpus_per_run)
+    from . import cluster
+
+    return cluster.run_on_ray(configs, existing=existing, gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run,
+                              timeout_s=timeout_s)
+
+
 def run_local(configs: Iterable[TrainConfig], *, data: CIFAR10 | None = None,
               existing: str = "reuse") -> list[RunResult]:
-    """Train the configs in order in this process; finished runs are read back, not trained again."""
-    configs = list(configs)
-    done = []
-    for i, config in enumerate(configs, 1):
-        print(f"[{i}/{len(configs)}] {config.name}", flush=True)
-        done.append(fit(config, data=data, existing=existing, on_epoch_end=epoch_printer("    ")))
-    return done
+    """Train the configs in order in this process; a SweepError names the runs that failed."""
+    return run_sweep(configs, "local", data=data, existing=existing).check()
+
+
+def _run_local(configs: list[TrainConfig], existing: str, data: CIFAR10 | None,
+               cpus_per_run: float | None) -> SweepResult:
+    import torch
+
+    swept, threads = SweepResult(done=[]), torch.get_num_threads()
+    try:
+        if cpus_per_run is not None:
+            torch.set_num_threads(max(1, int(cpus_per_run)))
+        for i, config in enumerate(configs, 1):
+            print(f"[{i}/{len(configs)}] {config.name}", flush=True)
+            if data is None and runs.status(config.run_dir) != "finished":
+                data = load_cifar10(config.data_dir, download=config.download)
+            record(swept, config, lambda: fit(config, data=data, existing=existing,
+                                              on_epoch_end=lambda row: print("    " + format_epoch(row), flush=True)))
+    finally:
+        torch.set_num_threads(threads)
+    return swept
+
+
+def record(swept: SweepResult, config: TrainConfig, train: Callable[[], RunResult]) -> None:
+    """Run ``train`` for ``config`` and note its result, or its error (one line) under the run's name."""
+    finished = runs.status(config.run_dir) == "finished"
+    try:
+        result = train()
+    except Exception as exc:  # a failed run must not take the others with it; KeyboardInterrupt still stops
+        swept.failed[config.name] = one_line(exc)
+        print(f"    FAILED {config.name}: {swept.failed[config.name]}", flush=True)
+        return
+    swept.done.append(result)
+    if finished:
+        swept.reused.append(config.name)
+
+
+def one_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
 def write_tables(done: list[RunResult], folder: str | Path, ablation: str) -> dict[str, Path]:
     """epochs.csv, final.csv and by_schedule.csv of the finished runs, in ``folder``."""
     epochs, final = results.ablation_tables(done, ablation)
     return results.write_ablation(folder, epochs, final)
+
+
+# --------------------------------------------------------------------------- `python -m wrnlib sweep`
+
+ABLATION_DEFAULTS = {"ablation_name": "lr_schedules", "ablation_dir": "results/ablations",
+                     "schedules": ["constant", "step", "cosine", "sgdr", "onecycle"], "seeds": [0, 1],
+                     "existing": "reuse", "executor": "local", "gpus_per_run": None}
+
+
+def profile_settings(profile: str | None) -> dict[str, Any]:
+    """The ablation notebook's parameters in a study profile (its "03" and the "common" it declares)."""
+    if profile is None:
+        return dict(ABLATION_DEFAULTS)
+    from . import runner
+
+    spec = runner.load_profile(profile)
+    notebook = runner.find_notebooks().get("03")
+    declared = runner.declared_parameters(notebook) if notebook else set(ABLATION_DEFAULTS)
+    return ABLATION_DEFAULTS | runner.notebook_parameters(spec, "03", declared)
+
+
+def sweep_command(profile: str | None = None, *, overrides: dict[str, Any], shared: dict[str, Any],
+                  cpus_per_run: float | None = None) -> int:
+    """Run the schedule ablation of ``profile`` (with ``overrides`` of its settings and ``shared``
+    TrainConfig fields) and write its tables; 0 when every run finished, 1 when some failed."""
+    settings = profile_settings(profile) | {k: v for k, v in overrides.items() if v is not None}
+    known = {f.name for f in fields(TrainConfig)} - set(PER_RUN_FIELDS)
+    config = {k: v for k, v in settings.items() if k in known} | settings.get("extra_config", {}) | shared
+    config.setdefault("progress", False)  # one line per epoch instead of a bar per run
+    folder = Path(settings["ablation_dir"]) / settings["ablation_name"]
+    configs = schedule_configs(settings["schedules"], settings["seeds"], folder / "runs", **config)
+    print(f"sweep {settings['ablation_name']}: {len(configs)} runs on executor {settings['executor']!r} -> "
+          f"{folder}", flush=True)
+    swept = run_sweep(configs, settings["executor"], existing=settings["existing"],
+                      gpus_per_run=settings["gpus_per_run"], cpus_per_run=cpus_per_run)
+    print(swept.describe())
+    if swept.done:
+        paths = write_tables(swept.done, folder, settings["ablation_name"])
+        print("wrote", ", ".join(os.fspath(p) for p in paths.values()))
+    else:  # keep the tables of an earlier sweep rather than replace them by empty ones
+        print(f"no run finished: the tables in {folder} were left as they were")
+    return 1 if swept.failed else 0

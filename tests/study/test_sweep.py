@@ -1,0 +1,129 @@
+"""Sweeps (wrnlib.study.sweep) on both executors: a tiny 2 x 2 schedule ablation on the shipped sample.
+
+"The same tables whichever executor ran them" means: with deterministic=True and the same threads per
+run (one), every column but the timings (epoch/train/eval time, images per second) is equal; and a
+sweep over finished runs reads them back, so its tables equal the first ones byte for byte.
+Ray runs as a local instance with 2 CPUs, started and shut down here.
+"""
+from __future__ import annotations
+
+import sys
+
+import pandas as pd
+import pytest
+
+from wrnlib import TrainConfig
+from wrnlib.cli import main
+from wrnlib.study import cluster, sweep
+from wrnlib.study.results import BY_SCHEDULE_CSV, EPOCHS_CSV, FINAL_CSV
+
+TABLES = (EPOCHS_CSV, FINAL_CSV, BY_SCHEDULE_CSV)
+TIMING = {"epoch_time_s", "train_time_s", "eval_time_s", "images_per_s", "mean_images_per_s", "train_time_s_mean"}
+SHARED = dict(data_dir="sample", device="cpu", depth=10, width=1, epochs=1, batch_size=64, lr=0.05, val_size=100,
+              train_limit=128, test_limit=200, warmup_epochs=0.0, deterministic=True, progress=False, tta=False)
+RAY_WAIT_S = 600
+
+
+def grid(folder):
+    """2 schedules x 2 seeds, and a run that fails inside fit (more training images than there are)."""
+    good = sweep.schedule_configs(["cosine", "onecycle"], [0, 1], folder / "runs", **SHARED)
+    broken = sweep.schedule_configs(["step"], [0], folder / "runs", **(SHARED | {"train_limit": 10**6}))
+    return good, broken
+
+
+def deterministic_columns(path) -> pd.DataFrame:
+    table = pd.read_csv(path)
+    return table[[c for c in table.columns if c not in TIMING]]
+
+
+@pytest.fixture(scope="module")
+def local_sweep(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("local") / "abl"
+    good, broken = grid(folder)
+    swept = sweep.run_sweep(good + broken, "local", cpus_per_run=1)
+    sweep.write_tables(swept.done, folder, "abl")
+    return folder, swept
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    ray = pytest.importorskip("ray", reason="the ray executor's tests need Ray: pip install -e '.[cluster]'")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=100 * 2**20)
+    yield ray
+    ray.shutdown()
+
+
+def test_a_failed_run_is_reported_by_name_and_the_others_finish(local_sweep):
+    folder, swept = local_sweep
+    assert [r.config.name for r in swept.done] == ["cosine-seed0", "cosine-seed1", "onecycle-seed0", "onecycle-seed1"]
+    assert list(swept.failed) == ["step-seed0"]
+    assert swept.failed["step-seed0"].startswith("ValueError: train_limit=1000000 exceeds")
+    with pytest.raises(sweep.SweepError, match=r"1 of 5 runs failed: step-seed0 \(ValueError"):
+        swept.check()
+    final = pd.read_csv(folder / FINAL_CSV)
+    assert list(final["run"]) == [r.config.name for r in swept.done] and final["test_acc"].between(0, 1).all()
+
+
+def test_ray_sweep_writes_the_tables_of_the_local_one(local_sweep, ray_session, tmp_path):
+    folder = tmp_path / "abl"
+    good, broken = grid(folder)
+    swept = sweep.run_sweep(good + broken, "ray", cpus_per_run=1, timeout_s=RAY_WAIT_S)
+    sweep.write_tables(swept.done, folder, "abl")
+
+    assert swept.failed == local_sweep[1].failed  # the failure is the run's own error, by name
+    assert not swept.reused and len(swept.done) == 4
+    for table in TABLES:
+        ours, theirs = deterministic_columns(folder / table), deterministic_columns(local_sweep[0] / table)
+        assert list(ours.columns) == list(theirs.columns)
+        pd.testing.assert_frame_equal(ours, theirs, check_exact=True)
+    assert all((folder / "runs" / c.name / "summary.json").exists() for c in good)  # the tasks wrote the folders
+
+
+def test_a_sweep_over_finished_runs_reads_them_back_and_rewrites_the_same_tables(local_sweep, tmp_path):
+    folder, _ = local_sweep
+    before = {t: (folder / t).read_bytes() for t in TABLES}
+    good, _ = grid(folder)
+    swept = sweep.run_sweep(good, "ray")  # nothing left to train: no task, and no Ray needed
+    assert swept.reused == [c.name for c in good] and not swept.failed
+    sweep.write_tables(swept.done, folder, "abl")
+    assert {t: (folder / t).read_bytes() for t in TABLES} == before
+
+
+def test_sweep_command_reads_back_finished_runs_and_reports_failures(local_sweep, capsys):
+    folder, _ = local_sweep
+    flags = ["--schedules", "cosine", "onecycle", "--seeds", "0", "1", "--ablation", "abl", "--ablation-dir",
+             str(folder.parent), "--data-dir", "sample", "--device", "cpu", "--depth", "10", "--width", "1",
+             "--epochs", "1", "--batch-size", "64", "--lr", "0.05", "--val-size", "100", "--test-limit", "200",
+             "--warmup-epochs", "0", "--deterministic", "--no-tta"]
+    assert main(["sweep", *flags, "--train-limit", "128"]) == 0
+    assert "4 runs: 0 trained, 4 read back, 0 failed" in capsys.readouterr().out
+    # other settings under the same names: every run is refused, by name, and the command says so
+    assert main(["sweep", *flags, "--train-limit", "64"]) == 1
+    out = capsys.readouterr().out
+    assert "4 failed" in out and "FAILED onecycle-seed1: ValueError:" in out and "exists with other settings" in out
+
+
+def test_the_ray_executor_without_ray_says_how_to_install_it(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray now fails as if it were not installed
+    with pytest.raises(ValueError, match=r"pip install 'wrnlib\[cluster\]'"):
+        sweep.run_sweep(grid(tmp_path)[0], "ray")
+    with pytest.raises(ValueError, match="unknown executor 'slurm'; choose one of: local, ray"):
+        sweep.run_sweep(grid(tmp_path)[0], "slurm")
+
+
+def test_gpu_shares(tmp_path):
+    configs, cuda = grid(tmp_path)[0], [TrainConfig(name="c", device="cuda")]
+    assert cluster.gpu_share(None, configs, 0.0) == 0.0  # device cpu
+    assert cluster.gpu_share(None, [TrainConfig(name="a")], 2.0) == 1.0  # device auto on a GPU cluster
+    assert cluster.gpu_share(0.5, configs, 1.0) == 0.5
+    for share, runs, gpus, needle in [(1.5, configs, 4.0, "a whole number"), (-1.0, configs, 4.0, "a whole number"),
+                                      (0.0, cuda, 4.0, "ask for device cuda"), (2.0, configs, 1.0, "has 1")]:
+        with pytest.raises(ValueError, match=needle):
+            cluster.gpu_share(share, runs, gpus)
+
+
+def test_profile_settings_are_the_ablation_notebooks():
+    quick = sweep.profile_settings("quick")
+    assert quick["schedules"] == ["cosine", "onecycle"] and quick["seeds"] == [0, 1]
+    assert quick["ablation_dir"] == "results/quick/ablations" and quick["executor"] == "local"
+    assert "seed" not in quick  # the profile's common seed is not the ablation notebook's
