@@ -1,4 +1,4 @@
-# make test  : create .venv if needed, install wrnlib with its dev extras, run the test suite
+# make test  : create .venv if needed, install wrnlib with its dev and cluster (Ray) extras, run the test suite
 # make study : the same environment, then execute the notebooks with the quick (CPU) profile
 PYTHON ?= python3
 VENV   ?= .venv
@@ -12,7 +12,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,cluster]'
 	touch $(STAMP)
 
 test: $(STAMP)

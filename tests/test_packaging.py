@@ -7,7 +7,7 @@ import pytest
 tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
 
 ROOT = Path(__file__).resolve().parents[1]
-CONDA_NAMES = {"pytorch": "torch"}  # conda-forge name -> PyPI name
+CONDA_NAMES = {"pytorch": "torch", "ray-core": "ray"}  # conda-forge name -> PyPI name
 
 
 def parse(requirement: str) -> tuple[str, str]:
@@ -17,7 +17,8 @@ def parse(requirement: str) -> tuple[str, str]:
 
 def test_environment_yml_matches_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = dict(parse(r) for r in project["dependencies"] + project["optional-dependencies"]["dev"])
+    extras = project["optional-dependencies"]
+    wanted = dict(parse(r) for r in project["dependencies"] + extras["dev"] + extras["cluster"])
     conda, section = {}, None
     for line in (ROOT / "environment.yml").read_text().splitlines():
         if re.match(r"^[a-z]", line):
