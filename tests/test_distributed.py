@@ -148,10 +148,26 @@ def test_what_ddp_cannot_run_is_refused_before_anything_starts(launched_by_torch
     assert not (tmp_path / "refused").exists()
 
 
-def test_the_command_line_names_the_rank_of_an_error(launched_by_torchrun, tmp_path, capsys):
+def test_the_command_line_names_the_rank_of_an_error_and_tells_torchrun(launched_by_torchrun, tmp_path, capsys,
+                                                                         monkeypatch):
+    monkeypatch.setenv("TORCHELASTIC_ERROR_FILE", str(tmp_path / "error.json"))  # torchrun's file for this rank
     assert main(["train", "--device", "cpu", "--batch-size", "63", "--out-dir", str(tmp_path), "--name", "x"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: rank 0/2: batch_size=63 is the global batch") and "Traceback" not in err
+    reported = json.loads((tmp_path / "error.json").read_text())["message"]["message"]
+    assert reported.startswith("ValueError: batch_size=63 is the global batch")  # torchrun's summary shows it
+
+
+def test_dropout_streams_depend_on_their_seed_and_leave_the_shared_one_alone():
+    cpu = torch.device("cpu")
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    draws = []
+    for seed in (7, 8, 7):
+        with distributed._own_stream(cpu, seed):
+            draws.append(torch.rand(5))
+    assert torch.equal(draws[0], draws[2]) and not torch.equal(draws[0], draws[1])
+    assert torch.equal(torch.get_rng_state(), before)
 
 
 def test_cpu_sync_batchnorm_keeps_the_state_and_acts_as_batchnorm_in_one_process(real_data):

@@ -10,8 +10,8 @@
   Every process keeps the whole data set on its device, draws the same seeded permutation and
   the same augmentation for the global batch (all random generators stay in step across the
   processes), and keeps its own slice. So a data-parallel run sees exactly the batches of a
-  one-process run, the checkpoint's random states are everyone's, and resuming works with any
-  number of processes. The price is that augmentation is done N times, once per process (cheap
+  one-process run, the checkpoint's random states are everyone's, and a run resumes on any number
+  of processes (bit-exactly on the same number). The price is that augmentation is done N times, once per process (cheap
   next to the forward/backward, for crop and flip).
 * DDP averages the gradients. ``sync_bn`` computes batch-norm statistics over the global batch:
   torch.nn.SyncBatchNorm on GPUs (which reads a value back once per layer, pytorch#78549), and
@@ -31,12 +31,14 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import os
 import pickle
 from typing import Any, Callable, ContextManager, Iterator
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from .config import TrainConfig
@@ -133,8 +135,6 @@ def setup(config: TrainConfig) -> Single:
 
     Bad combinations are refused before any process group is made.
     """
-    import torch.distributed as dist
-
     world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else launched_world_size()
     if world <= 1:
         return Single(resolve_device(config.device))
@@ -172,8 +172,6 @@ class DataParallel(Single):
     """One of N processes training one run together (see the module's docstring)."""
 
     def __init__(self, config: TrainConfig, device: torch.device, local_rank: int):
-        import torch.distributed as dist
-
         super().__init__(device)
         self.sync_bn, self.dropout, self.seed = config.sync_bn, config.dropout, config.seed
         self.created = not dist.is_initialized()
@@ -191,8 +189,6 @@ class DataParallel(Single):
 
     def on_main(self, fn: Callable[[], Any]) -> Any:
         """Rank 0 runs ``fn``; every process returns its result or raises its error (a barrier too)."""
-        import torch.distributed as dist
-
         box: list[Any] = [None]
         error = None
         if self.rank == 0:
@@ -226,15 +222,11 @@ class DataParallel(Single):
         return batch[self.rank * size:(self.rank + 1) * size]
 
     def sum(self, tensor: torch.Tensor) -> torch.Tensor:
-        import torch.distributed as dist
-
         dist.all_reduce(tensor)
         return tensor
 
     def sync_buffers(self, *modules: nn.Module) -> None:
         """Give every process rank 0's batch-norm statistics (each updated its own in the epoch's last step)."""
-        import torch.distributed as dist
-
         buffers = [b for m in modules for b in m.buffers() if b.is_floating_point()]
         if buffers:
             flat = torch.cat([b.reshape(-1) for b in buffers])
@@ -261,15 +253,11 @@ class DataParallel(Single):
 
     def agree_name(self, config: TrainConfig) -> TrainConfig:
         """Rank 0's run name: a default name is a timestamp, which may differ by a second between processes."""
-        import dataclasses
-
         name = self.on_main(lambda: config.name)
         return config if name == config.name else dataclasses.replace(config, name=name)
 
     def same_data(self, checksum: str) -> None:
         """Every process must train on the same data set (machines each read their own copy)."""
-        import torch.distributed as dist
-
         seen: list[Any] = [None] * self.world
         dist.all_gather_object(seen, checksum)
         if len(set(seen)) > 1:
@@ -281,8 +269,6 @@ class DataParallel(Single):
 
     def close(self) -> None:
         """After a successful run: leave the process group (if this run made it) and the thread count as found."""
-        import torch.distributed as dist
-
         torch.set_num_threads(self.threads)
         if self.created and dist.is_initialized():
             dist.destroy_process_group()
@@ -332,8 +318,6 @@ class CpuSyncBatchNorm(nn.BatchNorm2d):
         return model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        import torch.distributed as dist
-
         if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(x)
         all_reduce = _SumOverProcesses.apply
@@ -367,16 +351,12 @@ class _SumOverProcesses(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
-        import torch.distributed as dist
-
         out = tensor.clone()
         dist.all_reduce(out)
         return out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        import torch.distributed as dist
-
         grad = grad.clone()
         dist.all_reduce(grad)
         return grad

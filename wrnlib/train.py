@@ -7,6 +7,9 @@ anything back to the host. Metrics are summed on the device and read once per ep
 Run folder (``<out_dir>/<name>/``, see :mod:`wrnlib.runs`): config.json, env.json, metrics.csv
 (one row per epoch), summary.json, state.pt (resume checkpoint, written atomically) and, on
 request, model_fp16.pt. `fit` alone decides what happens to a folder that already exists.
+
+Started by torchrun, the same code trains one run on several processes (:mod:`wrnlib.distributed`):
+`fit` and `Trainer` call its hooks, which do nothing in a one-process run.
 """
 from __future__ import annotations
 
