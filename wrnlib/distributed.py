@@ -31,7 +31,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime
 import os
 import pickle
@@ -117,7 +116,7 @@ class Single:
     def step_rng(self, step: int) -> ContextManager:
         return contextlib.nullcontext()
 
-    def agree_name(self, config: TrainConfig) -> TrainConfig:
+    def agree(self, config: TrainConfig) -> TrainConfig:
         return config
 
     def same_data(self, checksum: str) -> None:
@@ -251,10 +250,12 @@ class DataParallel(Single):
             return contextlib.nullcontext()
         return _own_stream(self.device, ((self.seed * 2**24 + step) * self.world + self.rank) % 2**63)
 
-    def agree_name(self, config: TrainConfig) -> TrainConfig:
-        """Rank 0's run name: a default name is a timestamp, which may differ by a second between processes."""
-        name = self.on_main(lambda: config.name)
-        return config if name == config.name else dataclasses.replace(config, name=name)
+    def agree(self, config: TrainConfig) -> TrainConfig:
+        """Rank 0's settings are the run's, with this machine's data folder: a default name is a timestamp,
+        which may differ by a second between processes, and `--resume` reads the saved config only where
+        the run folder is."""
+        settings = self.on_main(config.to_dict)
+        return TrainConfig.from_dict(settings | {"data_dir": config.data_dir, "download": config.download})
 
     def same_data(self, checksum: str) -> None:
         """Every process must train on the same data set (machines each read their own copy)."""

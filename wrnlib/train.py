@@ -215,7 +215,7 @@ def fit(config: TrainConfig, *, existing: str = "error", data: CIFAR10 | None = 
     if existing not in EXISTING:
         raise ValueError(f"existing must be one of {', '.join(EXISTING)}; got {existing!r}")
     dist = distributed.setup(config)  # one process, or one of torchrun's (only rank 0 touches the folder)
-    config = dist.agree_name(config)
+    config = dist.agree(config)
     state = dist.on_main(lambda: _existing_run(config, existing))
     if isinstance(state, RunResult):
         dist.close()
