@@ -5,6 +5,7 @@ for what needs a hook inside a process); a tiny WRN-10-1 on the shipped sample o
 """
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -24,11 +25,21 @@ LAUNCH_TIMEOUT_S = 300
 
 def torchrun(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     """``torchrun --standalone --nproc-per-node 2 ARGS`` with this checkout's wrnlib; output kept."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+           "PYTHONFAULTHANDLER": "1"}  # a process killed by a signal still shows where it was
     for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(name, None)
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                            *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT_S)
+
+
+def why(launched: subprocess.CompletedProcess) -> str:
+    """The lines of a failed launch that say what went wrong (torchrun's summary alone does not)."""
+    crash = launched.stderr.find("Fatal Python error")
+    if crash >= 0:
+        return launched.stderr[crash:crash + 4000]
+    lines = [line for line in launched.stderr.splitlines() if re.search(r"rror|terminat|bort|Signal|Exception", line)]
+    return "\n".join(lines[-60:]) or launched.stderr[-3000:]
 
 
 def tiny(out_dir: Path, name: str, **overrides) -> TrainConfig:
@@ -55,7 +66,7 @@ def test_ddp_with_sync_bn_matches_one_process_at_the_same_global_batch(tmp_path)
              "--batch-size", "64", "--lr", "0.02", "--val-size", "100", "--train-limit", "128", "--test-limit",
              "200", "--warmup-epochs", "0", "--no-progress", "--sync-bn", "--out-dir", str(ddp_dir), "--name", "ddp"]
     launched = torchrun("-m", "wrnlib", "train", *flags, cwd=tmp_path)
-    assert launched.returncode == 0, launched.stderr[-3000:]
+    assert launched.returncode == 0, why(launched)
     assert launched.stdout.count("final test accuracy") == 1  # rank 0 speaks for the run
     single = fit(tiny(tmp_path / "single", "single"))
 
@@ -94,7 +105,7 @@ def test_a_failing_process_stops_all_and_the_run_resumes_exactly(tmp_path):
     for name in ("straight", "resumed"):
         tiny(tmp_path / "runs", name, **settings).save(tmp_path / f"{name}.json")
     straight = torchrun("-m", "wrnlib", "train", "--config", str(tmp_path / "straight.json"), cwd=tmp_path)
-    assert straight.returncode == 0, straight.stderr[-3000:]
+    assert straight.returncode == 0, why(straight)
 
     t0 = time.perf_counter()
     failed = torchrun(str(WORKER), "fail", str(tmp_path / "resumed.json"), "1", "1", cwd=tmp_path)
@@ -106,7 +117,7 @@ def test_a_failing_process_stops_all_and_the_run_resumes_exactly(tmp_path):
     assert not (run_dir / runs.SUMMARY).exists()
 
     resumed = torchrun("-m", "wrnlib", "train", "--config", str(tmp_path / "resumed.json"), "--resume", cwd=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.returncode == 0, why(resumed)
     assert "was interrupted: resuming it" in resumed.stdout
     straight_dir = tmp_path / "runs" / "straight"
     for part in ("model", "ema"):
@@ -122,7 +133,7 @@ def test_a_failing_process_stops_all_and_the_run_resumes_exactly(tmp_path):
 def test_sam_first_backward_stays_local(tmp_path):
     """Under DDP each process perturbs its replica with its own gradient; only the second backward all-reduces."""
     launched = torchrun(str(WORKER), "sam", str(tmp_path / "sam.json"), cwd=tmp_path)
-    assert launched.returncode == 0, launched.stderr[-3000:]
+    assert launched.returncode == 0, why(launched)
     report = json.loads((tmp_path / "sam.json").read_text())
     assert report["local"] < 1e-5  # one step: the reference with per-process perturbations, up to rounding
     assert report["global"] > 100 * 1e-5  # an early all-reduce (one shared perturbation) would land far off

@@ -79,6 +79,13 @@ def test_ray_sweep_writes_the_tables_of_the_local_one(local_sweep, ray_session, 
     assert all((folder / "runs" / c.name / "summary.json").exists() for c in good)  # the tasks wrote the folders
 
 
+def test_runs_past_the_deadline_are_cancelled_and_reported(ray_session, tmp_path):
+    good, _ = grid(tmp_path / "abl")
+    swept = sweep.run_sweep(good[:1], "ray", timeout_s=0.01)
+    assert not swept.done
+    assert swept.failed == {"cosine-seed0": "TimeoutError: did not finish within 0.01 s; cancelled"}
+
+
 def test_a_sweep_over_finished_runs_reads_them_back_and_rewrites_the_same_tables(local_sweep, tmp_path):
     folder, _ = local_sweep
     before = {t: (folder / t).read_bytes() for t in TABLES}

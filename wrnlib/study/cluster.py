@@ -64,7 +64,7 @@ def run_on_ray(configs: list[TrainConfig], *, existing: str, gpus_per_run: float
                cpus_per_run: float | None, timeout_s: float | None = None) -> SweepResult:
     """One task per run that is not finished yet (finished ones are read back here); results in config order."""
     todo = [c for c in configs if runs.status(c.run_dir) != "finished"]
-    outcome: dict[str, Any] = {c.name: ("local", None) for c in configs if c not in todo}
+    outcome: dict[str, Any] = {c.name: ("local", None) for c in configs if c.run_dir not in {t.run_dir for t in todo}}
     if todo:
         outcome.update(_run_tasks(todo, existing, gpus_per_run, 1.0 if cpus_per_run is None else cpus_per_run,
                                   timeout_s))
