@@ -232,8 +232,8 @@ def fit(config: TrainConfig, *, existing: str = "error", data: CIFAR10 | None = 
         trainer = Trainer(config, make_splits(config, data, device), device, dist)
         start_epoch, rows, train_time = trainer.load_state_dict(state) if state else (0, [], 0.0)
         if not state:  # only now, with data and model ready: a failed start leaves no folder behind
-            env = runs.environment(device, data.checksum, data.source) | dist.describe()
-            dist.on_main(lambda: runs.start_run_folder(config, env))
+            dist.on_main(lambda: runs.start_run_folder(
+                config, runs.environment(device, data.checksum, data.source) | dist.describe()))
         if config.progress and dist.is_main:
             print(_start_line(trainer), flush=True)
         rows, train_time = _train_epochs(trainer, start_epoch, rows, train_time, on_epoch_end)
