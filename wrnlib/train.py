@@ -308,10 +308,11 @@ def _train_epochs(trainer: Trainer, start_epoch: int, rows: list[dict], train_ti
                "images_per_s": steps * c.batch_size / epoch_time}
         _check_finite(row, epoch, c, run_dir)
         rows.append(row)
-        runs.write_metrics(run_dir / runs.METRICS, rows)
         last = epoch + 1 == c.epochs
+        # The checkpoint first: if it cannot be written (a full disk), nothing of the run changes.
         if last or (c.checkpoint_every and (epoch + 1) % c.checkpoint_every == 0):
             runs.save_checkpoint(trainer.state_dict(epoch + 1, rows, train_time), run_dir)
+        runs.write_metrics(run_dir / runs.METRICS, rows)
         bar.set_postfix(loss=f"{row['train_loss']:.3f}", val=_pct(row["val_acc"]), test=_pct(row["test_acc"]),
                         refresh=False)
         if c.progress:
