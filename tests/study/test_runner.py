@@ -151,3 +151,19 @@ def test_study_command_line_runs_without_an_activated_venv(tmp_path):
                           timeout=180)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert Path(out_file.read_text()).resolve() == Path(sys.executable).resolve()
+
+
+def test_the_full_profile_reads_the_committed_headline_run_back():
+    """Notebook 02 under the full profile names the committed run with its settings, so it is not retrained."""
+    import dataclasses
+
+    from wrnlib import TrainConfig, runs
+    from wrnlib.config import resume_conflicts
+
+    spec = study.load_profile("full")
+    params = study.notebook_parameters(spec, "02", study.declared_parameters(study.find_notebooks()["02"]))
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    config = TrainConfig(name=params["run_name"], **{k: v for k, v in params.items() if k in fields})
+    committed = study.REPO_ROOT / "results" / "runs" / params["run_name"]
+    assert runs.status(committed) == "finished"
+    assert resume_conflicts(runs.load_config(committed), config) == []
