@@ -209,7 +209,9 @@ def fit(config: TrainConfig, *, existing: str = "error", data: CIFAR10 | None = 
     try:
         trainer = Trainer(config, make_splits(config, data, device), device)
         start_epoch, rows, train_time = trainer.load_state_dict(state) if state else (0, [], 0.0)
-        if not state:  # only now, with data and model ready: a failed start leaves no folder behind
+        if state:  # metrics.csv may have run ahead of the checkpoint: rewind it
+            runs.write_metrics(config.run_dir / runs.METRICS, rows)
+        else:  # only now, with data and model ready: a failed start leaves no folder behind
             runs.start_run_folder(config, runs.environment(device, data.checksum, data.source))
         if config.progress:
             print(_start_line(trainer), flush=True)
@@ -299,6 +301,7 @@ def _train_epochs(trainer: Trainer, start_epoch: int, rows: list[dict], train_ti
             torch.cuda.synchronize(trainer.device)
         epoch_time = time.perf_counter() - t0
         _check_finite(row, epoch, c, run_dir)
+        del row["weights_finite"]
         train_time += epoch_time
         t0 = time.perf_counter()
         val, test = trainer.evaluate(s.val_x, s.val_y), trainer.evaluate(s.test_x, s.test_y)
@@ -328,7 +331,7 @@ def _check_finite(row: dict[str, Any], epoch: int, config: TrainConfig, run_dir:
     bad = [k for k in ("train_loss", "lr", "test_loss") if k in row and not math.isfinite(row[k])]
     if config.val_size and "val_loss" in row and not math.isfinite(row["val_loss"]):
         bad.append("val_loss")
-    if row.get("weights_finite", 1.0) != 1.0:
+    if row.get("weights_finite", 1.0) != 1.0:  # 0.0 when train_epoch saw a NaN or infinite parameter
         bad.append("weights")
     if bad:
         raise NonFiniteError(
