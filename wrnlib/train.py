@@ -154,7 +154,7 @@ class Trainer:
                  model: torch.nn.Module | None = None, bf16: bool | None = None) -> dict[str, float]:
         if len(labels) == 0:
             return {"loss": float("nan"), "acc": float("nan")}
-        return evaluate(model or self.eval_model, images, labels, batch_size=self.config.eval_batch_size,
+        return evaluate(model if model is not None else self.eval_model, images, labels, batch_size=self.config.eval_batch_size,
                         bf16=self.bf16 if bf16 is None else bf16,
                         channels_last=self.config.channels_last, tta=tta)
 
@@ -184,9 +184,10 @@ def fit(config: TrainConfig, *, existing: str = "error", data: CIFAR10 | None = 
         on_epoch_end: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
     """Train per ``config``, writing ``<out_dir>/<name>/``.
 
-    ``existing`` says what to do when that folder already holds a run: ``"error"`` refuses
-    (nothing is overwritten), ``"resume"`` continues an interrupted run from its checkpoint,
-    ``"reuse"`` also reads a finished run back instead of training it again. A resumed or
+    ``existing`` says what to do with that folder: ``"error"`` refuses one that holds a run
+    (nothing is overwritten); ``"resume"`` continues an interrupted run from its checkpoint and
+    reads a finished one back (and fails when there is no run to resume); ``"reuse"`` does the
+    same but starts the run when there is none (notebooks and sweeps re-executed). A resumed or
     reused run must have been made with the same settings. A folder whose run stopped before
     its first checkpoint holds nothing to keep, so it is started again whatever ``existing`` says.
 
