@@ -321,7 +321,8 @@ def evaluate_run(run_dir: str | Path, *, data_dir: str | None = None, device: st
     plain = evaluate(model, images, labels, batch_size=batch_size, progress=progress and "test")
     flipped = evaluate(model, images, labels, batch_size=batch_size, tta=True, progress=progress and "flip-TTA")
     report = {"run": str(run_dir), "device": device_name(next(model.parameters()).device),
-              "test_images": len(labels), "data_checksum": data.checksum,
+              "torch": torch.__version__, "git_commit": git_commit(), "test_images": len(labels),
+              "data_checksum": data.checksum,
               "test_acc": plain["acc"], "test_acc_tta": flipped["acc"], "test_loss": plain["loss"]}
     if (run_dir / SUMMARY).exists():
         summary = read_json(run_dir / SUMMARY)
