@@ -2,7 +2,9 @@
 trains with progress, or says in one message why it did not, leaving nothing behind."""
 from __future__ import annotations
 
+import base64
 import json
+import re
 import threading
 import time
 import types
@@ -19,6 +21,12 @@ from wrnlib.study import explorer, explorer_ui  # noqa: E402
 
 TINY = dict(epochs=2, data_dir="sample", device="cpu", val_size=200, train_limit=200, test_limit=100, batch_size=50,
             progress=False)
+
+
+def _png(ui) -> bytes:
+    """The PNG the explorer's figure widget shows."""
+    match = re.search(r"data:image/png;base64,([A-Za-z0-9+/=]+)", ui.figure.value)
+    return base64.b64decode(match.group(1)) if match else b""
 
 
 def _ui(tmp_path, **overrides):
@@ -51,15 +59,15 @@ def test_sliders_only_when_a_front_end_can_show_them(monkeypatch):
 def test_each_slider_updates_the_table_and_the_figure(tmp_path):
     ui = _ui(tmp_path)
     for attr, value in (("depth", 16), ("width", 2.25), ("batch", 256)):
-        before = ui.image.value
+        before = _png(ui)
         setattr(getattr(ui, attr), "value", value)
         depth, width, batch = ui.depth.value, ui.width.value, ui.batch.value
         name = f"WRN-{depth}-{width:g}"
         assert (ui.choice.name, ui.choice.batch_size) == (name, batch)
         assert f"<h3>{name}</h3>" in ui.table.value and f"{model_stats(depth, width).params:,}" in ui.table.value
         assert f"a batch of {batch}" in ui.table.value
-        assert ui.image.value != before and ui.image.value[:4] == b"\x89PNG"
-        assert name in ui.image.tooltip
+        assert _png(ui) != before and _png(ui)[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"title='{name}, batch {batch}" in ui.figure.value
     assert not (tmp_path / "explore").exists()  # slider moves never train
 
 
@@ -83,7 +91,7 @@ def test_last_slider_value_wins_when_callbacks_overlap(monkeypatch):
     first.join(20)
     assert ui.batch.value == 128
     assert ui.choice.batch_size == 128, f"the slider says 128, the view shows batch {ui.choice.batch_size}"
-    assert "a batch of 128" in ui.table.value and "WRN-28-3.5" in ui.image.tooltip
+    assert "a batch of 128" in ui.table.value and "title='WRN-28-3.5, batch 128" in ui.figure.value
 
 
 # --------------------------------------------------------------------------- the training button

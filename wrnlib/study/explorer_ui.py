@@ -5,9 +5,9 @@ Two things about where widget callbacks run shape this module:
 * JupyterLab (4.2 and later) sends widget messages over a kernel *subshell*, so a callback can run on
   another thread than the cells, and two callbacks can overlap. Each redraw therefore happens
   under a lock and always shows the sliders' values *at drawing time*, redrawing until they stop
-  changing: the last value wins, whatever order the callbacks finish in. The view is an HTML and
-  an Image widget whose values are replaced, never an Output widget (whose capture follows the
-  message being handled, not the widget).
+  changing: the last value wins, whatever order the callbacks finish in. The view is two HTML
+  widgets (the table, and the figure as a PNG ``<img>``) whose values are replaced, never an Output
+  widget (whose capture follows the message being handled, not the widget).
 * An exception inside an ``Output`` widget's ``with`` block is displayed and swallowed by the widget,
   so the training button catches everything itself and shows one message in its status line.
 
@@ -16,6 +16,7 @@ show them is connected (headless runs, e.g. papermill, can stall on widget messa
 """
 from __future__ import annotations
 
+import base64
 import threading
 from pathlib import Path
 from typing import Any, Callable
@@ -76,7 +77,7 @@ class Explorer:
         self.batch = w.SelectionSlider(options=sorted(set(BATCH_SIZES) | {int(batch_size)}), value=int(batch_size),
                                        description="batch size", continuous_update=False, style=style, layout=layout)
         self.table = w.HTML()
-        self.image = w.Image(format="png", layout=w.Layout(max_width="100%"))
+        self.figure = w.HTML()  # an <img> with a title: ipywidgets' Image view breaks when given a tooltip
         self.button = w.Button(description="Train this WRN", icon="play", button_style="warning",
                                tooltip="runs wrnlib.fit with the notebook's training parameters (slow)")
         self.progress = w.IntProgress(value=0, min=0, max=1, description="epochs",
@@ -85,7 +86,7 @@ class Explorer:
         for slider in (self.depth, self.width, self.batch):
             slider.observe(self._on_change, names="value")
         self.button.on_click(self._on_train)
-        self.widget = w.VBox([self.depth, self.width, self.batch, self.table, self.image, self.button,
+        self.widget = w.VBox([self.depth, self.width, self.batch, self.table, self.figure, self.button,
                               self.progress, self.status])
         self.refresh()
 
@@ -111,8 +112,9 @@ class Explorer:
         _, data = explorer.draw(choice, self.runs)
         self.choice = choice
         self.table.value = explorer.html(choice, self.runs)
-        self.image.value = data
-        self.image.tooltip = f"{choice.name}, batch {batch_size}: parameters, compute and measured accuracy"
+        label = f"{choice.name}, batch {batch_size}: parameters, compute and memory, measured accuracy"
+        self.figure.value = (f"<img src='data:image/png;base64,{base64.b64encode(data).decode()}' "
+                             f"alt='{label}' title='{label}' style='max-width:100%'>")
 
     # -- training ---------------------------------------------------------------------------
 
