@@ -174,8 +174,16 @@ class LabPage:
         raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}"
                              + (f"; it shows {state()}" if state else ""))
 
-    def screenshot(self, name: str) -> Path:
+    def screenshot(self, name: str, focus: Any = None) -> Path:
+        """Save the page, scrolled to ``focus`` (a locator), else to the first traceback, else to the end."""
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         path = ARTIFACTS / f"{name}.png"
-        self.page.screenshot(path=str(path), full_page=True)
+        errors = self.page.locator(".jp-NotebookPanel:visible .jp-OutputArea-output").filter(has_text=TRACEBACK)
+        target = focus if focus is not None else (errors.first if errors.count() else None)
+        if target is not None:
+            target.scroll_into_view_if_needed(timeout=5000)
+        else:
+            self.page.evaluate("() => { const n = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden) "
+                               ".jp-WindowedPanel-outer'); if (n) n.scrollTop = n.scrollHeight; }")
+        self.page.screenshot(path=str(path))
         return path

@@ -13,7 +13,7 @@ def pytest_runtest_makereport(item, call):
     for value in getattr(item, "funcargs", {}).values():
         if hasattr(value, "screenshot") and hasattr(value, "console_errors"):  # a browser.LabPage
             try:
-                path = value.screenshot(re.sub(r"[^\w.-]+", "_", item.name))
+                path = value.screenshot(re.sub(r"[^\w.-]+", "_", item.name), getattr(value, "widget", None))
                 report.sections.append(("browser", f"screenshot: {path}"))
             except Exception as exc:  # a dead page must not hide the test's own failure
                 report.sections.append(("browser", f"no screenshot: {exc}"))
