@@ -9,11 +9,17 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import nbformat
 import pytest
+import torch
 
 from wrnlib import cli, fit
 from wrnlib.study import results
@@ -228,3 +234,49 @@ def test_results_notebook_copes_with_empty_and_partial_folders(quick, tmp_path, 
     summary = (partial / "summary.md").read_text()
     assert "| partial |" in summary and "No ablations yet." in summary and "| fp32 |" in summary
     assert (partial / "figures" / "04_throughput.png").exists()
+
+
+# --------------------------------------------------------------------------- plain papermill, each notebook's defaults
+
+
+PLAIN_TIMEOUT_S = 300  # 01, the slowest, takes about 30 s on two cores; a hang (nbclient#312) would never end
+
+
+def _plain_papermill(notebook: Path, out: Path, cwd: Path, env: dict) -> tuple[int | None, str, float]:
+    """``papermill NOTEBOOK OUT`` as a batch user types it: (exit code or None on timeout, its log, seconds)."""
+    t0 = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "papermill", str(notebook), str(out)], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        log, _ = proc.communicate(timeout=PLAIN_TIMEOUT_S)
+        return proc.returncode, log, time.monotonic() - t0
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # papermill and its kernel
+        log, _ = proc.communicate()
+        return None, log, time.monotonic() - t0
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_each_notebook_runs_under_plain_papermill_with_its_defaults(name, tmp_path):
+    """No profile, no parameters, no CIFAR10_DIR, an empty cache: what a person with a fresh clone gets.
+    The notebook either finishes, or (training far too long for this machine) fails at once saying why."""
+    env = {k: v for k, v in os.environ.items() if k not in ("CIFAR10_DIR", "MPLBACKEND")}
+    paths = [str(study.REPO_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
+    env.update(PYTHONPATH=os.pathsep.join(paths), XDG_CACHE_HOME=str(tmp_path / "cache"),
+               MPLCONFIGDIR=str(Path.home() / ".cache" / "matplotlib"))  # keep matplotlib's font cache
+    out = tmp_path / name
+    rc, log, seconds = _plain_papermill(study.NOTEBOOKS_DIR / name, out, tmp_path, env)
+    assert rc is not None, f"papermill {name} hung for {PLAIN_TIMEOUT_S} s:\n{log[-3000:]}"
+    trains = name.startswith(("02", "03"))
+    if trains and not torch.cuda.is_available():  # WRN-28-3.5 for 15-30 epochs on a CPU: hours
+        assert rc != 0 and "TrainingTimeError" in log and "would take about" in log, log[-3000:]
+        assert not any((tmp_path / "results").rglob("config.json")), "it started training anyway"
+        return
+    assert rc == 0, f"papermill {name} failed after {seconds:.0f} s:\n{log[-3000:]}"
+    text, outputs = _text(out), _outputs(out)
+    assert not [o for o in outputs if o.output_type == "error"]
+    if name.startswith(("01", "02", "03")):
+        assert "not the benchmark" in text  # the sample, and the reader is told so
+    if name.startswith("05"):
+        assert "WRN-28-3.5" in text and "4,480,474" in text and "No sliders" in text
+        assert not [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
