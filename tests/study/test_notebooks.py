@@ -51,6 +51,33 @@ def test_source_notebook_is_clean(path):
     assert not any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells)
 
 
+@pytest.mark.skipif(not (shutil.which("git") and shutil.which("make")), reason="needs git and make")
+def test_outputs_saved_in_jupyterlab_never_reach_git(tmp_path):
+    """`make hooks` (part of the install) makes git strip outputs from notebooks/*.ipynb when they are staged."""
+    source = study.NOTEBOOKS_DIR / "05_width_explorer.ipynb"
+    saved = nbformat.read(str(source), as_version=4)  # as JupyterLab saves it after a run
+    for count, cell in enumerate((c for c in saved.cells if c.cell_type == "code"), 1):
+        cell.execution_count = count
+        cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=f"output {count}\n")]
+    saved.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}
+    repo = tmp_path / "clone"
+    for rel in ("notebooks/05_width_explorer.ipynb", "results/executed/full/05_width_explorer.ipynb"):
+        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+        nbformat.write(saved, str(repo / rel))
+    for name in (".gitattributes", "Makefile"):
+        shutil.copy(study.REPO_ROOT / name, repo / name)
+    env = dict(os.environ, HOME=str(tmp_path), GIT_CONFIG_NOSYSTEM="1")
+
+    def run(*cmd):
+        return subprocess.run(cmd, cwd=repo, env=env, check=True, capture_output=True, text=True).stdout
+
+    run("git", "init", "-q")
+    assert "lose their outputs" in run("make", "--no-print-directory", "hooks", f"PY={sys.executable}")
+    run("git", "add", "notebooks", "results")
+    assert run("git", "show", ":notebooks/05_width_explorer.ipynb") == source.read_text()  # the clean source
+    assert "output 1" in run("git", "show", ":results/executed/full/05_width_explorer.ipynb")  # executed: kept
+
+
 @pytest.mark.parametrize("profile", study.known_profiles())
 def test_profile_parameters_are_declared_by_the_notebooks(profile):
     spec = study.load_profile(profile)
@@ -100,6 +127,17 @@ def test_executed_notebooks_have_no_errors(quick):
         assert not [o for o in _outputs(path) if o.output_type == "stream" and o.name == "stderr"
                     and "Traceback" in o.text], name
         assert any("image/png" in o.get("data", {}) for o in _outputs(path)), f"{name} shows no figure"
+
+
+def test_the_executed_study_as_web_pages(quick):
+    index = quick["executed"] / "index.html"
+    assert f"open the executed study in a browser: {index.resolve().as_uri()}" in quick["log"]
+    listing = index.read_text()
+    for name in EXPECTED:
+        page = quick["executed"] / name.replace(".ipynb", ".html")
+        assert f"href='{page.name}'" in listing, name
+        figures = sum("image/png" in o.get("data", {}) for o in _outputs(quick["executed"] / name))
+        assert page.read_text().count("data:image/png;base64") >= figures > 0, name
 
 
 def test_training_run_folder(quick):
