@@ -7,6 +7,7 @@ first one is the first slider move after "Run All"). About a minute and a half o
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -26,6 +27,16 @@ EXPLORER = "05_width_explorer.ipynb"
 QUICK = study.load_profile("quick")
 RUN_ALL_TIMEOUT_S = 240  # the quick notebooks take well under a minute on two cores; this only bounds a hang
 VIEW_TIMEOUT_S = 30  # a slider move redraws in about a second
+
+
+def _measured(depth: int, width: float) -> list[str]:
+    """Test accuracies of the committed finished runs of WRN-depth-width, from their summary.json, as shown."""
+    found = []
+    for summary in sorted((study.REPO_ROOT / "results" / "runs").glob("*/summary.json")):
+        config = json.loads((summary.parent / "config.json").read_text())
+        if (config["depth"], config["width"]) == (depth, width):
+            found.append(f"{100 * json.loads(summary.read_text())['test_acc']:.2f}%")
+    return found
 
 
 def _copy_notebook(name: str, folder: Path, params: dict) -> None:
@@ -175,6 +186,8 @@ def test_explorer_renders_sliders_table_and_figure(explorer):
     assert _readouts(explorer) == (28, 3.5, 512)  # the notebook's parameters
     explorer.wait_for(lambda: _view_matches(explorer, 28, 3.5, 512), VIEW_TIMEOUT_S, "the table of WRN-28-3.5")
     assert "4,480,474" in explorer.widget.text_content()  # the study's model, as published
+    measured = _measured(28, 3.5)
+    assert measured and all(m in explorer.widget.text_content() for m in measured), "measured accuracy not shown"
     _figure(explorer)
     _assert_clean(explorer)
 
@@ -184,6 +197,7 @@ def test_explorer_first_slider_move_by_keyboard(explorer):
     _press(explorer, "widening", "ArrowRight")
     explorer.wait_for(lambda: _readouts(explorer)[1] == 3.75, VIEW_TIMEOUT_S, "the width slider to move to 3.75")
     _assert_view_follows(explorer, before)
+    assert not any(m in explorer.widget.text_content() for m in _measured(28, 3.5))  # no run of WRN-28-3.75
 
 
 @pytest.mark.parametrize("description,key", [("depth", "ArrowRight"), ("widening", "ArrowLeft"),
