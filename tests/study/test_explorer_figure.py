@@ -28,7 +28,7 @@ def test_figure_is_not_registered_with_pyplot(tmp_path):
 
 def test_accuracy_panel_shows_the_measured_runs():
     runs = results.collect(RESULTS).runs
-    fig = explorer.figure(explorer.describe(28, 3.5), runs)
+    fig = explorer_figure.figure(explorer.describe(28, 3.5), runs)
     panel = fig.axes[2]
     shown = {(round(x, 4), round(y, 4)) for c in panel.collections for x, y in c.get_offsets()}
     for summary_path in (RESULTS / "runs").glob("*/summary.json"):
@@ -37,7 +37,7 @@ def test_accuracy_panel_shows_the_measured_runs():
 
 
 def test_explorer_drawings_never_overlap(monkeypatch):
-    active, overlaps, real = [0], [], explorer.figure
+    active, overlaps, real = [0], [], explorer_figure.figure
 
     def counting_figure(*args, **kwargs):
         active[0] += 1
@@ -48,7 +48,7 @@ def test_explorer_drawings_never_overlap(monkeypatch):
         finally:
             active[0] -= 1
 
-    monkeypatch.setattr(explorer, "figure", counting_figure)
+    monkeypatch.setattr(explorer_figure, "figure", counting_figure)
     threads = [threading.Thread(target=explorer_figure.draw, args=(explorer.describe(10 + 6 * i, 1.0),))
                for i in range(4)]
     for t in threads:

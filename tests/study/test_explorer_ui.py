@@ -17,7 +17,7 @@ import IPython  # noqa: E402
 import pytest  # noqa: E402
 
 from wrnlib import model_stats, runs  # noqa: E402
-from wrnlib.study import explorer, explorer_ui  # noqa: E402
+from wrnlib.study import explorer, explorer_figure, explorer_ui  # noqa: E402
 
 TINY = dict(epochs=2, data_dir="sample", device="cpu", val_size=200, train_limit=200, test_limit=100, batch_size=50,
             progress=False)
@@ -75,7 +75,7 @@ def test_last_slider_value_wins_when_callbacks_overlap(monkeypatch):
     """JupyterLab sends widget messages over a kernel subshell: two callbacks can run on two threads at once.
     Whatever order their drawing finishes in, the view must end on the slider's last value."""
     ui = explorer_ui.Explorer(28, 3.5, 512)
-    real_figure, slow_started = explorer.figure, threading.Event()
+    real_figure, slow_started = explorer_figure.figure, threading.Event()
 
     def slow_figure(choice, *args, **kwargs):
         if choice.batch_size == 256:  # the first move draws slowly ...
@@ -83,7 +83,7 @@ def test_last_slider_value_wins_when_callbacks_overlap(monkeypatch):
             time.sleep(1.0)
         return real_figure(choice, *args, **kwargs)
 
-    monkeypatch.setattr(explorer, "figure", slow_figure)
+    monkeypatch.setattr(explorer_figure, "figure", slow_figure)
     first = threading.Thread(target=lambda: setattr(ui.batch, "value", 256))
     first.start()
     assert slow_started.wait(20)

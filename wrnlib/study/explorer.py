@@ -8,9 +8,9 @@ The logic is plain functions (testable without a kernel):
 * :func:`wrnlib.model.param_count` / :func:`wrnlib.model.forward_flops`: the same numbers in closed
   form (instant), used for the curves over many widths;
 * :func:`measured`: the finished runs under ``results/`` at exactly that size (measured accuracy);
-* :func:`view_rows`, :func:`markdown`, :func:`html` and :func:`figure` (from :mod:`.explorer_figure`,
-  drawn without pyplot): the view, each number marked as exact, estimate or measured;
-  :func:`show` displays it (what papermill records for the parameter values).
+* :func:`view_rows`, :func:`markdown`, :func:`html` and the figure (:mod:`.explorer_figure`, drawn
+  without pyplot): the view, each number marked as exact, estimate or measured; :func:`show`
+  displays it (what papermill records for the parameter values).
 
 The sliders and the training button are :class:`wrnlib.study.explorer_ui.Explorer`.
 """
@@ -24,12 +24,12 @@ from typing import Any, Sequence
 import pandas as pd
 
 from ..model import forward_flops, model_stats, param_count
-from .explorer_figure import benchmark_mask, draw, figure, png  # noqa: F401  (figure: part of this API)
 
 BUDGET = 5_000_000
 DEPTHS = tuple(6 * n + 4 for n in range(1, 9))  # 10, 16, ..., 52
 WIDTH_MIN, WIDTH_MAX, WIDTH_STEP = 0.5, 12.0, 0.25
 GIB = 2 ** 30
+FULL_TEST_SET = 10_000  # CIFAR-10's test images: runs scored on fewer (the sample, a subset) are not the benchmark
 
 
 def budget_status(params: int, budget: int = BUDGET) -> str:
@@ -112,6 +112,15 @@ def run_points(runs: pd.DataFrame | None) -> pd.DataFrame:
     return df[[c for c in cols if c in df]].reset_index(drop=True)
 
 
+def benchmark_mask(points: pd.DataFrame) -> pd.Series:
+    """True for runs scored on the whole CIFAR-10 test set (not the sample, not a subset)."""
+    if points.empty:
+        return pd.Series(dtype=bool)
+    source = points.get("data_source", pd.Series("", index=points.index)).fillna("").astype(str)
+    images = pd.to_numeric(points.get("test_images", pd.Series(0, index=points.index)), errors="coerce")
+    return (source != "sample") & (images == FULL_TEST_SET)
+
+
 def measured(runs: pd.DataFrame | None, depth: int, width: float) -> pd.DataFrame:
     """The finished runs of exactly WRN-depth-width that have a test accuracy, best first."""
     points = run_points(runs)
@@ -173,6 +182,8 @@ def html(choice: Choice, runs: pd.DataFrame | None = None) -> str:
 def show(depth: int, width: float, batch_size: int = 512, budget: int = BUDGET, runs: pd.DataFrame | None = None):
     """Display the table and the figure for one choice (in a notebook); returns (choice, figure)."""
     from IPython.display import Image, Markdown, display
+
+    from .explorer_figure import draw
 
     choice = describe(depth, width, batch_size, budget)
     fig, data = draw(choice, runs)

@@ -15,35 +15,20 @@ from __future__ import annotations
 import io
 import math
 import threading
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-if TYPE_CHECKING:
-    from .explorer import Choice
+from .explorer import GIB, WIDTH_MIN, WIDTH_STEP, Choice, benchmark_mask, run_points, width_curve
 
 DRAW_LOCK = threading.RLock()
-GIB = 2 ** 30
-WIDTH_MIN, WIDTH_STEP = 0.5, 0.25
-FULL_TEST_SET = 10_000  # CIFAR-10's test images: runs scored on fewer (the sample, a subset) are not the benchmark
 
 
-def benchmark_mask(points: pd.DataFrame) -> pd.Series:
-    """True for runs scored on the whole CIFAR-10 test set (not the sample, not a subset)."""
-    if points.empty:
-        return pd.Series(dtype=bool)
-    source = points.get("data_source", pd.Series("", index=points.index)).fillna("").astype(str)
-    images = pd.to_numeric(points.get("test_images", pd.Series(0, index=points.index)), errors="coerce")
-    return (source != "sample") & (images == FULL_TEST_SET)
-
-
-def figure(choice: "Choice", runs: pd.DataFrame | None = None, widths: Sequence[float] | None = None,
+def figure(choice: Choice, runs: pd.DataFrame | None = None, widths: Sequence[float] | None = None,
            other_depths: Sequence[int] = (16, 28, 40)) -> Figure:
     """The explorer's three panels for one choice, on a canvas of its own (never registered with pyplot)."""
-    from .explorer import run_points, width_curve
-
     if widths is None:
         top = max(8.0, math.ceil(choice.width * 1.3))
         widths = [round(WIDTH_MIN + WIDTH_STEP * i, 4) for i in range(int((top - WIDTH_MIN) / WIDTH_STEP) + 1)]
@@ -68,12 +53,10 @@ def png(fig: Figure, dpi: int = 80) -> bytes:
     return buffer.getvalue()
 
 
-def draw(choice: "Choice", runs: pd.DataFrame | None = None) -> tuple[Figure, bytes]:
+def draw(choice: Choice, runs: pd.DataFrame | None = None) -> tuple[Figure, bytes]:
     """Build and render the figure under :data:`DRAW_LOCK`: (figure, PNG bytes)."""
-    from . import explorer  # looked up at call time, so that tests can slow the drawing down
-
     with DRAW_LOCK:
-        fig = explorer.figure(choice, runs)
+        fig = figure(choice, runs)
         return fig, png(fig)
 
 
@@ -83,7 +66,7 @@ def _palette(depths: Sequence[int]) -> dict[int, tuple]:
     return dict(zip(depths, sns.color_palette("crest", len(depths))))
 
 
-def _params_panel(ax, choice: "Choice", curve: pd.DataFrame, depths: list[int], points: pd.DataFrame) -> None:
+def _params_panel(ax, choice: Choice, curve: pd.DataFrame, depths: list[int], points: pd.DataFrame) -> None:
     palette = _palette(depths)
     for d in depths:
         part = curve[curve["depth"] == d]
@@ -105,7 +88,7 @@ def _params_panel(ax, choice: "Choice", curve: pd.DataFrame, depths: list[int], 
     ax.legend(fontsize=7, loc="upper left")
 
 
-def _compute_panel(ax, choice: "Choice", curve: pd.DataFrame) -> None:
+def _compute_panel(ax, choice: Choice, curve: pd.DataFrame) -> None:
     part = curve[curve["depth"] == choice.depth]
     ax.plot(part["width"], 3 * part["forward_flops"] / 1e9, color="tab:blue", label="training GFLOP / image")
     ax.scatter([choice.width], [choice.train_flops / 1e9], marker="*", s=200, color="tab:blue", edgecolor="black",
@@ -124,7 +107,7 @@ def _compute_panel(ax, choice: "Choice", curve: pd.DataFrame) -> None:
     ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=7, loc="upper left")
 
 
-def _accuracy_panel(ax, choice: "Choice", points: pd.DataFrame) -> None:
+def _accuracy_panel(ax, choice: Choice, points: pd.DataFrame) -> None:
     """Measured test accuracy of the finished runs against their size; the chosen size as a vertical line."""
     chosen_m, budget_m = choice.params / 1e6, choice.budget / 1e6
     ax.axvline(budget_m, color="tab:red", ls="--", lw=1.2, label=f"budget {budget_m:g} M")

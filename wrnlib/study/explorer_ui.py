@@ -25,7 +25,7 @@ import pandas as pd
 
 from .. import runs as runs_io
 from ..data import DataError, load_cifar10
-from . import explorer, notebook
+from . import explorer, explorer_figure, notebook
 from .explorer import BUDGET, DEPTHS, WIDTH_MAX, WIDTH_MIN, WIDTH_STEP, Choice
 
 BATCH_SIZES = (32, 64, 128, 256, 512, 1024, 2048)
@@ -109,7 +109,7 @@ class Explorer:
 
     def _draw(self, depth: int, width: float, batch_size: int) -> None:
         choice = explorer.describe(depth, width, batch_size, self.budget)
-        _, data = explorer.draw(choice, self.runs)
+        _, data = explorer_figure.draw(choice, self.runs)
         self.choice = choice
         self.table.value = explorer.html(choice, self.runs)
         label = f"{choice.name}, batch {batch_size}: parameters, compute and memory, measured accuracy"
