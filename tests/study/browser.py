@@ -74,6 +74,7 @@ class LabServer:
              f"--ServerApp.port={self.port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={self.token}",
              f"--ServerApp.root_dir={root}", "--ServerApp.allow_root=True", "--LabApp.expose_app_in_browser=True",
              "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+             "--LabApp.extension_manager=readonly",  # never asks PyPI (CI has no way out)
              f"--LabApp.user_settings_dir={state / 'settings'}", f"--LabApp.workspaces_dir={state / 'workspaces'}"],
             cwd=root, env=full_env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         self._wait_until_up(start_timeout)
