@@ -151,8 +151,8 @@ def view_rows(choice: Choice, runs: pd.DataFrame | None = None) -> list[tuple[st
     return [
         ("parameters", f"{choice.params:,} ({choice.params / 1e6:.2f} M)", "exact"),
         ("budget", f"{choice.budget:,}: {100 * choice.budget_fraction:.1f}% used, {verdict}; {fit}", "exact"),
-        ("forward FLOPs / image", f"{choice.forward_flops / 1e9:.3f} GFLOP (training ≈ {choice.train_flops / 1e9:.2f} "
-                                  f"GFLOP)", "exact"),
+        ("forward FLOPs / image",
+         f"{choice.forward_flops / 1e9:.3f} GFLOP (training ≈ {choice.train_flops / 1e9:.2f} GFLOP)", "exact"),
         ("stage widths", " / ".join(map(str, choice.stage_widths)) + " channels", "exact"),
         ("activations (bf16)", f"{choice.activation_bytes_per_image / 2**20:.2f} MiB per image, "
                                f"{choice.activation_bytes_batch / GIB:.2f} GiB for a batch of {choice.batch_size}",
