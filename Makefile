@@ -1,11 +1,12 @@
 # make test  : create .venv if needed, install wrnlib with its dev and cluster (Ray) extras, run the test suite
-# make study : the same environment, then execute the notebooks with the quick (CPU) profile
+# make study : the same environment, then execute the notebooks with the quick (CPU) profile (and their HTML pages)
+# make hooks : strip outputs from notebooks/*.ipynb whenever they are staged (run by the install step)
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test study venv clean
+.PHONY: test study venv clean hooks
 
 venv: $(STAMP)
 
@@ -13,6 +14,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev,cluster]'
+	$(MAKE) --no-print-directory hooks
 	touch $(STAMP)
 
 test: $(STAMP)
@@ -20,6 +22,17 @@ test: $(STAMP)
 
 study: $(STAMP)
 	$(PY) -m wrnlib study --profile $(or $(PROFILE),quick)
+
+# What `nbstripout --install` sets up for the filter that .gitattributes names, plus --keep-id so that the
+# notebooks' cell ids stay as committed. Outside a git checkout there is nothing to set up.
+hooks:
+	@if git rev-parse --git-dir >/dev/null 2>&1; then \
+	  git config filter.nbstripout.clean '"$(abspath $(PY))" -m nbstripout --keep-id' && \
+	  git config filter.nbstripout.smudge cat && \
+	  git config filter.nbstripout.required true && \
+	  git config diff.ipynb.textconv '"$(abspath $(PY))" -m nbstripout --keep-id -t' && \
+	  echo "git: notebooks/*.ipynb lose their outputs when staged (nbstripout filter)"; \
+	fi
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -549,3 +549,13 @@ def test_split_val_size_zero():
 def test_split_bad_sizes_raise(val_size):
     with pytest.raises(ValueError, match="val_size"):
         train_val_split(_imbalanced_labels(), val_size, seed=0)
+
+
+def test_has_cifar10_recognises_the_layouts(tmp_path):
+    from wrnlib.data import has_cifar10, sample_dir
+
+    assert has_cifar10(sample_dir())
+    assert not has_cifar10(tmp_path) and not has_cifar10(tmp_path / "missing")
+    (tmp_path / "cifar-10-batches-py").mkdir()
+    (tmp_path / "cifar-10-batches-py" / "test_batch").write_bytes(b"")  # torchvision's layout, one level down
+    assert has_cifar10(tmp_path)

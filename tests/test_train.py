@@ -130,3 +130,33 @@ def test_bad_input_gets_a_clear_error_before_any_training(real_data, tmp_path, o
     with pytest.raises(error, match=needle):
         fit(tiny(tmp_path, **overrides), data=data)
     assert not (tmp_path / "tiny" / runs.STATE).exists()
+
+
+def test_warmup_starts_above_zero_and_reaches_the_peak(real_data, tmp_path, monkeypatch):
+    """The lr of each step is the schedule where that step ends: >0 at the first, the peak at the last warm-up step."""
+    real_make_step = train_module.make_train_step
+    seen = []
+
+    def recording(model, forward, optimizer, **kwargs):
+        step = real_make_step(model, forward, optimizer, **kwargs)
+
+        def record(x, targets):
+            seen.append(optimizer.param_groups[0]["lr"])
+            return step(x, targets)
+        return record
+
+    monkeypatch.setattr(train_module, "make_train_step", recording)
+    fit(tiny(tmp_path, epochs=2, warmup_epochs=1.0, schedule="constant", lr=0.4), data=real_data)
+    steps = 256 // 64
+    assert seen[0] > 0 and seen[0] == pytest.approx(0.4 / steps)
+    assert seen[steps - 1] == pytest.approx(0.4)
+    assert seen[:steps] == sorted(seen[:steps]) and seen[steps:] == [pytest.approx(0.4)] * steps
+
+
+def test_summary_separates_training_from_evaluation_time(real_data, tmp_path):
+    result = fit(tiny(tmp_path, epochs=2), data=real_data)
+    rows, summary = runs.read_metrics(tmp_path / "tiny"), result.summary
+    assert summary["train_time_s"] == pytest.approx(sum(r["epoch_time_s"] for r in rows), rel=1e-4)
+    assert summary["eval_time_s"] == pytest.approx(sum(r["eval_time_s"] for r in rows), rel=1e-4)
+    assert all(r["eval_time_s"] > 0 for r in rows)
+    assert summary["final_eval"]["precision"].startswith("fp32")

@@ -15,6 +15,13 @@ from pathlib import Path
 from .config import TrainConfig
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with a bad flag reported as one line (the problem and where the help is)."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -144,7 +151,7 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m wrnlib", description="Train, evaluate and benchmark Wide "
+    parser = Parser(prog="python -m wrnlib", description="Train, evaluate and benchmark Wide "
                                      "Residual Networks on CIFAR-10, and run the notebook study.")
     sub = parser.add_subparsers(dest="command", required=True)
 

@@ -38,6 +38,7 @@ __all__ = [
     "DataError",
     "NUM_CLASSES",
     "default_cache_dir",
+    "has_cifar10",
     "load_cifar10",
     "sample_dir",
     "test_subset",
@@ -115,6 +116,11 @@ def default_cache_dir() -> Path:
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = Path(xdg) if xdg else Path.home() / ".cache"
     return base / "wrnlib"
+
+
+def has_cifar10(folder: str | os.PathLike[str]) -> bool:
+    """Whether ``folder`` holds one of the layouts :func:`load_cifar10` reads (files not verified)."""
+    return _find_layout(Path(folder).expanduser()) is not None
 
 
 def load_cifar10(data_dir: str | os.PathLike[str] | None = None, *, download: bool = False) -> CIFAR10:

@@ -12,6 +12,7 @@ import json
 import os
 import pickle
 import platform
+import re
 import subprocess
 import sys
 import zipfile
@@ -58,10 +59,12 @@ def git_commit(path: Path = Path(__file__).resolve().parent) -> str:
         if not commit:
             return "unknown"
         # `diff-index` against HEAD sees staged and unstaged edits alike (exit 1 = differences);
-        # `update-index --refresh` first, so a file merely touched is not counted as changed.
+        # `update-index --refresh` first, so a file merely touched is not counted as changed. A new,
+        # not yet committed file inside the package is code that ran, so it makes the tree dirty too.
         git("update-index", "-q", "--refresh")
-        dirty = git("diff-index", "--quiet", "HEAD", "--").returncode != 0
-        return commit + ("-dirty" if dirty else "")
+        edited = git("diff-index", "--quiet", "HEAD", "--").returncode != 0
+        added = git("ls-files", "--others", "--exclude-standard", "--", ".").stdout.strip()
+        return commit + ("-dirty" if edited or added else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
@@ -109,10 +112,12 @@ def _atomic(path: Path, write) -> None:
         os.replace(tmp, path)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise OSError(exc.errno, f"could not write {path} ({exc.strerror or exc}); "
-                                     f"{'the previous file is intact' if path.exists() else 'nothing was written'}"
-                                     f"; free disk space or check the folder's permissions") from None
+        # torch.save reports a short write (a full disk) as a RuntimeError from its zip writer
+        if isinstance(exc, (OSError, RuntimeError)):
+            reason = getattr(exc, "strerror", None) or str(exc).strip().splitlines()[0]
+            kept = "the previous file is intact" if path.exists() else "nothing was written"
+            raise OSError(getattr(exc, "errno", None), f"could not write {path} ({reason}); {kept}; free disk "
+                                                       f"space or check the folder's permissions") from None
         raise
 
 
@@ -223,9 +228,11 @@ def safe_torch_load(path: Path) -> Any:
     except FileNotFoundError:
         raise CheckpointError(f"{path} does not exist") from None
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0][:160]
-        raise CheckpointError(f"refusing to load {path}: it is not a plain tensor file ({first}); a wrnlib "
-                              f"checkpoint never needs code to load. Delete it, or re-train the run") from None
+        # Either a pickle that asks for code (a crafted file) or bytes that are no pickle at all.
+        detail = re.search(r"Unsupported (?:global|operand)[^.\n]*", str(exc))
+        raise CheckpointError(f"refusing to load {path}: it is not a plain tensor file, or it is truncated or "
+                              f"corrupt ({detail.group(0) if detail else 'not a checkpoint'}); nothing in it was "
+                              f"run. Delete it, or re-train the run") from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
         first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"cannot read {path}: it is truncated or corrupt ({first}); delete it and resume "
@@ -293,9 +300,9 @@ def load_run_model(run_dir: str | Path, device: str = "auto"):
     try:
         model.load_state_dict(load_model_weights(run_dir))
     except RuntimeError as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         raise CheckpointError(f"the weights in {run_dir} do not fit WRN-{config.depth}-{config.width:g} "
-                              f"({str(exc).splitlines()[0]}); the files of this run folder do not belong "
-                              f"together") from None
+                              f"({lines[-1][:120]}); the files of this run folder do not belong together") from None
     return model.to(resolve_device(device)).eval(), config
 
 
@@ -314,7 +321,8 @@ def evaluate_run(run_dir: str | Path, *, data_dir: str | None = None, device: st
     plain = evaluate(model, images, labels, batch_size=batch_size, progress=progress and "test")
     flipped = evaluate(model, images, labels, batch_size=batch_size, tta=True, progress=progress and "flip-TTA")
     report = {"run": str(run_dir), "device": device_name(next(model.parameters()).device),
-              "test_images": len(labels), "data_checksum": data.checksum,
+              "torch": torch.__version__, "git_commit": git_commit(), "test_images": len(labels),
+              "data_checksum": data.checksum,
               "test_acc": plain["acc"], "test_acc_tta": flipped["acc"], "test_loss": plain["loss"]}
     if (run_dir / SUMMARY).exists():
         summary = read_json(run_dir / SUMMARY)

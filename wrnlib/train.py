@@ -168,7 +168,7 @@ class Trainer:
                  model: torch.nn.Module | None = None, bf16: bool | None = None) -> dict[str, float]:
         if len(labels) == 0:
             return {"loss": float("nan"), "acc": float("nan")}
-        return evaluate(model or self.eval_model, images, labels, batch_size=self.config.eval_batch_size,
+        return evaluate(model if model is not None else self.eval_model, images, labels, batch_size=self.config.eval_batch_size,
                         bf16=self.bf16 if bf16 is None else bf16,
                         channels_last=self.config.channels_last, tta=tta)
 
@@ -202,9 +202,10 @@ def fit(config: TrainConfig, *, existing: str = "error", data: CIFAR10 | None = 
         on_epoch_end: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
     """Train per ``config``, writing ``<out_dir>/<name>/``.
 
-    ``existing`` says what to do when that folder already holds a run: ``"error"`` refuses
-    (nothing is overwritten), ``"resume"`` continues an interrupted run from its checkpoint,
-    ``"reuse"`` also reads a finished run back instead of training it again. A resumed or
+    ``existing`` says what to do with that folder: ``"error"`` refuses one that holds a run
+    (nothing is overwritten); ``"resume"`` continues an interrupted run from its checkpoint and
+    reads a finished one back (and fails when there is no run to resume); ``"reuse"`` does the
+    same but starts the run when there is none (notebooks and sweeps re-executed). A resumed or
     reused run must have been made with the same settings. A folder whose run stopped before
     its first checkpoint holds nothing to keep, so it is started again whatever ``existing`` says.
 
@@ -231,7 +232,9 @@ def fit(config: TrainConfig, *, existing: str = "error", data: CIFAR10 | None = 
     try:
         trainer = Trainer(config, make_splits(config, data, device), device, dist)
         start_epoch, rows, train_time = trainer.load_state_dict(state) if state else (0, [], 0.0)
-        if not state:  # only now, with data and model ready: a failed start leaves no folder behind
+        if state:  # metrics.csv may have run ahead of the checkpoint: rewind it
+            dist.on_main(lambda: runs.write_metrics(config.run_dir / runs.METRICS, rows))
+        else:  # only now, with data and model ready: a failed start leaves no folder behind
             dist.on_main(lambda: runs.start_run_folder(
                 config, runs.environment(device, data.checksum, data.source) | dist.describe()))
         if config.progress and dist.is_main:
@@ -327,6 +330,7 @@ def _train_epochs(trainer: Trainer, start_epoch: int, rows: list[dict], train_ti
             torch.cuda.synchronize(trainer.device)
         epoch_time = time.perf_counter() - t0
         _check_finite(row, epoch, c, run_dir)
+        del row["weights_finite"]
         train_time += epoch_time
         t0 = time.perf_counter()
         val, test = trainer.evaluate_epoch(s.val_x, s.val_y), trainer.evaluate_epoch(s.test_x, s.test_y)
@@ -350,9 +354,10 @@ def _train_epochs(trainer: Trainer, start_epoch: int, rows: list[dict], train_ti
 
 def _save_epoch(trainer: Trainer, epoch: int, rows: list[dict], train_time: float) -> None:
     c = trainer.config
-    runs.write_metrics(c.run_dir / runs.METRICS, rows)
+    # The checkpoint first: if it cannot be written (a full disk), nothing of the run changes.
     if epoch + 1 == c.epochs or (c.checkpoint_every and (epoch + 1) % c.checkpoint_every == 0):
         runs.save_checkpoint(trainer.state_dict(epoch + 1, rows, train_time), c.run_dir)
+    runs.write_metrics(c.run_dir / runs.METRICS, rows)
 
 
 def _check_finite(row: dict[str, Any], epoch: int, config: TrainConfig, run_dir: Path) -> None:
@@ -360,7 +365,7 @@ def _check_finite(row: dict[str, Any], epoch: int, config: TrainConfig, run_dir:
     bad = [k for k in ("train_loss", "lr", "test_loss") if k in row and not math.isfinite(row[k])]
     if config.val_size and "val_loss" in row and not math.isfinite(row["val_loss"]):
         bad.append("val_loss")
-    if row.get("weights_finite", 1.0) != 1.0:
+    if row.get("weights_finite", 1.0) != 1.0:  # 0.0 when train_epoch saw a NaN or infinite parameter
         bad.append("weights")
     if bad:
         raise NonFiniteError(

@@ -1,4 +1,4 @@
-"""The width explorer's numbers, budget verdicts, view and widgets (without a kernel)."""
+"""The width explorer's numbers, budget verdicts, and the view's table with what was measured."""
 from __future__ import annotations
 
 import json
@@ -7,11 +7,13 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 from wrnlib import model_stats  # noqa: E402
 from wrnlib.model import forward_flops, param_count  # noqa: E402
 from wrnlib.study import explorer, results  # noqa: E402
+from wrnlib.study import runner as study_runner  # noqa: E402
 
 # --------------------------------------------------------------------------- explorer logic
 
@@ -46,17 +48,50 @@ def test_budget_classification():
     assert explorer.max_width_within(28) == 3.5
 
 
-def test_explorer_view_and_widgets_without_a_kernel(tmp_path):
-    runs = results.collect(tmp_path / "none").runs  # no runs: the view still renders
-    fig = explorer.figure(explorer.describe(16, 4.0), runs)
-    assert len(fig.axes) == 3
-    ui = explorer.Explorer(28, 3.5, 512, runs=runs, train_overrides=dict(
-        epochs=1, data_dir="sample", device="cpu", out_dir=str(tmp_path / "explore"), val_size=200,
-        train_limit=200, test_limit=100, batch_size=50, progress=False))
-    assert ui.choice.params == 4_480_474
-    ui.depth.value, ui.width.value, ui.batch.value = 10, 1.0, 64
-    assert (ui.choice.name, ui.choice.params, ui.choice.batch_size) == ("WRN-10-1", model_stats(10, 1.0).params, 64)
-    assert not (tmp_path / "explore").exists()  # slider moves never train
-    ui._on_train(None)  # the button: a real (tiny) run of the chosen WRN
-    summary = json.loads((tmp_path / "explore" / "explore-wrn10-1" / "summary.json").read_text())
-    assert summary["params"] == model_stats(10, 1.0).params
+# --------------------------------------------------------------------------- what is known: finished runs
+
+
+COMMITTED = results.collect(study_runner.REPO_ROOT / "results")
+
+
+def _committed_accuracies(depth, width):
+    """test_acc of the committed finished runs of WRN-depth-width, read from their summary.json."""
+    found = []
+    for summary_path in sorted((study_runner.REPO_ROOT / "results" / "runs").glob("*/summary.json")):
+        config = json.loads((summary_path.parent / "config.json").read_text())
+        if (config["depth"], config["width"]) == (depth, width):
+            found.append(json.loads(summary_path.read_text())["test_acc"])
+    return found
+
+
+def test_measured_runs_at_the_chosen_size():
+    accuracies = _committed_accuracies(28, 3.5)
+    assert len(accuracies) >= 2  # the two H200 runs in results/runs
+    here = explorer.measured(COMMITTED.runs, 28, 3.5)
+    assert list(here["test_acc"]) == sorted(accuracies, reverse=True)
+    assert explorer.measured(COMMITTED.runs, 28, 3.75).empty
+    assert explorer.measured(None, 28, 3.5).empty
+
+
+def test_the_table_marks_exact_estimated_and_measured_numbers():
+    choice = explorer.describe(28, 3.5)
+    rows = {quantity: (value, kind) for quantity, value, kind in explorer.view_rows(choice, COMMITTED.runs)}
+    assert rows["parameters"] == ("4,480,474 (4.48 M)", "exact")
+    assert rows["activations (bf16)"][1] == "estimate"
+    accuracy, kind = rows["test accuracy"]
+    assert kind == "measured"
+    for acc in _committed_accuracies(28, 3.5):
+        assert f"{100 * acc:.2f}%" in accuracy
+    assert "not the benchmark" not in accuracy  # both were scored on the full test set
+    text = explorer.markdown(explorer.describe(28, 3.75), COMMITTED.runs)
+    assert "| test accuracy |" in text and "unknown" in text and "%" not in text.split("| test accuracy |")[1]
+    page = explorer.html(choice, COMMITTED.runs)
+    assert page.startswith("<h3>WRN-28-3.5</h3>") and "a batch of 512" in page and "<i>estimate</i>" in page
+
+
+def test_runs_on_the_sample_are_flagged_as_not_the_benchmark():
+    runs = pd.DataFrame([{"name": "quick", "group": "runs", "status": "finished", "depth": 10, "width": 1.0,
+                          "params": model_stats(10, 1.0).params, "epochs": 2, "test_acc": 0.31, "test_images": 500,
+                          "data_source": "sample"}])
+    text = dict((q, v) for q, v, _ in explorer.view_rows(explorer.describe(10, 1.0), runs))["test accuracy"]
+    assert "31.00%" in text and "not the benchmark" in text

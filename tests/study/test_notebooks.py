@@ -9,11 +9,17 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import nbformat
 import pytest
+import torch
 
 from wrnlib import cli, fit
 from wrnlib.study import results
@@ -43,6 +49,33 @@ def test_source_notebook_is_clean(path):
     assert len(tagged) == 1 and tagged[0].cell_type == "code"
     assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
     assert not any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells)
+
+
+@pytest.mark.skipif(not (shutil.which("git") and shutil.which("make")), reason="needs git and make")
+def test_outputs_saved_in_jupyterlab_never_reach_git(tmp_path):
+    """`make hooks` (part of the install) makes git strip outputs from notebooks/*.ipynb when they are staged."""
+    source = study.NOTEBOOKS_DIR / "05_width_explorer.ipynb"
+    saved = nbformat.read(str(source), as_version=4)  # as JupyterLab saves it after a run
+    for count, cell in enumerate((c for c in saved.cells if c.cell_type == "code"), 1):
+        cell.execution_count = count
+        cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=f"output {count}\n")]
+    saved.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}
+    repo = tmp_path / "clone"
+    for rel in ("notebooks/05_width_explorer.ipynb", "results/executed/full/05_width_explorer.ipynb"):
+        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+        nbformat.write(saved, str(repo / rel))
+    for name in (".gitattributes", "Makefile"):
+        shutil.copy(study.REPO_ROOT / name, repo / name)
+    env = dict(os.environ, HOME=str(tmp_path), GIT_CONFIG_NOSYSTEM="1")
+
+    def run(*cmd):
+        return subprocess.run(cmd, cwd=repo, env=env, check=True, capture_output=True, text=True).stdout
+
+    run("git", "init", "-q")
+    assert "lose their outputs" in run("make", "--no-print-directory", "hooks", f"PY={sys.executable}")
+    run("git", "add", "notebooks", "results")
+    assert run("git", "show", ":notebooks/05_width_explorer.ipynb") == source.read_text()  # the clean source
+    assert "output 1" in run("git", "show", ":results/executed/full/05_width_explorer.ipynb")  # executed: kept
 
 
 @pytest.mark.parametrize("profile", study.known_profiles())
@@ -94,6 +127,17 @@ def test_executed_notebooks_have_no_errors(quick):
         assert not [o for o in _outputs(path) if o.output_type == "stream" and o.name == "stderr"
                     and "Traceback" in o.text], name
         assert any("image/png" in o.get("data", {}) for o in _outputs(path)), f"{name} shows no figure"
+
+
+def test_the_executed_study_as_web_pages(quick):
+    index = quick["executed"] / "index.html"
+    assert f"open the executed study in a browser: {index.resolve().as_uri()}" in quick["log"]
+    listing = index.read_text()
+    for name in EXPECTED:
+        page = quick["executed"] / name.replace(".ipynb", ".html")
+        assert f"href='{page.name}'" in listing, name
+        figures = sum("image/png" in o.get("data", {}) for o in _outputs(quick["executed"] / name))
+        assert page.read_text().count("data:image/png;base64") >= figures > 0, name
 
 
 def test_training_run_folder(quick):
@@ -228,3 +272,49 @@ def test_results_notebook_copes_with_empty_and_partial_folders(quick, tmp_path, 
     summary = (partial / "summary.md").read_text()
     assert "| partial |" in summary and "No ablations yet." in summary and "| fp32 |" in summary
     assert (partial / "figures" / "04_throughput.png").exists()
+
+
+# --------------------------------------------------------------------------- plain papermill, each notebook's defaults
+
+
+PLAIN_TIMEOUT_S = 300  # 01, the slowest, takes about 30 s on two cores; a hang (nbclient#312) would never end
+
+
+def _plain_papermill(notebook: Path, out: Path, cwd: Path, env: dict) -> tuple[int | None, str, float]:
+    """``papermill NOTEBOOK OUT`` as a batch user types it: (exit code or None on timeout, its log, seconds)."""
+    t0 = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "papermill", str(notebook), str(out)], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        log, _ = proc.communicate(timeout=PLAIN_TIMEOUT_S)
+        return proc.returncode, log, time.monotonic() - t0
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # papermill and its kernel
+        log, _ = proc.communicate()
+        return None, log, time.monotonic() - t0
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_each_notebook_runs_under_plain_papermill_with_its_defaults(name, tmp_path):
+    """No profile, no parameters, no CIFAR10_DIR, an empty cache: what a person with a fresh clone gets.
+    The notebook either finishes, or (training far too long for this machine) fails at once saying why."""
+    env = {k: v for k, v in os.environ.items() if k not in ("CIFAR10_DIR", "MPLBACKEND")}
+    paths = [str(study.REPO_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
+    env.update(PYTHONPATH=os.pathsep.join(paths), XDG_CACHE_HOME=str(tmp_path / "cache"),
+               MPLCONFIGDIR=str(Path.home() / ".cache" / "matplotlib"))  # keep matplotlib's font cache
+    out = tmp_path / name
+    rc, log, seconds = _plain_papermill(study.NOTEBOOKS_DIR / name, out, tmp_path, env)
+    assert rc is not None, f"papermill {name} hung for {PLAIN_TIMEOUT_S} s:\n{log[-3000:]}"
+    trains = name.startswith(("02", "03"))
+    if trains and not torch.cuda.is_available():  # WRN-28-3.5 for 15-30 epochs on a CPU: hours
+        assert rc != 0 and "TrainingTimeError" in log and "would take about" in log, log[-3000:]
+        assert not any((tmp_path / "results").rglob("config.json")), "it started training anyway"
+        return
+    assert rc == 0, f"papermill {name} failed after {seconds:.0f} s:\n{log[-3000:]}"
+    text, outputs = _text(out), _outputs(out)
+    assert not [o for o in outputs if o.output_type == "error"]
+    if name.startswith(("01", "02", "03")):
+        assert "not the benchmark" in text  # the sample, and the reader is told so
+    if name.startswith("05"):
+        assert "WRN-28-3.5" in text and "4,480,474" in text and "No sliders" in text
+        assert not [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]

@@ -151,3 +151,34 @@ def test_study_command_line_runs_without_an_activated_venv(tmp_path):
                           timeout=180)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert Path(out_file.read_text()).resolve() == Path(sys.executable).resolve()
+
+
+def test_the_full_profile_reads_the_committed_headline_run_back():
+    """Notebook 02 under the full profile names the committed run with its settings, so it is not retrained."""
+    import dataclasses
+
+    from wrnlib import TrainConfig, runs
+    from wrnlib.config import resume_conflicts
+
+    spec = study.load_profile("full")
+    params = study.notebook_parameters(spec, "02", study.declared_parameters(study.find_notebooks()["02"]))
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    config = TrainConfig(name=params["run_name"], **{k: v for k, v in params.items() if k in fields})
+    committed = study.REPO_ROOT / "results" / "runs" / params["run_name"]
+    assert runs.status(committed) == "finished"
+    assert resume_conflicts(runs.load_config(committed), config) == []
+
+
+def test_cell_output_is_streamed_while_the_study_runs(tmp_path):
+    """With log_output (the CLI's default), a cell's printed lines reach the study's log as they happen."""
+    notebooks, profiles = tmp_path / "notebooks", tmp_path / "profiles"
+    notebooks.mkdir()
+    profiles.mkdir()
+    _notebook(notebooks / "01_talk.ipynb", ("parameters", "n = 1"),
+              ("code", "for i in range(n):\n    print(f'epoch {i + 1} of {n}', flush=True)"))
+    (profiles / "t.json").write_text(json.dumps({"notebooks": {"01": {"n": 3}}}))
+    log = io.StringIO()
+    rc = study.run_study("t", output_root=tmp_path / "out", notebooks_dir=notebooks, profiles_dir=profiles,
+                         progress_bar=False, log_output=True, stream=log)
+    assert rc == 0
+    assert all(f"epoch {i} of 3" in log.getvalue() for i in (1, 2, 3))

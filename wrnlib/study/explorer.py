@@ -1,4 +1,5 @@
-"""The width explorer of notebooks/05: what a (depth, widening factor) choice costs, against the 5 M budget.
+"""The width explorer of notebooks/05: what a (depth, widening factor) choice costs, against the 5 M budget,
+and what is known about it.
 
 The logic is plain functions (testable without a kernel):
 
@@ -6,18 +7,19 @@ The logic is plain functions (testable without a kernel):
   one WRN, straight from :func:`wrnlib.model_stats`, and its budget classification;
 * :func:`wrnlib.model.param_count` / :func:`wrnlib.model.forward_flops`: the same numbers in closed
   form (instant), used for the curves over many widths;
-* :func:`figure` and :func:`markdown`: the view; :func:`show` displays both (what papermill
-  records for the parameter values).
+* :func:`measured`: the finished runs under ``results/`` at exactly that size (measured accuracy);
+* :func:`view_rows`, :func:`markdown`, :func:`html` and the figure (:mod:`.explorer_figure`, drawn
+  without pyplot): the view, each number marked as exact, estimate or measured; :func:`show`
+  displays it (what papermill records for the parameter values).
 
-:class:`Explorer` wires ipywidgets sliders to that view. Slider callbacks only recompute the
-view; training happens only when its button is clicked.
+The sliders and the training button are :class:`wrnlib.study.explorer_ui.Explorer`.
 """
 from __future__ import annotations
 
-import math
+import html as html_lib
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import pandas as pd
 
@@ -27,6 +29,7 @@ BUDGET = 5_000_000
 DEPTHS = tuple(6 * n + 4 for n in range(1, 9))  # 10, 16, ..., 52
 WIDTH_MIN, WIDTH_MAX, WIDTH_STEP = 0.5, 12.0, 0.25
 GIB = 2 ** 30
+FULL_TEST_SET = 10_000  # CIFAR-10's test images: runs scored on fewer (the sample, a subset) are not the benchmark
 
 
 def budget_status(params: int, budget: int = BUDGET) -> str:
@@ -100,8 +103,8 @@ def describe(depth: int, width: float, batch_size: int = 512, budget: int = BUDG
 
 
 def run_points(runs: pd.DataFrame | None) -> pd.DataFrame:
-    """Finished runs with depth, width, params and test accuracy (for the scatter); empty if none."""
-    cols = ["name", "group", "depth", "width", "params", "test_acc"]
+    """Finished runs with their size, test accuracy and data (for the figure and the table); empty if none."""
+    cols = ["name", "group", "depth", "width", "params", "epochs", "test_acc", "test_images", "data_source"]
     if runs is None or runs.empty:
         return pd.DataFrame(columns=cols)
     df = runs[runs["status"] == "finished"].copy() if "status" in runs else runs.copy()
@@ -109,93 +112,83 @@ def run_points(runs: pd.DataFrame | None) -> pd.DataFrame:
     return df[[c for c in cols if c in df]].reset_index(drop=True)
 
 
-def markdown(choice: Choice) -> str:
-    """A markdown table of the choice's numbers and its budget verdict."""
-    verdict = ("**within** the budget" if choice.status == "within" else "**over** the budget")
+def benchmark_mask(points: pd.DataFrame) -> pd.Series:
+    """True for runs scored on the whole CIFAR-10 test set (not the sample, not a subset)."""
+    if points.empty:
+        return pd.Series(dtype=bool)
+    source = points.get("data_source", pd.Series("", index=points.index)).fillna("").astype(str)
+    images = pd.to_numeric(points.get("test_images", pd.Series(0, index=points.index)), errors="coerce")
+    return (source != "sample") & (images == FULL_TEST_SET)
+
+
+def measured(runs: pd.DataFrame | None, depth: int, width: float) -> pd.DataFrame:
+    """The finished runs of exactly WRN-depth-width that have a test accuracy, best first."""
+    points = run_points(runs)
+    if points.empty or "test_acc" not in points:
+        return points.iloc[0:0]
+    same = (points["depth"].astype(int) == int(depth)) & ((points["width"].astype(float) - float(width)).abs() < 1e-9)
+    return points[same].dropna(subset=["test_acc"]).sort_values("test_acc", ascending=False).reset_index(drop=True)
+
+
+def _measured_text(runs: pd.DataFrame | None, choice: Choice, shown: int = 3) -> str:
+    here = measured(runs, choice.depth, choice.width)
+    if here.empty:
+        return (f"no finished run of {choice.name} in the results folder: its accuracy is unknown "
+                f"(the figure's right panel shows what was measured at other sizes)")
+    bench = benchmark_mask(here)
+    parts = [f"{100 * float(r['test_acc']):.2f}% ({r['name']}, {int(r['epochs'])} epochs"
+             + ("" if bench.iloc[i] else "; sample or subset, not the benchmark") + ")"
+             for i, (_, r) in enumerate(here.head(shown).iterrows())]
+    more = len(here) - shown
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
+
+
+def view_rows(choice: Choice, runs: pd.DataFrame | None = None) -> list[tuple[str, str, str]]:
+    """(quantity, value, kind) rows of the view; kind says where a number comes from: exact, estimate, measured."""
+    verdict = "within the budget" if choice.status == "within" else "over the budget"
     fit = (f"the widest WRN-{choice.depth} within the budget has k = {choice.max_width_within:g}"
            if choice.max_width_within else f"no WRN-{choice.depth} fits the budget")
-    rows = [
-        ("parameters", f"{choice.params:,} ({choice.params / 1e6:.2f} M)"),
-        ("budget", f"{choice.budget:,}: {100 * choice.budget_fraction:.1f}% used, {verdict}; {fit}"),
-        ("forward FLOPs / image", f"{choice.forward_flops / 1e9:.3f} GFLOP (training ≈ {choice.train_flops / 1e9:.2f} GFLOP)"),
-        ("stage widths", " / ".join(map(str, choice.stage_widths)) + " channels"),
-        ("activations (bf16, estimate)", f"{choice.activation_bytes_per_image / 2**20:.2f} MiB per image, "
-                                         f"{choice.activation_bytes_batch / GIB:.2f} GiB for a batch of {choice.batch_size}"),
+    return [
+        ("parameters", f"{choice.params:,} ({choice.params / 1e6:.2f} M)", "exact"),
+        ("budget", f"{choice.budget:,}: {100 * choice.budget_fraction:.1f}% used, {verdict}; {fit}", "exact"),
+        ("forward FLOPs / image",
+         f"{choice.forward_flops / 1e9:.3f} GFLOP (training ≈ {choice.train_flops / 1e9:.2f} GFLOP)", "exact"),
+        ("stage widths", " / ".join(map(str, choice.stage_widths)) + " channels", "exact"),
+        ("activations (bf16)", f"{choice.activation_bytes_per_image / 2**20:.2f} MiB per image, "
+                               f"{choice.activation_bytes_batch / GIB:.2f} GiB for a batch of {choice.batch_size}",
+         "estimate"),
+        ("test accuracy", _measured_text(runs, choice), "measured"),
     ]
-    return f"### {choice.name}\n\n| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows) + "\n"
 
 
-def figure(choice: Choice, runs: pd.DataFrame | None = None, widths: Sequence[float] | None = None,
-           other_depths: Sequence[int] = (16, 28, 40)):
-    """Two panels: parameters against width (budget line, the choice, finished runs) and compute/memory."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
+def markdown(choice: Choice, runs: pd.DataFrame | None = None) -> str:
+    """A markdown table of the choice's numbers, each marked exact, estimate or measured."""
+    rows = [(k, v.replace("within the budget", "**within** the budget").replace("over the budget",
+                                                                               "**over** the budget"), kind)
+            for k, v, kind in view_rows(choice, runs)]
+    return (f"### {choice.name}\n\n| | | |\n|---|---|---|\n"
+            + "\n".join(f"| {k} | {v} | {kind} |" for k, v, kind in rows) + "\n")
 
-    if widths is None:
-        top = max(8.0, math.ceil(choice.width * 1.3))
-        widths = [round(WIDTH_MIN + WIDTH_STEP * i, 4) for i in range(int((top - WIDTH_MIN) / WIDTH_STEP) + 1)]
-    depths = sorted(set(other_depths) | {choice.depth})
-    curve = width_curve(depths, widths, choice.batch_size)
-    curve["params_m"] = curve["params"] / 1e6
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.4))
-    ax = axes[0]
-    palette = dict(zip(depths, sns.color_palette("crest", len(depths))))
-    for d in depths:
-        part = curve[curve["depth"] == d]
-        ax.plot(part["width"], part["params_m"], color=palette[d], lw=2.5 if d == choice.depth else 1,
-                alpha=1 if d == choice.depth else 0.55, label=f"WRN-{d}-k")
-    ax.axhline(choice.budget / 1e6, color="tab:red", ls="--", lw=1.2, label=f"budget {choice.budget / 1e6:g} M")
-    ax.axhspan(choice.budget / 1e6, max(curve["params_m"].max(), choice.params / 1e6) * 1.05, color="tab:red",
-               alpha=0.06)
-    color = "tab:green" if choice.status == "within" else "tab:red"
-    ax.scatter([choice.width], [choice.params / 1e6], marker="*", s=260, color=color, edgecolor="black", zorder=5,
-               label=f"{choice.name}: {choice.params / 1e6:.2f} M ({choice.status})")
-    points = run_points(runs)
-    if not points.empty:
-        ax.scatter(points["width"].astype(float), points["params"].astype(float) / 1e6, marker="o", s=45,
-                   facecolor="none", edgecolor="black", zorder=4, label=f"finished runs ({len(points)})")
-        for _, r in points.drop_duplicates(["depth", "width"]).iterrows():
-            acc = r.get("test_acc")
-            text = f"{int(r['depth'])}-{float(r['width']):g}" + (f": {100 * acc:.1f}%" if acc == acc and acc is not None else "")
-            ax.annotate(text, (float(r["width"]), float(r["params"]) / 1e6), fontsize=7, xytext=(4, -9),
-                        textcoords="offset points")
-    ax.set_yscale("log")
-    ax.set_xlabel("widening factor k")
-    ax.set_ylabel("parameters (M, log scale)")
-    ax.set_title("parameters against width")
-    ax.legend(fontsize=7, loc="upper left")
-    ax = axes[1]
-    part = curve[curve["depth"] == choice.depth]
-    ax.plot(part["width"], 3 * part["forward_flops"] / 1e9, color="tab:blue", label="training GFLOP / image")
-    ax.scatter([choice.width], [choice.train_flops / 1e9], marker="*", s=200, color="tab:blue", edgecolor="black",
-               zorder=5)
-    ax.set_xlabel("widening factor k")
-    ax.set_ylabel("training GFLOP per image", color="tab:blue")
-    twin = ax.twinx()
-    twin.plot(part["width"], part["activation_gib"], color="tab:orange", ls="--",
-              label=f"activations, batch {choice.batch_size}")
-    twin.scatter([choice.width], [choice.activation_bytes_batch / GIB], marker="*", s=200, color="tab:orange",
-                 edgecolor="black", zorder=5)
-    twin.set_ylabel(f"activation GiB (batch {choice.batch_size}, bf16)", color="tab:orange")
-    twin.grid(False)
-    ax.set_title(f"WRN-{choice.depth}-k: compute and memory")
-    lines = ax.get_legend_handles_labels()
-    lines2 = twin.get_legend_handles_labels()
-    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=7, loc="upper left")
-    fig.tight_layout()
-    return fig
+
+def html(choice: Choice, runs: pd.DataFrame | None = None) -> str:
+    """The same table as HTML (for the widget, which cannot render markdown)."""
+    cells = "".join(f"<tr><th style='text-align:left;padding-right:1em'>{html_lib.escape(k)}</th>"
+                    f"<td style='text-align:left'>{html_lib.escape(v)}</td>"
+                    f"<td style='text-align:left;color:gray;padding-left:1em'><i>{kind}</i></td></tr>"
+                    for k, v, kind in view_rows(choice, runs))
+    return f"<h3>{html_lib.escape(choice.name)}</h3><table>{cells}</table>"
 
 
 def show(depth: int, width: float, batch_size: int = 512, budget: int = BUDGET, runs: pd.DataFrame | None = None):
-    """Display the markdown table and the figure for one choice (in a notebook); returns (choice, figure)."""
-    import matplotlib.pyplot as plt
-    from IPython.display import Markdown, display
+    """Display the table and the figure for one choice (in a notebook); returns (choice, figure)."""
+    from IPython.display import Image, Markdown, display
+
+    from .explorer_figure import draw
 
     choice = describe(depth, width, batch_size, budget)
-    display(Markdown(markdown(choice)))
-    fig = figure(choice, runs)
-    display(fig)
-    plt.close(fig)
+    fig, data = draw(choice, runs)
+    display(Markdown(markdown(choice, runs)))
+    display(Image(data=data, format="png"))
     return choice, fig
 
 
@@ -208,74 +201,3 @@ def train_config(depth: int, width: float, **overrides: Any):
 
     overrides.setdefault("name", f"explore-wrn{depth}-{width:g}")
     return TrainConfig(depth=int(depth), width=float(width), **overrides).validate()
-
-
-# --------------------------------------------------------------------------- widgets
-
-
-class Explorer:
-    """Sliders for depth, width and batch size, a live view, and a button that trains the choice."""
-
-    def __init__(self, depth: int = 28, width: float = 3.5, batch_size: int = 512, budget: int = BUDGET,
-                 runs: pd.DataFrame | None = None, train_overrides: dict[str, Any] | None = None,
-                 fit: Callable | None = None):
-        import ipywidgets as w
-
-        self.budget, self.runs = budget, runs
-        self.train_overrides = dict(train_overrides or {})
-        self._fit = fit
-        style = {"description_width": "110px"}
-        layout = w.Layout(width="520px")
-        self.depth = w.SelectionSlider(options=sorted(set(DEPTHS) | {int(depth)}), value=int(depth), description="depth (6n+4)",
-                                       continuous_update=False, style=style, layout=layout)
-        self.width = w.FloatSlider(value=width, min=min(WIDTH_MIN, width), max=max(WIDTH_MAX, width), step=WIDTH_STEP,
-                                   description="widening k", continuous_update=False, readout_format=".2f",
-                                   style=style, layout=layout)
-        self.batch = w.SelectionSlider(options=sorted({32, 64, 128, 256, 512, 1024, 2048, int(batch_size)}),
-                                       value=int(batch_size),
-                                       description="batch size", continuous_update=False, style=style, layout=layout)
-        self.view = w.Output()
-        self.button = w.Button(description="Train this WRN", icon="play", button_style="warning",
-                               tooltip="runs wrnlib.fit with the notebook's training parameters (slow)")
-        self.train_log = w.Output()
-        for slider in (self.depth, self.width, self.batch):
-            slider.observe(self._on_change, names="value")
-        self.button.on_click(self._on_train)
-        self.widget = w.VBox([self.depth, self.width, self.batch, self.view, self.button, self.train_log])
-        self.choice: Choice | None = None
-        self.refresh()
-
-    def _on_change(self, _change: dict) -> None:
-        self.refresh()  # cheap: model_stats of one WRN (cached) and closed-form curves; never training
-
-    def refresh(self) -> Choice:
-        self.view.clear_output(wait=True)
-        with self.view:
-            self.choice, _ = show(self.depth.value, self.width.value, self.batch.value, self.budget, self.runs)
-        return self.choice
-
-    def config(self):
-        return train_config(self.depth.value, self.width.value, **self.train_overrides)
-
-    def _on_train(self, _button: Any) -> None:
-        from ..train import fit as default_fit
-        from ..train import format_epoch
-
-        fit = self._fit or default_fit
-        self.button.disabled = True
-        try:
-            with self.train_log:
-                config = self.config()
-                print(f"training {config.name} ({config.epochs} epochs) into {config.run_dir} ...", flush=True)
-                result = fit(config, on_epoch_end=lambda row: print(format_epoch(row, config.epochs), flush=True))
-                print(f"done: test accuracy {100 * result.summary['test_acc']:.2f}%; run folder {result.run_dir}")
-        except Exception as exc:  # shown in the widget; the notebook keeps running
-            with self.train_log:
-                print(f"training failed: {type(exc).__name__}: {exc}")
-        finally:
-            self.button.disabled = False
-
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
-
-        display(self.widget)

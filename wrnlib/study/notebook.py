@@ -1,13 +1,32 @@
-"""What every study notebook does first, and the per-epoch line the training notebooks print."""
+"""What every study notebook does first: the working folder, the data it will use, and whether training fits its time.
+
+* :func:`setup`: work from the repository root, the study's plotting style;
+* :func:`choose_data`: the data folder a notebook loads and the split sizes that fit it. A notebook
+  opened by a person with no ``CIFAR10_DIR`` falls back to the sample shipped with wrnlib, and says
+  so (:meth:`DataChoice.show`): it is not the benchmark;
+* :func:`check_training_time`: refuse at once, with a clear message, training that would take far
+  longer than the notebook's ``max_train_minutes`` (e.g. WRN-28-3.5 for 30 epochs on a CPU);
+* :func:`epoch_printer`: fit's one line per epoch, for notebooks that run fit without its bar.
+"""
 from __future__ import annotations
 
+import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
-from ..train import format_epoch
+from .. import runs
+from ..config import TrainConfig
+from ..data import ENV_VAR, SAMPLE, default_cache_dir, has_cifar10, sample_dir
+from ..engine import resolve_device
+from ..model import forward_flops
+from ..train import _rough_flops_per_s, format_epoch  # the rate behind fit's own "roughly N per epoch" line
 from . import plots
 from .runner import REPO_ROOT
+
+CIFAR10_TRAIN_IMAGES, CIFAR10_TEST_IMAGES = 50_000, 10_000
+SAMPLE_VAL_SIZE = 200  # 20 images per class held out of the sample's 1,200 (the quick profile's choice)
 
 
 def setup() -> Path:
@@ -27,3 +46,104 @@ def epoch_printer(prefix: str = "") -> Callable[[dict[str, Any]], None]:
     def show(row: dict[str, Any]) -> None:
         print(prefix + format_epoch(row), flush=True)
     return show
+
+
+# --------------------------------------------------------------------------- which data
+
+
+@dataclass(frozen=True)
+class DataChoice:
+    """The data a notebook uses: ``data_dir`` for load_cifar10 / TrainConfig, split sizes that fit it, a note."""
+    data_dir: str | None
+    val_size: int
+    train_limit: int
+    test_limit: int
+    train_images: int  # training images in that data set (for time estimates; 50,000 unless it is the sample)
+    test_images: int
+    note: str = ""  # markdown to show the reader: why the sample, what was changed ("" when nothing)
+
+    @property
+    def is_sample(self) -> bool:
+        return self.data_dir == SAMPLE
+
+    def show(self) -> None:
+        """Display the note (if any) in the notebook."""
+        if self.note:
+            from IPython.display import Markdown, display
+
+            display(Markdown(self.note))
+
+
+def sample_size() -> tuple[int, int]:
+    """(training, test) images of the sample shipped with wrnlib, from its MANIFEST.json."""
+    manifest = json.loads((sample_dir() / "MANIFEST.json").read_text())
+    return int(manifest["train_images"]), int(manifest["test_images"])
+
+
+def choose_data(data_dir: str | None = None, val_size: int = 5000, train_limit: int = 0,
+                test_limit: int = 0) -> DataChoice:
+    """The data a notebook loads: ``data_dir``, else ``$CIFAR10_DIR``, else the loader's cache folder when it
+    holds CIFAR-10, else the shipped sample (with a note). On the sample, the sizes are cut to fit it."""
+    if data_dir is None and not os.environ.get(ENV_VAR) and not has_cifar10(default_cache_dir()):
+        why = (f"No CIFAR-10 found (`data_dir` is None, `{ENV_VAR}` is not set and {default_cache_dir()} holds "
+               f"no data), so this notebook uses")
+        return _on_sample(why, val_size, train_limit, test_limit)
+    chosen = data_dir if data_dir is not None else os.environ.get(ENV_VAR)
+    if chosen == SAMPLE:
+        return _on_sample("This notebook uses", val_size, train_limit, test_limit)
+    return DataChoice(data_dir, val_size, train_limit, test_limit, CIFAR10_TRAIN_IMAGES, CIFAR10_TEST_IMAGES)
+
+
+def _on_sample(why: str, val_size: int, train_limit: int, test_limit: int) -> DataChoice:
+    n_train, n_test = sample_size()
+    fitted = {"val_size": min(val_size, SAMPLE_VAL_SIZE)}
+    fitted["train_limit"] = train_limit if train_limit <= n_train - fitted["val_size"] else 0
+    fitted["test_limit"] = test_limit if test_limit <= n_test else 0
+    asked = {"val_size": val_size, "train_limit": train_limit, "test_limit": test_limit}
+    changed = [f"`{k}` {asked[k]:,} → {v:,}" + (" (all)" if v == 0 else "")
+               for k, v in fitted.items() if v != asked[k]]
+    note = (f"**Data: the sample shipped with wrnlib ({n_train:,} training and {n_test:,} test images), not the "
+            f"benchmark.** {why} it; accuracies on it say nothing about CIFAR-10. For results, set `{ENV_VAR}` "
+            f"(or `data_dir`) to the full data set.")
+    if changed:
+        note += " Sizes fitted to the sample: " + ", ".join(changed) + "."
+    return DataChoice(SAMPLE, fitted["val_size"], fitted["train_limit"], fitted["test_limit"], n_train, n_test, note)
+
+
+# --------------------------------------------------------------------------- how long training takes
+
+
+class TrainingTimeError(RuntimeError):
+    """Training would take far longer than the notebook allows; the message says what to change."""
+
+
+def estimate_minutes(config: TrainConfig, train_images: int, test_images: int) -> float:
+    """A rough training time: 3 x forward FLOPs per training image, 1 x per evaluated image, at fit's rate."""
+    train = config.train_limit or max(train_images - config.val_size, 0)
+    evaluated = config.val_size + (min(config.test_limit, test_images) if config.test_limit else test_images)
+    flops = forward_flops(config.depth, config.width) * config.epochs * (3 * train + evaluated)
+    return flops / _rough_flops_per_s(resolve_device(config.device)) / 60
+
+
+def check_training_time(configs: Iterable[TrainConfig], train_images: int, test_images: int,
+                        max_minutes: float | None) -> float:
+    """Minutes the unfinished runs would take; :class:`TrainingTimeError` when that exceeds ``max_minutes``.
+
+    Finished runs are read back, not trained, so they cost nothing. ``max_minutes`` None: no limit.
+    """
+    todo = [c for c in configs if runs.status(c.run_dir) != "finished"]
+    minutes = sum(estimate_minutes(c, train_images, test_images) for c in todo)
+    if max_minutes is not None and minutes > max_minutes:
+        first = todo[0]
+        what = (f"{len(todo)} run(s) of WRN-{first.depth}-{first.width:g} for {first.epochs} epochs on "
+                f"{resolve_device(first.device).type}")
+        raise TrainingTimeError(
+            f"{what} would take about {_duration(minutes)} (a rough estimate from the model's FLOPs), more than "
+            f"max_train_minutes = {max_minutes:g}. Use a GPU (device = \"cuda\"), fewer epochs or a smaller WRN "
+            f"(the quick study: python -m wrnlib study --profile quick), or raise max_train_minutes "
+            f"(None: no limit).")
+    return minutes
+
+
+def _duration(minutes: float) -> str:
+    return f"{minutes:.0f} min" if minutes < 120 else f"{minutes / 60:.1f} h"

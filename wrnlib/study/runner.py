@@ -190,6 +190,7 @@ def run_study(profile: str, only: list[str] | None = None, output_root: str | Pa
     folders; ``log_output`` streams the cells' output (training lines) while they run. Unknown
     profiles, prefixes or parameters raise :class:`StudyError` before anything runs. A failing
     notebook leaves the last good executed copy in place and writes ``<name>.failed.ipynb`` beside it.
+    After a successful study the executed notebooks are also rendered as HTML, with an ``index.html``.
     """
     out = stream or sys.stdout
     spec = load_profile(profile, profiles_dir or PROFILES_DIR)
@@ -213,6 +214,20 @@ def run_study(profile: str, only: list[str] | None = None, output_root: str | Pa
             print(f"      done in {time.perf_counter() - t0:.1f}s -> {out_dir / path.name}", file=out, flush=True)
     print(f"study {profile!r} finished: {len(plan)} notebook(s) in {time.perf_counter() - started:.1f}s",
           file=out, flush=True)
+    return _write_html(out_dir, profile, out, stream or sys.stderr)
+
+
+def _write_html(out_dir: Path, profile: str, out: TextIO, err: TextIO) -> int:
+    """Render the executed notebooks as HTML with an index page, and say where to open it."""
+    from .render import render_html
+
+    try:
+        index = render_html(out_dir, profile)
+    except Exception as exc:  # the notebooks ran; only their web pages are missing
+        print(f"FAILED: the study ran, but rendering it as HTML did not: {type(exc).__name__}: {exc}", file=err,
+              flush=True)
+        return 1
+    print(f"open the executed study in a browser: {index.resolve().as_uri()}", file=out, flush=True)
     return 0
 
 

@@ -1,0 +1,19 @@
+"""A failing browser test leaves a screenshot of its page in test-artifacts/browser/ (git-ignored)."""
+import re
+
+import pytest
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" or not report.failed:
+        return
+    for value in getattr(item, "funcargs", {}).values():
+        if hasattr(value, "screenshot") and hasattr(value, "console_errors"):  # a browser.LabPage
+            try:
+                path = value.screenshot(re.sub(r"[^\w.-]+", "_", item.name), getattr(value, "widget", None))
+                report.sections.append(("browser", f"screenshot: {path}"))
+            except Exception as exc:  # a dead page must not hide the test's own failure
+                report.sections.append(("browser", f"no screenshot: {exc}"))

@@ -1,0 +1,58 @@
+"""The explorer's figure: three panels, drawn without pyplot, one drawing at a time, measured runs shown."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+
+from wrnlib.study import explorer, explorer_figure, results  # noqa: E402
+from wrnlib.study import runner as study_runner  # noqa: E402
+
+RESULTS = study_runner.REPO_ROOT / "results"
+
+
+def test_figure_is_not_registered_with_pyplot(tmp_path):
+    before = plt.get_fignums()
+    fig, data = explorer_figure.draw(explorer.describe(16, 4.0), results.collect(tmp_path / "none").runs)
+    assert plt.get_fignums() == before  # the inline backend's after-cell redraw never sees it
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[0].startswith("computed") and titles[2].startswith("measured") and len(fig.axes) == 4  # + twin
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def test_accuracy_panel_shows_the_measured_runs():
+    runs = results.collect(RESULTS).runs
+    fig = explorer_figure.figure(explorer.describe(28, 3.5), runs)
+    panel = fig.axes[2]
+    shown = {(round(x, 4), round(y, 4)) for c in panel.collections for x, y in c.get_offsets()}
+    for summary_path in (RESULTS / "runs").glob("*/summary.json"):
+        summary = json.loads(summary_path.read_text())
+        assert (round(summary["params"] / 1e6, 4), round(100 * summary["test_acc"], 4)) in shown, summary_path
+
+
+def test_explorer_drawings_never_overlap(monkeypatch):
+    active, overlaps, real = [0], [], explorer_figure.figure
+
+    def counting_figure(*args, **kwargs):
+        active[0] += 1
+        overlaps.append(active[0])
+        time.sleep(0.05)
+        try:
+            return real(*args, **kwargs)
+        finally:
+            active[0] -= 1
+
+    monkeypatch.setattr(explorer_figure, "figure", counting_figure)
+    threads = [threading.Thread(target=explorer_figure.draw, args=(explorer.describe(10 + 6 * i, 1.0),))
+               for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(overlaps) == 4 and max(overlaps) == 1

@@ -1,0 +1,86 @@
+"""What every notebook does first: which data (the shipped sample when nothing is configured, with sizes that
+fit it and a note), and refusing at once training that would take far too long."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from wrnlib import TrainConfig, load_cifar10, runs, train_val_split
+from wrnlib.data import sample_dir
+from wrnlib.study import notebook
+from wrnlib.study import runner as study_runner
+from wrnlib.train import make_splits
+
+
+@pytest.fixture
+def nothing_configured(monkeypatch, tmp_path):
+    """A person's machine with no CIFAR10_DIR and an empty cache folder."""
+    monkeypatch.delenv("CIFAR10_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return tmp_path
+
+
+def test_sample_size_is_the_shipped_sample():
+    data = load_cifar10("sample")
+    assert notebook.sample_size() == (len(data.train_labels), len(data.test_labels))
+
+
+def test_no_data_configured_falls_back_to_the_sample_with_sizes_that_fit(nothing_configured):
+    choice = notebook.choose_data(None, val_size=5000, train_limit=20_000, test_limit=2000)
+    assert choice.is_sample and choice.data_dir == "sample"
+    assert "not the benchmark" in choice.note and "No CIFAR-10 found" in choice.note
+    assert "`val_size` 5,000 → 200" in choice.note
+    data = load_cifar10(choice.data_dir)  # the fitted sizes work where the asked ones failed
+    with pytest.raises(ValueError):
+        train_val_split(data.train_labels, 5000, 0)
+    config = TrainConfig(data_dir=choice.data_dir, val_size=choice.val_size, train_limit=choice.train_limit,
+                         test_limit=choice.test_limit, depth=10, width=1.0, batch_size=50, device="cpu").validate()
+    splits = make_splits(config, data, torch.device("cpu"))
+    assert len(splits.val_y) == choice.val_size and len(splits.test_y) == len(data.test_labels)
+    assert len(splits.train_y) == len(data.train_labels) - choice.val_size
+
+
+def test_the_sample_asked_for_keeps_sizes_that_fit(nothing_configured):
+    choice = notebook.choose_data("sample", val_size=100, train_limit=500, test_limit=300)
+    assert (choice.data_dir, choice.val_size, choice.train_limit, choice.test_limit) == ("sample", 100, 500, 300)
+    assert "not the benchmark" in choice.note and "fitted" not in choice.note
+
+
+def test_configured_data_is_used_as_is(nothing_configured, monkeypatch):
+    folder = str(nothing_configured / "cifar10")
+    assert notebook.choose_data(folder, 5000) == notebook.DataChoice(folder, 5000, 0, 0, 50_000, 10_000)
+    monkeypatch.setenv("CIFAR10_DIR", folder)
+    choice = notebook.choose_data(None, 5000)
+    assert (choice.data_dir, choice.note) == (None, "")  # the loader reads $CIFAR10_DIR itself
+
+
+def test_data_in_the_cache_folder_is_used(nothing_configured):
+    cache = nothing_configured / "cache" / "wrnlib"
+    cache.mkdir(parents=True)
+    for name in ("train_1.npz", "test.npz"):
+        shutil.copy(sample_dir() / name, cache / name)
+    choice = notebook.choose_data(None, 200)
+    assert (choice.data_dir, choice.note) == (None, "")
+    assert len(load_cifar10(choice.data_dir).train_labels) == notebook.sample_size()[0]
+
+
+def test_training_far_over_the_limit_is_refused_at_once(nothing_configured):
+    big = TrainConfig(depth=28, width=3.5, epochs=30, device="cpu", data_dir="sample", val_size=200,
+                      out_dir=str(nothing_configured / "runs"))
+    with pytest.raises(notebook.TrainingTimeError, match=r"WRN-28-3.5 for 30 epochs on cpu would take about .*"
+                                                         r"max_train_minutes = 60"):
+        notebook.check_training_time([big], 1200, 600, max_minutes=60)
+    assert notebook.check_training_time([big], 1200, 600, max_minutes=None) > 60
+    tiny = TrainConfig(depth=10, width=1.0, epochs=2, device="cpu", val_size=200, train_limit=1000,
+                       out_dir=str(nothing_configured / "runs"))
+    assert 0 < notebook.check_training_time([tiny], 1200, 600, max_minutes=60) < 5
+    longer = TrainConfig(**{**tiny.to_dict(), "epochs": 4})
+    assert notebook.estimate_minutes(longer, 1200, 600) == pytest.approx(2 * notebook.estimate_minutes(tiny, 1200, 600))
+
+
+def test_finished_runs_cost_no_time():
+    finished = runs.load_config(study_runner.REPO_ROOT / "results" / "runs" / "wrn28-3.5-cutout-h200")
+    finished.device = "cpu"  # 96 epochs of WRN-28-3.5 on a CPU would take days; it is read back instead
+    assert notebook.check_training_time([finished], 50_000, 10_000, max_minutes=1) == 0

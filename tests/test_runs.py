@@ -1,0 +1,106 @@
+"""Run folders: their status, what fit writes there, the commit it records, and safe reading back."""
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+import torch
+
+from wrnlib import runs
+from wrnlib.config import TrainConfig
+
+
+def test_status_follows_the_life_of_a_run_folder(tmp_path):
+    run = tmp_path / "r"
+    assert runs.status(run) == "absent"
+    run.mkdir()
+    assert runs.status(run) == "absent"  # an empty folder holds nothing
+    (run / "notes.txt").write_text("x")
+    assert runs.status(run) == "foreign"
+    runs.start_run_folder(TrainConfig(name="r", out_dir=str(tmp_path)), {"device": "cpu"})
+    assert runs.status(run) == "unstarted"
+    runs.save_checkpoint({"epoch": 1}, run)
+    assert runs.status(run) == "interrupted"
+    runs.write_json(run / runs.SUMMARY, {})
+    assert runs.status(run) == "finished"
+
+
+def test_the_saved_config_has_no_machine_path_and_loads_where_the_folder_is(tmp_path):
+    config = TrainConfig(name="r", out_dir=str(tmp_path / "far" / "away"), depth=16)
+    runs.start_run_folder(config, {"device": "cpu"})
+    saved = json.loads((config.run_dir / runs.CONFIG).read_text())
+    assert "out_dir" not in saved and saved["depth"] == 16
+    moved = tmp_path / "elsewhere" / "r"
+    moved.parent.mkdir()
+    config.run_dir.rename(moved)
+    loaded = runs.load_config(moved)
+    assert loaded.run_dir == moved and loaded.depth == 16
+
+
+def test_clearing_an_unstarted_run_keeps_other_files(tmp_path):
+    config = TrainConfig(name="r", out_dir=str(tmp_path))
+    runs.start_run_folder(config, {"device": "cpu"})
+    (config.run_dir / "mine.txt").write_text("keep")
+    runs.clear_unstarted(config.run_dir)
+    assert sorted(p.name for p in config.run_dir.iterdir()) == ["mine.txt"]
+
+
+def test_an_atomic_write_that_fails_leaves_the_old_file_and_no_temporary(tmp_path):
+    path = tmp_path / "f.json"
+    runs.write_json(path, {"v": 1})
+
+    class Unserialisable:
+        pass
+
+    with pytest.raises(TypeError):
+        runs.write_json(path, {"v": Unserialisable()})
+    assert json.loads(path.read_text()) == {"v": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.json"]
+
+
+def test_checkpoints_round_trip_and_foreign_files_are_refused(tmp_path):
+    state = {"epoch": 3, "model": {"w": torch.arange(4.0)}, "optimizer": {}, "metrics": [{"epoch": 3}]}
+    runs.save_checkpoint(state, tmp_path)
+    loaded = runs.load_checkpoint(tmp_path)
+    assert loaded["epoch"] == 3 and torch.equal(loaded["model"]["w"], torch.arange(4.0))
+    assert runs.checkpoint_epoch(tmp_path) == "end of epoch 3"
+    torch.save({"something": torch.zeros(1)}, tmp_path / runs.STATE)
+    with pytest.raises(runs.CheckpointError, match="not a wrnlib resume checkpoint"):
+        runs.load_checkpoint(tmp_path)
+    assert runs.checkpoint_epoch(tmp_path) == "unreadable"
+
+
+def _git(repo, *args):
+    subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
+
+
+def test_git_commit_marks_edited_and_new_files_as_dirty(tmp_path, monkeypatch):
+    monkeypatch.delenv("WRNLIB_GIT_COMMIT", raising=False)
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "a.py").write_text("x = 1\n")
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "add", ".")
+    _git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    assert runs.git_commit(package) == head
+    (package / "a.py").write_text("x = 2\n")
+    assert runs.git_commit(package) == head + "-dirty"
+    _git(tmp_path, "checkout", "-q", "--", ".")
+    (package / "new.py").write_text("y = 1\n")
+    assert runs.git_commit(package) == head + "-dirty"
+    monkeypatch.setenv("WRNLIB_GIT_COMMIT", "abc123")
+    assert runs.git_commit(package) == "abc123"
+
+
+def test_record_evaluation_keeps_the_training_devices_number_labelled(tmp_path):
+    runs.write_json(tmp_path / runs.SUMMARY, {"test_acc": 0.9556, "test_acc_tta": 0.9619})
+    report = {"test_acc": 0.9556, "test_acc_tta": 0.9618, "device": "x86_64 CPU"}
+    runs.record_evaluation(tmp_path, report)
+    summary = json.loads((tmp_path / runs.SUMMARY).read_text())
+    assert summary["test_acc"] == 0.9556 and "test_acc_on_training_device" not in summary
+    assert summary["test_acc_tta"] == 0.9618 and summary["test_acc_tta_on_training_device"] == 0.9619
+    assert json.loads((tmp_path / runs.EVALUATION).read_text()) == report
+    runs.record_evaluation(tmp_path, report)  # again: the training device's number is not lost
+    assert json.loads((tmp_path / runs.SUMMARY).read_text())["test_acc_tta_on_training_device"] == 0.9619
