@@ -6,7 +6,6 @@ import pytest
 import torch
 
 import wrnlib.train as train_module
-from conftest import full_data_dir
 from wrnlib import runs
 from wrnlib.runs import evaluate_run
 from wrnlib.config import TrainConfig
@@ -22,7 +21,7 @@ def tiny(tmp_path, **overrides) -> TrainConfig:
 
 
 def test_end_to_end_training_beats_chance_and_writes_the_run_folder(real_data, tmp_path):
-    full = full_data_dir() is not None
+    full = real_data.source != "sample"  # the complete CIFAR-10 (CIFAR10_DIR), not the shipped sample
     config = tiny(tmp_path, name="e2e", epochs=5, label_smoothing=0.1, save_model=True,
                   val_size=500 if full else 200, train_limit=2500 if full else 0, test_limit=1000 if full else 0)
     seen = []
