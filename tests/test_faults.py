@@ -106,6 +106,7 @@ class Payload:
 # --------------------------------------------------------------------------- checkpoints and models
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch's note on the crafted file's protocol
 @pytest.mark.parametrize("target", [runs.STATE, runs.MODEL_FP16])
 def test_a_crafted_checkpoint_is_refused_and_runs_nothing(finished_run, tmp_path, capsys, target):
     run = copy_run(finished_run, tmp_path)

@@ -295,12 +295,12 @@ def _start_line(trainer: Trainer) -> str:
         where = (f"{world} processes ({trainer.dist.backend}, {c.batch_size // world} images each per step), "
                  f"each on {where}")
     seconds = trainer.steps_per_epoch * c.batch_size * 3 * count_forward_flops(
-        copy.deepcopy(trainer.model).float().cpu()) / _rough_flops_per_s(device) / world
+        copy.deepcopy(trainer.model).float().cpu()) / rough_flops_per_s(device) / world
     return (f"{c.name}: WRN-{c.depth}-{c.width:g}, {c.epochs} epochs of {trainer.steps_per_epoch} steps, on {where}; "
             f"roughly {_duration(seconds)} per epoch")
 
 
-def _rough_flops_per_s(device: torch.device) -> float:
+def rough_flops_per_s(device: torch.device) -> float:
     """An order-of-magnitude training rate for the start-up estimate (measured: 2-core CPU, H200)."""
     if device.type == "cuda":
         return 1.4e14
