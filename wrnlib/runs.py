@@ -16,6 +16,7 @@ import re
 import subprocess
 import sys
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,16 @@ STATE, MODEL_FP16, EVALUATION = "state.pt", "model_fp16.pt", "evaluation.json"
 
 METRIC_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss",
                   "test_acc", "epoch_time_s", "train_time_s", "eval_time_s", "images_per_s")
+
+
+@dataclass
+class RunResult:
+    """A run as fit returns it, or as it is read back from its folder."""
+    run_dir: Path
+    config: TrainConfig
+    metrics: list[dict[str, Any]]
+    summary: dict[str, Any]
+    model: torch.nn.Module | None  # the evaluated model (the EMA when enabled), on the CPU, eval mode
 
 
 class CheckpointError(ValueError):
@@ -208,10 +219,8 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, float]]:
                 for row in csv.DictReader(f)]
 
 
-def read_result(run_dir: Path, with_model: bool = True):
-    """A finished run as a :class:`wrnlib.train.RunResult`; its model only when it was kept."""
-    from .train import RunResult
-
+def read_result(run_dir: Path, with_model: bool = True) -> RunResult:
+    """A finished run read back; its model only when it was kept."""
     run_dir = Path(run_dir)
     has_weights = (run_dir / MODEL_FP16).exists() or (run_dir / STATE).exists()
     model = load_run_model(run_dir, device="cpu")[0] if with_model and has_weights else None

@@ -25,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import distributed, runs
+from .runs import RunResult
 from .augment import BatchAugment
 from .config import TrainConfig, resume_conflicts
 from .data import CIFAR10, NUM_CLASSES, load_cifar10, test_subset, train_val_split
@@ -57,15 +58,6 @@ class Splits:
     val_y: torch.Tensor
     test_x: torch.Tensor
     test_y: torch.Tensor
-
-
-@dataclass
-class RunResult:
-    run_dir: Path
-    config: TrainConfig
-    metrics: list[dict[str, Any]]
-    summary: dict[str, Any]
-    model: torch.nn.Module | None  # the evaluated model (the EMA when enabled), on the CPU, eval mode
 
 
 def make_splits(config: TrainConfig, data: CIFAR10, device: torch.device) -> Splits:

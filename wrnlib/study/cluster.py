@@ -18,10 +18,8 @@ import dataclasses
 import time
 from typing import Any
 
-from .. import runs
 from ..config import TrainConfig
 from ..train import RunResult, fit, format_epoch
-from .sweep import SweepResult, one_line, record
 
 
 def import_ray():
@@ -61,14 +59,9 @@ def train_task(config: dict[str, Any], existing: str, threads: int) -> RunResult
 
 
 def run_on_ray(configs: list[TrainConfig], *, existing: str, gpus_per_run: float | None,
-               cpus_per_run: float | None, timeout_s: float | None = None) -> SweepResult:
-    """One task per run that is not finished yet (finished ones are read back here); results in config order."""
-    todo = [c for c in configs if runs.status(c.run_dir) != "finished"]
-    outcome: dict[str, Any] = {c.name: ("local", None) for c in configs if c.run_dir not in {t.run_dir for t in todo}}
-    if todo:
-        outcome.update(_run_tasks(todo, existing, gpus_per_run, 1.0 if cpus_per_run is None else cpus_per_run,
-                                  timeout_s))
-    return _gather(configs, outcome, existing)
+               cpus_per_run: float | None, timeout_s: float | None = None) -> dict[str, tuple[str, Any]]:
+    """One task per run: {name: ("ok", RunResult) | ("error", one line)} as the tasks end."""
+    return _run_tasks(configs, existing, gpus_per_run, 1.0 if cpus_per_run is None else cpus_per_run, timeout_s)
 
 
 def _run_tasks(configs: list[TrainConfig], existing: str, gpus_per_run: float | None, cpus: float,
@@ -115,14 +108,7 @@ def _collect(ray, submitted: dict, timeout_s: float | None) -> dict[str, Any]:
     return outcome
 
 
-def _gather(configs: list[TrainConfig], outcome: dict[str, Any], existing: str) -> SweepResult:
-    swept = SweepResult(done=[])
-    for config in configs:
-        kind, value = outcome[config.name]
-        if kind == "local":
-            record(swept, config, lambda: fit(config, existing=existing))
-        elif kind == "ok":
-            swept.done.append(value)
-        else:
-            swept.failed[config.name] = value
-    return swept
+def one_line(exc: BaseException) -> str:
+    """An error as one line: its type and the first line of its message."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__

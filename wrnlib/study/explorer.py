@@ -8,11 +8,11 @@ The logic is plain functions (testable without a kernel):
 * :func:`wrnlib.model.param_count` / :func:`wrnlib.model.forward_flops`: the same numbers in closed
   form (instant), used for the curves over many widths;
 * :func:`measured`: the finished runs under ``results/`` at exactly that size (measured accuracy);
-* :func:`view_rows`, :func:`markdown`, :func:`html` and the figure (:mod:`.explorer_figure`, drawn
-  without pyplot): the view, each number marked as exact, estimate or measured; :func:`show`
-  displays it (what papermill records for the parameter values).
+* :func:`view_rows`, :func:`markdown`, :func:`html`; the figure (:mod:`.explorer_figure`, drawn
+  without pyplot): the view, each number marked as exact, estimate or measured.
 
-The sliders and the training button are :class:`wrnlib.study.explorer_ui.Explorer`.
+:func:`wrnlib.study.explorer_ui.show` displays the view (what papermill records for the parameter
+values); the sliders and the training button are :class:`wrnlib.study.explorer_ui.Explorer`.
 """
 from __future__ import annotations
 
@@ -177,19 +177,6 @@ def html(choice: Choice, runs: pd.DataFrame | None = None) -> str:
                     f"<td style='text-align:left;color:gray;padding-left:1em'><i>{kind}</i></td></tr>"
                     for k, v, kind in view_rows(choice, runs))
     return f"<h3>{html_lib.escape(choice.name)}</h3><table>{cells}</table>"
-
-
-def show(depth: int, width: float, batch_size: int = 512, budget: int = BUDGET, runs: pd.DataFrame | None = None):
-    """Display the table and the figure for one choice (in a notebook); returns (choice, figure)."""
-    from IPython.display import Image, Markdown, display
-
-    from .explorer_figure import draw
-
-    choice = describe(depth, width, batch_size, budget)
-    fig, data = draw(choice, runs)
-    display(Markdown(markdown(choice, runs)))
-    display(Image(data=data, format="png"))
-    return choice, fig
 
 
 # --------------------------------------------------------------------------- training a choice

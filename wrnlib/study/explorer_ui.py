@@ -31,6 +31,17 @@ from .explorer import BUDGET, DEPTHS, WIDTH_MAX, WIDTH_MIN, WIDTH_STEP, Choice
 BATCH_SIZES = (32, 64, 128, 256, 512, 1024, 2048)
 
 
+def show(depth: int, width: float, batch_size: int = 512, budget: int = BUDGET, runs: pd.DataFrame | None = None):
+    """Display the table and the figure for one choice (in a notebook); returns (choice, figure)."""
+    from IPython.display import Image, Markdown, display
+
+    choice = explorer.describe(depth, width, batch_size, budget)
+    fig, data = explorer_figure.draw(choice, runs)
+    display(Markdown(explorer.markdown(choice, runs)))
+    display(Image(data=data, format="png"))
+    return choice, fig
+
+
 def interactive(requested: bool | None = None) -> bool:
     """Whether to build the sliders: ``requested`` when given, else whether a front end that can interact is
     connected, i.e. the running cell was sent with ``allow_stdin`` (JupyterLab, Notebook and VS Code send

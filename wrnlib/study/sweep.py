@@ -17,7 +17,8 @@ from .. import runs
 from ..config import TrainConfig
 from ..data import CIFAR10, load_cifar10
 from ..train import EXISTING, RunResult, fit, format_epoch
-from . import results
+from . import cluster, results
+from .cluster import one_line
 
 EXECUTORS = ("local", "ray")
 PER_RUN_FIELDS = ("name", "out_dir", "schedule", "seed")  # set by the sweep for each run
@@ -78,10 +79,24 @@ def run_sweep(configs: Iterable[TrainConfig], executor: str = "local", *, existi
         raise ValueError(f"cpus_per_run must be > 0; got {cpus_per_run!r}")
     if executor == "local":
         return _run_local(configs, existing, data, cpus_per_run)
-    from . import cluster
+    todo = [c for c in configs if runs.status(c.run_dir) != "finished"]  # finished ones are read back here
+    outcome = cluster.run_on_ray(todo, existing=existing, gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run,
+                                 timeout_s=timeout_s) if todo else {}
+    return _gather(configs, outcome, existing)
 
-    return cluster.run_on_ray(configs, existing=existing, gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run,
-                              timeout_s=timeout_s)
+
+def _gather(configs: list[TrainConfig], outcome: dict[str, tuple[str, Any]], existing: str) -> SweepResult:
+    """The Ray tasks' outcomes, and the runs that were not sent (finished ones, read back), in config order."""
+    swept = SweepResult(done=[])
+    for config in configs:
+        kind, value = outcome.get(config.name, ("read back", None))
+        if kind == "ok":
+            swept.done.append(value)
+        elif kind == "error":
+            swept.failed[config.name] = value
+        else:
+            record(swept, config, lambda: fit(config, existing=existing))
+    return swept
 
 
 def run_local(configs: Iterable[TrainConfig], *, data: CIFAR10 | None = None,
@@ -121,11 +136,6 @@ def record(swept: SweepResult, config: TrainConfig, train: Callable[[], RunResul
     swept.done.append(result)
     if finished:
         swept.reused.append(config.name)
-
-
-def one_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
 def write_tables(done: list[RunResult], folder: str | Path, ablation: str) -> dict[str, Path]:
