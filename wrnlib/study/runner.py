@@ -202,8 +202,10 @@ def run_study(profile: str, only: list[str] | None = None, output_root: str | Pa
           flush=True)
     started = time.perf_counter()
     options = dict(kernel_name=kernel_name, cwd=str(Path(cwd or REPO_ROOT).resolve()), progress_bar=progress_bar,
-                   log_output=log_output, execution_timeout=spec.get("cell_timeout_s", DEFAULT_CELL_TIMEOUT_S))
-    with _kernel_env(), _streamed_cell_output(log_output, out):
+                   execution_timeout=spec.get("cell_timeout_s", DEFAULT_CELL_TIMEOUT_S))
+    if log_output:  # what the cells print (the training lines), as it comes, instead of a cell counter
+        options.update(progress_bar=False, stdout_file=_Indented(out))
+    with _kernel_env():
         for i, (path, params) in enumerate(plan, 1):
             print(f"[{i}/{len(plan)}] {path.name}", file=out, flush=True)
             t0 = time.perf_counter()
@@ -282,30 +284,19 @@ def _keep_failed(running: Path, failed: Path) -> None:
         os.replace(running, failed)
 
 
-class _streamed_cell_output:
-    """While active, papermill's log of cell output (``log_output``) is written to ``stream``."""
+class _Indented:
+    """A text stream that indents what is written to it, so the cells' lines stand out in the study's log."""
 
-    def __init__(self, enabled: bool, stream: TextIO):
-        import logging
+    def __init__(self, stream: TextIO, prefix: str = "      | "):
+        self.stream, self.prefix, self.at_line_start = stream, prefix, True
 
-        self.logger = logging.getLogger("papermill")
-        self.handler = logging.StreamHandler(stream) if enabled else None
+    def write(self, text: str) -> None:
+        for piece in text.splitlines(keepends=True):
+            self.stream.write((self.prefix if self.at_line_start else "") + piece)
+            self.at_line_start = piece.endswith("\n")
 
-    def __enter__(self):
-        if self.handler is not None:
-            import logging
-
-            self.handler.setFormatter(logging.Formatter("      | %(message)s"))
-            self.saved_level = self.logger.level
-            self.logger.setLevel(logging.INFO)
-            self.logger.addHandler(self.handler)
-        return self
-
-    def __exit__(self, *exc):
-        if self.handler is not None:
-            self.logger.removeHandler(self.handler)
-            self.logger.setLevel(self.saved_level)
-        return False
+    def flush(self) -> None:
+        self.stream.flush()
 
 
 def _select(notebooks: dict[str, Path], only: list[str] | None) -> list[str]:
