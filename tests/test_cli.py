@@ -2,10 +2,8 @@ import json
 import subprocess
 import sys
 
-import pytest
-
 from wrnlib.cli import main
-from wrnlib.model import WideResNet, count_forward_flops, count_parameters
+from wrnlib.model import WideResNet, count_parameters
 
 
 def test_params_reports_the_model(capsys):

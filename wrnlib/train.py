@@ -30,7 +30,7 @@ from .augment import BatchAugment
 from .config import TrainConfig, resume_conflicts
 from .data import CIFAR10, NUM_CLASSES, load_cifar10, test_subset, train_val_split
 from .engine import evaluate, make_train_step, use_bf16
-from .model import WideResNet, count_forward_flops, count_parameters
+from .model import WideResNet, count_forward_flops, count_parameters, forward_flops
 from .optim import SAM, ModelEMA, make_sgd
 from .schedules import lr_multiplier
 
@@ -286,17 +286,16 @@ def _start_line(trainer: Trainer) -> str:
     if world > 1:
         where = (f"{world} processes ({trainer.dist.backend}, {c.batch_size // world} images each per step), "
                  f"each on {where}")
-    seconds = trainer.steps_per_epoch * c.batch_size * 3 * count_forward_flops(
-        copy.deepcopy(trainer.model).float().cpu()) / rough_flops_per_s(device) / world
+    seconds = rough_epoch_seconds(c, trainer.steps_per_epoch * c.batch_size, 0, device) / world
     return (f"{c.name}: WRN-{c.depth}-{c.width:g}, {c.epochs} epochs of {trainer.steps_per_epoch} steps, on {where}; "
             f"roughly {_duration(seconds)} per epoch")
 
 
-def rough_flops_per_s(device: torch.device) -> float:
-    """An order-of-magnitude training rate for the start-up estimate (measured: 2-core CPU, H200)."""
-    if device.type == "cuda":
-        return 1.4e14
-    return 4e9 * max(1, torch.get_num_threads())
+def rough_epoch_seconds(config: TrainConfig, train_images: int, eval_images: int, device: torch.device) -> float:
+    """An order-of-magnitude time for one epoch: 3 x the forward FLOPs per training image, 1 x per
+    evaluated image, at a rate measured once per kind of device (2-core CPU, H200)."""
+    rate = 1.4e14 if device.type == "cuda" else 4e9 * max(1, torch.get_num_threads())
+    return forward_flops(config.depth, config.width) * (3 * train_images + eval_images) / rate
 
 
 def _duration(seconds: float) -> str:

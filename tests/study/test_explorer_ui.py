@@ -17,7 +17,7 @@ import IPython  # noqa: E402
 import pytest  # noqa: E402
 
 from wrnlib import model_stats, runs  # noqa: E402
-from wrnlib.study import explorer, explorer_figure, explorer_ui  # noqa: E402
+from wrnlib.study import explorer_figure, explorer_ui  # noqa: E402
 
 TINY = dict(epochs=2, data_dir="sample", device="cpu", val_size=200, train_limit=200, test_limit=100, batch_size=50,
             progress=False)

@@ -20,8 +20,7 @@ from .. import runs
 from ..config import TrainConfig
 from ..data import ENV_VAR, SAMPLE, default_cache_dir, has_cifar10, sample_dir
 from ..engine import resolve_device
-from ..model import forward_flops
-from ..train import format_epoch, rough_flops_per_s  # the rate behind fit's "roughly N per epoch" line
+from ..train import format_epoch, rough_epoch_seconds  # also behind fit's "roughly N per epoch" line
 from . import plots
 from .runner import REPO_ROOT
 
@@ -121,8 +120,7 @@ def estimate_minutes(config: TrainConfig, train_images: int, test_images: int) -
     """A rough training time: 3 x forward FLOPs per training image, 1 x per evaluated image, at fit's rate."""
     train = config.train_limit or max(train_images - config.val_size, 0)
     evaluated = config.val_size + (min(config.test_limit, test_images) if config.test_limit else test_images)
-    flops = forward_flops(config.depth, config.width) * config.epochs * (3 * train + evaluated)
-    return flops / rough_flops_per_s(resolve_device(config.device)) / 60
+    return config.epochs * rough_epoch_seconds(config, train, evaluated, resolve_device(config.device)) / 60
 
 
 def check_training_time(configs: Iterable[TrainConfig], train_images: int, test_images: int,
