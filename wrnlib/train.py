@@ -293,8 +293,9 @@ def _start_line(trainer: Trainer) -> str:
 
 def rough_epoch_seconds(config: TrainConfig, train_images: int, eval_images: int, device: torch.device) -> float:
     """An order-of-magnitude time for one epoch: 3 x the forward FLOPs per training image, 1 x per
-    evaluated image, at a rate measured once per kind of device (2-core CPU, H200)."""
-    rate = 1.4e14 if device.type == "cuda" else 4e9 * max(1, torch.get_num_threads())
+    evaluated image, at the rates of results/benchmarks (H200 bf16: 142 TFLOP/s; 2-core CPU fp32:
+    39 images/s of WRN-28-3.5, about 0.15 TFLOP/s, so 7.5e10 FLOP/s per thread)."""
+    rate = 1.4e14 if device.type == "cuda" else 7.5e10 * max(1, torch.get_num_threads())
     return forward_flops(config.depth, config.width) * (3 * train_images + eval_images) / rate
 
 

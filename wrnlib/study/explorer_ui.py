@@ -69,7 +69,7 @@ class Explorer:
 
     def __init__(self, depth: int = 28, width: float = 3.5, batch_size: int = 512, budget: int = BUDGET,
                  runs: pd.DataFrame | None = None, train_overrides: dict[str, Any] | None = None,
-                 fit: Callable | None = None, max_train_minutes: float | None = 60):
+                 fit: Callable | None = None, max_train_minutes: float | None = 10):
         import ipywidgets as w
 
         self.budget, self.runs = budget, runs
