@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import gc
 import os
 import pickle
 from typing import Any, Callable, ContextManager, Iterator
@@ -272,6 +273,10 @@ class DataParallel(Single):
         """After a successful run: leave the process group (if this run made it) and the thread count as found."""
         torch.set_num_threads(self.threads)
         if self.created and dist.is_initialized():
+            # Tear the group down together and only after the DDP wrapper that uses it is freed: a gloo
+            # group destroyed (or left to the interpreter's exit) while a peer still talks to it aborts.
+            dist.barrier()
+            gc.collect()
             dist.destroy_process_group()
 
 

@@ -213,7 +213,6 @@ def fit(config: TrainConfig, *, existing: str = "error", data: CIFAR10 | None = 
     if isinstance(state, RunResult):
         dist.close()
         return state
-    device = dist.device
     data = data if data is not None else load_cifar10(config.data_dir, download=config.download)
     dist.same_data(data.checksum)
     previous_determinism = torch.are_deterministic_algorithms_enabled()
@@ -222,20 +221,27 @@ def fit(config: TrainConfig, *, existing: str = "error", data: CIFAR10 | None = 
     else:
         torch.backends.cudnn.benchmark = True  # shapes are fixed, so cuDNN's autotuning pays off once
     try:
-        trainer = Trainer(config, make_splits(config, data, device), device, dist)
-        start_epoch, rows, train_time = trainer.load_state_dict(state) if state else (0, [], 0.0)
-        if state:  # metrics.csv may have run ahead of the checkpoint: rewind it
-            dist.on_main(lambda: runs.write_metrics(config.run_dir / runs.METRICS, rows))
-        else:  # only now, with data and model ready: a failed start leaves no folder behind
-            dist.on_main(lambda: runs.start_run_folder(
-                config, runs.environment(device, data.checksum, data.source) | dist.describe()))
-        if config.progress and dist.is_main:
-            print(_start_line(trainer), flush=True)
-        rows, train_time = _train_epochs(trainer, start_epoch, rows, train_time, on_epoch_end)
-        summary, final_model = _finish(trainer, rows, train_time)
+        result = _train(config, dist, data, state, on_epoch_end)
     finally:
         torch.use_deterministic_algorithms(previous_determinism)
-    dist.close()
+    dist.close()  # after _train returned: the trainer (and DDP's hold on the process group) is gone
+    return result
+
+
+def _train(config: TrainConfig, dist: distributed.Single, data: CIFAR10, state: dict[str, Any] | None,
+           on_epoch_end: Callable | None) -> RunResult:
+    """Build the trainer, start or resume the run folder, train the remaining epochs and finish."""
+    trainer = Trainer(config, make_splits(config, data, dist.device), dist.device, dist)
+    start_epoch, rows, train_time = trainer.load_state_dict(state) if state else (0, [], 0.0)
+    if state:  # metrics.csv may have run ahead of the checkpoint: rewind it
+        dist.on_main(lambda: runs.write_metrics(config.run_dir / runs.METRICS, rows))
+    else:  # only now, with data and model ready: a failed start leaves no folder behind
+        dist.on_main(lambda: runs.start_run_folder(  # rank 0 alone records the environment (git, versions)
+            config, runs.environment(dist.device, data.checksum, data.source) | dist.describe()))
+    if config.progress and dist.is_main:
+        print(_start_line(trainer), flush=True)
+    rows, train_time = _train_epochs(trainer, start_epoch, rows, train_time, on_epoch_end)
+    summary, final_model = _finish(trainer, rows, train_time)
     return RunResult(config.run_dir, config, rows, summary, final_model)
 
 
