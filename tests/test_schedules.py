@@ -29,10 +29,20 @@ def test_sgdr_restarts_after_t0_then_t0_times_tmult():
     assert lr_multiplier("sgdr", 0, 70, p) == pytest.approx(1.0)
     assert lr_multiplier("sgdr", 5, 70, p) == pytest.approx(0.5)
     assert lr_multiplier("sgdr", 9.999, 70, p) < 1e-6
-    assert lr_multiplier("sgdr", 10, 70, p) == pytest.approx(1.0)  # first restart
+    assert lr_multiplier("sgdr", 10, 70, p) == pytest.approx(0.0, abs=1e-12)  # the first cycle's end
+    assert lr_multiplier("sgdr", 10.001, 70, p) == pytest.approx(1.0, abs=1e-6)  # first restart, just after
     assert lr_multiplier("sgdr", 20, 70, p) == pytest.approx(0.5)  # middle of the 20-epoch cycle
-    assert lr_multiplier("sgdr", 30, 70, p) == pytest.approx(1.0)  # second restart (10 + 20)
+    assert lr_multiplier("sgdr", 30, 70, p) == pytest.approx(0.0, abs=1e-12)  # second cycle's end (10 + 20)
+    assert lr_multiplier("sgdr", 30.001, 70, p) == pytest.approx(1.0, abs=1e-6)  # second restart
     assert lr_multiplier("sgdr", 50, 70, p) == pytest.approx(0.5)
+
+
+def test_sgdr_whose_cycles_end_at_the_budget_ends_at_the_floor():
+    """The trainer's last step asks for the lr at t = budget: an annealed one, not a restarted peak."""
+    p = ScheduleParams(sgdr_t0=4, sgdr_tmult=1.5, min_lr_frac=0.01, warmup_epochs=1)
+    assert lr_multiplier("sgdr", 10, 10, p) == pytest.approx(0.01)
+    assert lr_multiplier("sgdr", 4, 10, p) == pytest.approx(0.01)
+    assert lr_multiplier("sgdr", 4 + 1e-6, 10, p) == pytest.approx(1.0, abs=1e-6)
 
 
 def test_onecycle_rises_to_peak_then_falls_to_zero():

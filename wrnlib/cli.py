@@ -127,9 +127,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from .study.bench import run_benchmarks
 
-    run_benchmarks(args.modes.split(","), depth=args.depth, width=args.width, batch_size=args.batch_size,
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()] if args.modes else None
+    run_benchmarks(modes, depth=args.depth, width=args.width, batch_size=args.batch_size,
                    steps=args.steps, warmup=args.warmup, device=args.device, compile_mode=args.compile_mode,
-                   out=args.out, profile_out=args.profile_out)
+                   loader_workers=args.loader_workers, out=args.out, profile_out=args.profile_out)
     return 0
 
 
@@ -182,8 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--depth", type=int, default=28, help="WRN depth (default: 28)")
     p.add_argument("--width", type=float, default=3.5, help="widening factor (default: 3.5)")
     p.add_argument("--batch-size", type=positive_int, default=512, help="training batch size (default: 512)")
-    p.add_argument("--modes", default="fp32,bf16,bf16-compile",
-                   help="comma-separated, of: fp32, bf16-nchw, bf16, bf16-compile (default: fp32,bf16,bf16-compile)")
+    p.add_argument("--modes", default=None,
+                   help="comma-separated, of: conventional, fp32, fp32-cl, bf16-nchw, bf16, bf16-compile (default: "
+                        "conventional, fp32 and wrnlib's default for the device, plus bf16-compile on a GPU)")
+    p.add_argument("--loader-workers", type=int, default=None,
+                   help="DataLoader worker processes of the conventional mode (default: one per core, at most 4)")
     p.add_argument("--steps", type=positive_int, default=30, help="timed steps per mode (default: 30)")
     p.add_argument("--warmup", type=positive_int, default=5, help="untimed steps first (default: 5)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")

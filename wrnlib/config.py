@@ -82,7 +82,9 @@ class TrainConfig:
     tta: bool = knob(True, "also report flip test-time augmentation at the end")
     # execution
     device: str = knob("auto", "auto (a GPU when there is one), cpu, cuda, cuda:1, ...")
-    precision: str = knob("auto", "auto: bf16 autocast on CUDA, fp32 on the CPU", PRECISIONS)
+    precision: str = knob("auto", "auto: bf16 autocast on CUDA and on a CPU that computes bf16 natively (AMX or "
+                                  "AVX512-BF16), fp32 on other CPUs; the final evaluation is fp32 either way",
+                          PRECISIONS)
     channels_last: bool = knob(True, "channels_last memory format (fast convolutions on GPUs)")
     compile: bool = knob(False, "torch.compile the model")
     compile_mode: str = knob("default", "torch.compile mode")

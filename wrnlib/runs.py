@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from . import engine
 from .config import TrainConfig
 
 CONFIG, ENV, METRICS, SUMMARY = "config.json", "env.json", "metrics.csv", "summary.json"
@@ -51,7 +52,24 @@ class CheckpointError(ValueError):
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()} CPU ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+    return f"{cpu_model()} ({os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+
+
+def cpu_model() -> str:
+    """The processor's marketing name where the OS tells it (for the record only), else its architecture."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return f"{platform.processor() or platform.machine()} CPU"
+
+
+def cpu_capability() -> dict[str, Any]:
+    """What torch's CPU kernels can use here: its vector ISA and the native bf16 units (see engine)."""
+    return {"model": cpu_model(), "isa": torch.backends.cpu.get_cpu_capability(), **engine.cpu_bf16_support(),
+            "threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads()}
 
 
 def git_commit(path: Path = Path(__file__).resolve().parent) -> str:
@@ -94,6 +112,7 @@ def environment(device: torch.device, data_checksum: str, data_source: str) -> d
         "cuda": torch.version.cuda if device.type == "cuda" else None,
         "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
         "platform": platform.platform(),
+        "cpu": cpu_capability(),
         "git_commit": git_commit(),
         "data_checksum": data_checksum,
         "data_source": data_source,
@@ -325,6 +344,8 @@ def evaluate_run(run_dir: str | Path, *, data_dir: str | None = None, device: st
         raise ValueError(f"batch size must be an integer >= 1; got {batch_size!r}")
     run_dir = Path(run_dir)
     model, config = load_run_model(run_dir, device)
+    if next(model.parameters()).device.type == "cpu":
+        engine.keep_freed_memory()
     data = load_cifar10(data_dir if data_dir is not None else config.data_dir)
     images, labels = test_subset(data, config.test_limit)  # the images the run was scored on
     plain = evaluate(model, images, labels, batch_size=batch_size, progress=progress and "test")

@@ -41,9 +41,14 @@ def cosine(t: float, total: float, p: ScheduleParams) -> float:
 
 
 def sgdr(t: float, total: float, p: ScheduleParams) -> float:
-    """Cosine annealing with warm restarts (Loshchilov & Hutter, 2017): cycles of T0, T0*Tmult, ..."""
+    """Cosine annealing with warm restarts (Loshchilov & Hutter, 2017): cycles of T0, T0*Tmult, ...
+
+    A cycle is (start, start + length]: its end anneals to the floor, and the restart comes just
+    after it. Trainers ask for the lr where a step ends, so the last step of a cycle (and of a budget
+    that ends with a cycle) steps at the floor, not at the restarted peak.
+    """
     cycle_length, start = p.sgdr_t0, 0.0
-    while t >= start + cycle_length:
+    while t > start + cycle_length:
         start += cycle_length
         cycle_length *= p.sgdr_tmult
     return _cosine((t - start) / cycle_length, p.min_lr_frac)

@@ -29,7 +29,7 @@ from .runs import RunResult
 from .augment import BatchAugment
 from .config import TrainConfig, resume_conflicts
 from .data import CIFAR10, NUM_CLASSES, load_cifar10, test_subset, train_val_split
-from .engine import evaluate, make_train_step, use_bf16
+from .engine import choose_precision, evaluate, keep_freed_memory, make_train_step
 from .model import WideResNet, count_forward_flops, count_parameters, forward_flops
 from .optim import SAM, ModelEMA, make_sgd
 from .schedules import lr_multiplier
@@ -93,7 +93,9 @@ class Trainer:
                  dist: distributed.Single | None = None):
         self.config, self.splits, self.device = config, splits, device
         self.dist = dist or distributed.Single(device)
-        self.bf16 = use_bf16(config.precision, device)
+        self.bf16, self.precision = choose_precision(config.precision, device)  # (bool, why: for the record)
+        if device.type == "cpu":
+            keep_freed_memory()  # no page faults on every step's activations (see engine)
         self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
         torch.manual_seed(config.seed)
         self.model = self.dist.prepare(WideResNet(config.depth, config.width, NUM_CLASSES, config.dropout).to(
@@ -237,7 +239,8 @@ def _train(config: TrainConfig, dist: distributed.Single, data: CIFAR10, state: 
         dist.on_main(lambda: runs.write_metrics(config.run_dir / runs.METRICS, rows))
     else:  # only now, with data and model ready: a failed start leaves no folder behind
         dist.on_main(lambda: runs.start_run_folder(  # rank 0 alone records the environment (git, versions)
-            config, runs.environment(dist.device, data.checksum, data.source) | dist.describe()))
+            config, runs.environment(dist.device, data.checksum, data.source) | dist.describe()
+            | {"precision": trainer.precision}))
     if config.progress and dist.is_main:
         print(_start_line(trainer), flush=True)
     rows, train_time = _train_epochs(trainer, start_epoch, rows, train_time, on_epoch_end)
@@ -294,14 +297,24 @@ def _start_line(trainer: Trainer) -> str:
                  f"each on {where}")
     seconds = rough_epoch_seconds(c, trainer.steps_per_epoch * c.batch_size, 0, device) / world
     return (f"{c.name}: WRN-{c.depth}-{c.width:g}, {c.epochs} epochs of {trainer.steps_per_epoch} steps, on {where}; "
-            f"roughly {_duration(seconds)} per epoch")
+            f"{trainer.precision}; roughly {_duration(seconds)} per epoch")
+
+
+# Training FLOP/s per CPU thread in each precision, from the committed CPU benchmark
+# (results/benchmarks/cpu-wrn16-2/bench.json, the fp32 and bf16 modes; tests check they agree),
+# and the H200's measured bf16 rate (results/benchmarks/h200-wrn28-3.5).
+CPU_FLOPS_PER_THREAD = {"fp32": 1.3e11, "bf16": 2.8e11}
+GPU_FLOPS = 1.4e14
 
 
 def rough_epoch_seconds(config: TrainConfig, train_images: int, eval_images: int, device: torch.device) -> float:
     """An order-of-magnitude time for one epoch: 3 x the forward FLOPs per training image, 1 x per
-    evaluated image, at the rates of results/benchmarks (H200 bf16: 142 TFLOP/s; 2-core CPU fp32:
-    39 images/s of WRN-28-3.5, about 0.15 TFLOP/s, so 7.5e10 FLOP/s per thread)."""
-    rate = 1.4e14 if device.type == "cuda" else 7.5e10 * max(1, torch.get_num_threads())
+    evaluated image, at the measured rate of the precision `precision` chooses on ``device``."""
+    if device.type == "cuda":
+        rate = GPU_FLOPS
+    else:
+        bf16, _ = choose_precision(config.precision, device)
+        rate = CPU_FLOPS_PER_THREAD["bf16" if bf16 else "fp32"] * max(1, torch.get_num_threads())
     return forward_flops(config.depth, config.width) * (3 * train_images + eval_images) / rate
 
 

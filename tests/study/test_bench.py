@@ -4,21 +4,79 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from wrnlib.cli import main
+from wrnlib.data import CIFAR10_MEAN, CIFAR10_STD
 from wrnlib.model import WideResNet, count_forward_flops
+from wrnlib.study import bench
 
 
-def test_bench_writes_json_and_markdown(tmp_path, capsys):
+def test_bench_writes_json_and_markdown_against_the_measured_dense_rate(tmp_path, capsys):
     out = tmp_path / "bench"
     assert main(["bench", "--depth", "10", "--width", "1", "--batch-size", "32", "--steps", "2", "--warmup", "1",
                  "--modes", "fp32,bf16", "--device", "cpu", "--out", str(out)]) == 0
     data = json.loads((out / "bench.json").read_text())
     flops = count_forward_flops(WideResNet(10, 1))
     assert [r["mode"] for r in data["results"]] == ["fp32", "bf16"]
-    for r in data["results"]:
+    for precision in ("bf16", "fp32"):
+        rates = data["dense_tflops"][precision]
+        assert rates["matmul"] > 0 and rates["conv3x3"] > 0
+        assert data["peak_tflops"][precision] == max(rates["matmul"], rates["conv3x3"])
+    for r, precision in zip(data["results"], ("fp32", "bf16")):
         assert r["train_images_per_s"] > 0 and r["inference_images_per_s"] > 0
         assert r["train_tflops"] == pytest.approx(3 * flops * r["train_images_per_s"] / 1e12)
         assert r["epoch_time_s"] == pytest.approx(45_000 / r["train_images_per_s"])
-    assert "| fp32 |" in (out / "bench.md").read_text()
-    assert data["env"]["torch"]
+        # each mode against the device's own rate in its own precision
+        assert r["precision"] == precision and r["peak_tflops"] == data["peak_tflops"][precision]
+        assert r["fraction_of_peak"] == pytest.approx(r["train_tflops"] / data["peak_tflops"][precision])
+    text = (out / "bench.md").read_text()
+    assert "| fp32 | fp32 |" in text and "Measured dense rates" in text
+    assert data["env"]["torch"] and "avx512_bf16" in data["env"]["cpu"]
+
+
+def test_the_conventional_loop_runs_on_the_sample_beside_the_default(tmp_path, monkeypatch):
+    out = tmp_path / "bench"
+    default = bench.wrnlib_default_mode(torch.device("cpu"))
+    assert main(["bench", "--depth", "10", "--width", "1", "--batch-size", "32", "--steps", "2", "--warmup", "1",
+                 "--modes", f"conventional,{default}", "--loader-workers", "0", "--device", "cpu",
+                 "--out", str(out)]) == 0
+    data = json.loads((out / "bench.json").read_text())
+    conventional, ours = data["results"]
+    assert conventional["mode"] == "conventional" and conventional["batch_size"] == 128
+    assert conventional["precision"] == "fp32" and conventional["loader_workers"] == 0
+    assert conventional["train_images_per_s"] > 0
+    ratio = ours["train_images_per_s"] / conventional["train_images_per_s"]
+    assert f"against the conventional loop (batch 128): {ratio:.1f}x" in (out / "bench.md").read_text()
+
+
+def test_the_conventional_pipeline_is_torchvisions_crop_flip_normalize():
+    loader, workers = bench.conventional_loader(batch_size=16, workers=0)
+    x, y = next(iter(loader))
+    assert workers == 0 and x.shape == (16, 3, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.int64
+    mean, std = torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1), torch.tensor(CIFAR10_STD).view(1, 3, 1, 1)
+    pixels = x * std + mean  # undo Normalize: ToTensor's [0, 1], in steps of 1/255
+    assert pixels.min() >= -1e-5 and pixels.max() <= 1 + 1e-5
+    assert torch.allclose(pixels * 255, (pixels * 255).round(), atol=1e-3)
+    names = [type(t).__name__ for t in loader.dataset.transform.transforms]
+    assert names == ["RandomCrop", "RandomHorizontalFlip", "ToTensor", "Normalize"]
+    assert loader.dataset.transform.transforms[0].padding == 4
+
+
+def test_matmul_rate_counts_two_flops_per_multiply_add(monkeypatch):
+    clock = iter([0.0, 0.5, 1.0, 1.5])  # perf_counter: start, then after each product
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: next(clock))
+    rate = bench.matmul_tflops(torch.device("cpu"), torch.float32, size=64, min_seconds=1.0)
+    assert rate == pytest.approx(2 * 64 ** 3 * 2 / 1.0 / 1e12)  # two timed products in one second
+
+
+def test_unknown_modes_are_refused_before_anything_runs():
+    with pytest.raises(ValueError, match="unknown bench mode 'fp8'.*conventional"):
+        bench.run_benchmarks(["fp8"], device="cpu")
+
+
+def test_conv_rate_counts_the_multiply_adds_of_a_3x3_convolution(monkeypatch):
+    clock = iter([0.0, 2.0])  # one timed convolution in two seconds
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: next(clock))
+    rate = bench.conv_tflops(torch.device("cpu"), torch.float32, min_seconds=1.0)
+    assert rate == pytest.approx(2 * 128 * 16 * 16 * 64 * 64 * 9 / 2.0 / 1e12)

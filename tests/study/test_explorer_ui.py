@@ -123,7 +123,7 @@ def test_train_button_without_data_shows_one_message_and_leaves_nothing(tmp_path
 
 
 def test_train_button_refuses_a_run_far_over_its_time_limit(tmp_path):
-    ui = explorer_ui.Explorer(28, 3.5, 512, train_overrides={**TINY, "epochs": 30, "train_limit": 0,
+    ui = explorer_ui.Explorer(28, 3.5, 512, train_overrides={**TINY, "epochs": 300, "train_limit": 0,
                                                               "out_dir": str(tmp_path / "explore")},
                               max_train_minutes=5)
     ui._on_train(None)

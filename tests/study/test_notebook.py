@@ -67,9 +67,9 @@ def test_data_in_the_cache_folder_is_used(nothing_configured):
 
 
 def test_training_far_over_the_limit_is_refused_at_once(nothing_configured):
-    big = TrainConfig(depth=28, width=3.5, epochs=200, device="cpu", data_dir="sample", val_size=200,
+    big = TrainConfig(depth=28, width=3.5, epochs=1000, device="cpu", data_dir="sample", val_size=200,
                       out_dir=str(nothing_configured / "runs"))
-    with pytest.raises(notebook.TrainingTimeError, match=r"WRN-28-3.5 for 200 epochs on cpu would take about .*"
+    with pytest.raises(notebook.TrainingTimeError, match=r"WRN-28-3.5 for 1000 epochs on cpu would take about .*"
                                                          r"max_train_minutes = 60"):
         notebook.check_training_time([big], 1200, 600, max_minutes=60)
     assert notebook.check_training_time([big], 1200, 600, max_minutes=None) > 60

@@ -1,0 +1,128 @@
+"""precision="auto" on the CPU: bf16 autocast where the processor computes bf16 natively, fp32 elsewhere."""
+import json
+import subprocess
+import sys
+import textwrap
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+import wrnlib.engine as engine
+import wrnlib.train as train_module
+from wrnlib import runs
+from wrnlib.config import TrainConfig
+from wrnlib.model import forward_flops
+from wrnlib.train import Trainer, fit, make_splits
+
+CPU = torch.device("cpu")
+REPO = Path(__file__).resolve().parents[1]
+NONE = {"amx_bf16": False, "avx512_bf16": False}
+
+
+def fake_cpu(monkeypatch, **support):
+    monkeypatch.setattr(engine, "cpu_bf16_support", lambda: NONE | support)
+
+
+def test_the_probe_asks_torch_for_each_unit(monkeypatch):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    assert engine.cpu_bf16_support() == {"amx_bf16": True, "avx512_bf16": False}
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    assert engine.cpu_bf16_support() == {"amx_bf16": False, "avx512_bf16": True}
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")  # an older or newer torch without the probe
+    assert engine.cpu_bf16_support()["amx_bf16"] is False
+
+
+@pytest.mark.parametrize("unit,label", [("amx_bf16", "AMX-BF16"), ("avx512_bf16", "AVX512-BF16")])
+def test_auto_is_bf16_on_a_cpu_with_native_bf16(monkeypatch, unit, label):
+    fake_cpu(monkeypatch, **{unit: True})
+    bf16, why = engine.choose_precision("auto", CPU)
+    assert bf16 is True and why.startswith("bf16") and label in why
+
+
+def test_auto_is_fp32_on_a_cpu_without_it(monkeypatch):
+    fake_cpu(monkeypatch)
+    bf16, why = engine.choose_precision("auto", CPU)
+    assert bf16 is False and why.startswith("fp32") and "no native bf16" in why
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_an_explicit_precision_is_respected_on_any_cpu(monkeypatch, native):
+    fake_cpu(monkeypatch, avx512_bf16=native)
+    assert engine.choose_precision("fp32", CPU) == (False, "fp32 (asked for)")
+    assert engine.choose_precision("bf16", CPU) == (True, "bf16 autocast (asked for)")
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_the_trainer_trains_in_the_chosen_precision(real_data, tmp_path, monkeypatch, native):
+    """The step itself runs under bf16 autocast exactly when auto chose bf16."""
+    fake_cpu(monkeypatch, avx512_bf16=native)
+    config = TrainConfig(name="p", out_dir=str(tmp_path), depth=10, width=1, batch_size=32, val_size=100,
+                         train_limit=64, test_limit=100, device="cpu", progress=False)
+    trainer = Trainer(config, make_splits(config, real_data, CPU), CPU)
+    dtypes = []
+    trainer.model.fc.register_forward_hook(lambda module, inputs, output: dtypes.append(output.dtype))
+    trainer.train_epoch(0)
+    assert trainer.bf16 is native
+    assert set(dtypes) == {torch.bfloat16 if native else torch.float32}
+
+
+def test_the_run_records_the_choice_and_the_cpu_and_evaluates_in_fp32(real_data, tmp_path, monkeypatch, capsys):
+    fake_cpu(monkeypatch, amx_bf16=True)
+    config = TrainConfig(name="rec", out_dir=str(tmp_path), depth=10, width=1, epochs=1, batch_size=32,
+                         val_size=100, train_limit=64, test_limit=100, device="cpu", save_model=True)
+    result = fit(config, data=real_data)
+    start = capsys.readouterr().out.splitlines()[0]
+    assert "bf16 autocast (auto: this CPU computes bf16 natively, AMX-BF16)" in start
+    env = json.loads((tmp_path / "rec" / runs.ENV).read_text())
+    assert env["precision"].startswith("bf16 autocast (auto")
+    assert env["cpu"]["amx_bf16"] is True and env["cpu"]["isa"] == torch.backends.cpu.get_cpu_capability()
+    assert env["cpu"]["threads"] == torch.get_num_threads()
+    # the final number is fp32 whatever trained it, so `evaluate` reproduces it
+    assert result.summary["final_eval"]["precision"].startswith("fp32")
+    assert runs.evaluate_run(tmp_path / "rec", data_dir=real_data.source)["test_acc"] == result.summary["test_acc"]
+
+
+def test_the_time_estimate_uses_the_rate_of_the_chosen_precision(monkeypatch):
+    config = TrainConfig(depth=16, width=2, device="cpu")
+    fake_cpu(monkeypatch, avx512_bf16=True)
+    bf16_seconds = train_module.rough_epoch_seconds(config, 45_000, 15_000, CPU)
+    fake_cpu(monkeypatch)
+    fp32_seconds = train_module.rough_epoch_seconds(config, 45_000, 15_000, CPU)
+    rates = train_module.CPU_FLOPS_PER_THREAD
+    assert fp32_seconds / bf16_seconds == pytest.approx(rates["bf16"] / rates["fp32"])
+    assert train_module.rough_epoch_seconds(replace(config, precision="fp32"), 45_000, 0, CPU) == pytest.approx(
+        forward_flops(16, 2) * 3 * 45_000 / (rates["fp32"] * torch.get_num_threads()))
+
+
+def test_the_cpu_rates_behind_the_estimates_are_the_committed_benchmarks():
+    bench = json.loads((REPO / "results" / "benchmarks" / "cpu-wrn16-2" / "bench.json").read_text())
+    threads = bench["env"]["cpu"]["threads"]
+    measured = {r["mode"]: r["train_tflops"] * 1e12 / threads for r in bench["results"]}
+    for precision, mode in (("fp32", "fp32"), ("bf16", "bf16")):
+        assert train_module.CPU_FLOPS_PER_THREAD[precision] == pytest.approx(measured[mode], rel=0.15)
+
+
+def test_keeping_freed_memory_ends_the_page_faults_of_each_step():
+    """Process-wide, so measured in a fresh interpreter: a freed 64 MB buffer (past glibc's largest dynamic
+    mmap threshold, 32 MB) is reused, not mapped and faulted in again page by page."""
+    child = textwrap.dedent("""
+        import resource, torch
+        from wrnlib import engine
+        def faults():
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            for _ in range(20):
+                torch.ones(16 * 2**20)  # 64 MB, allocated, written and freed
+            return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+        faults()
+        default = faults()
+        assert engine.keep_freed_memory()
+        faults()
+        print(default, faults())
+    """)
+    out = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, check=True).stdout.split()
+    default, kept = map(int, out)
+    assert default > 20 * 10_000 and kept < default / 20  # 16,384 pages per buffer before; ~none after
