@@ -96,7 +96,7 @@ def test_git_commit_marks_edited_and_new_files_as_dirty(tmp_path, monkeypatch):
 
 def test_record_evaluation_keeps_the_training_devices_number_labelled(tmp_path):
     runs.write_json(tmp_path / runs.SUMMARY, {"test_acc": 0.9556, "test_acc_tta": 0.9619})
-    report = {"test_acc": 0.9556, "test_acc_tta": 0.9618, "device": "x86_64 CPU"}
+    report = {"test_acc": 0.9556, "test_acc_tta": 0.9618, "device": "x86_64 CPU", "agrees": True}
     runs.record_evaluation(tmp_path, report)
     summary = json.loads((tmp_path / runs.SUMMARY).read_text())
     assert summary["test_acc"] == 0.9556 and "test_acc_on_training_device" not in summary

@@ -1,4 +1,4 @@
-"""Command line: ``python -m wrnlib {params,train,evaluate,bench,study}``.
+"""Command line: ``python -m wrnlib {params,train,runs,evaluate,bench,sweep,study}``.
 
 A thin shell: each command parses its flags and calls the library (or the study). Expected
 problems (bad values, data, run folders, a full disk, a NaN loss) end in one ``error:`` line and
@@ -70,6 +70,32 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig.from_dict(base | explicit, source=source)
 
 
+def fit_to_sample(config: TrainConfig, given: set[str]) -> TrainConfig:
+    """On the sample shipped with wrnlib, cut the split sizes nobody set to fit it, as the notebooks do
+    (the default 5,000 validation images are more than its 1,200 training images), and say so."""
+    import os
+
+    from .data import ENV_VAR, SAMPLE
+
+    if (config.data_dir if config.data_dir is not None else os.environ.get(ENV_VAR)) != SAMPLE:
+        return config
+    from .study.notebook import choose_data
+
+    choice = choose_data(SAMPLE, config.val_size, config.train_limit, config.test_limit)
+    fitted = {k: getattr(choice, k) for k in ("val_size", "train_limit", "test_limit")
+              if k not in given and getattr(choice, k) != getattr(config, k)}
+    if fitted:
+        print(f"the sample shipped with wrnlib ({choice.train_images:,} training images, not the benchmark): "
+              + ", ".join(f"{k} {getattr(config, k):,} -> {v:,}" for k, v in fitted.items()), flush=True)
+    return dataclasses.replace(config, **fitted)
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from .study.run_list import runs_command
+
+    return runs_command(args.folder or TrainConfig.__dataclass_fields__["out_dir"].default)
+
+
 def _read_config_file(path: str) -> dict:
     try:
         data = json.loads(Path(path).read_text())
@@ -99,7 +125,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from . import distributed
     from .train import fit
 
-    result = fit(config_from_args(args), existing="resume" if args.resume else "error")
+    config = config_from_args(args)
+    if not args.resume:
+        given = {f.name for f in dataclasses.fields(TrainConfig) if getattr(args, f.name) is not None}
+        config = fit_to_sample(config, given | set(_read_config_file(args.config) if args.config else {}))
+    result = fit(config, existing="resume" if args.resume else "error")
     if not distributed.is_main():  # under torchrun, rank 0 speaks for the run
         return 0
     s = result.summary
@@ -109,19 +139,29 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .runs import evaluate_run, record_evaluation
+    from .runs import evaluate_run, load_config, record_evaluation
+    from .train import _duration, rough_eval_seconds
 
     if args.download:
         from .data import load_cifar10
 
         load_cifar10(args.data_dir, download=True)
+    config = load_config(Path(args.run_dir)) if (Path(args.run_dir) / "config.json").exists() else None
+    if config is not None:
+        images = args.test_limit if args.test_limit else (config.test_limit or 10_000)
+        passes = 1 if args.no_tta else 3  # flip-TTA runs the images and their mirrors again
+        seconds = rough_eval_seconds(config, images * passes, args.device)
+        print(f"evaluating {args.run_dir} on {images:,} test images{'' if args.no_tta else ', plain and flip-TTA'}: "
+              f"roughly {_duration(seconds)}", file=sys.stderr, flush=True)  # stdout stays the JSON report
     report = evaluate_run(args.run_dir, data_dir=args.data_dir, device=args.device, batch_size=args.batch_size,
-                          progress=True)
+                          progress=True, test_limit=args.test_limit, tta=not args.no_tta)
     print(json.dumps(report, indent=2))
+    if report.get("agrees") is False:
+        print(f"warning: {report['disagreement']}", file=sys.stderr)
     if args.record:
         record_evaluation(args.run_dir, report)
         print(f"recorded in {Path(args.run_dir) / 'evaluation.json'} and summary.json")
-    return 0
+    return 1 if report.get("agrees") is False else 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -148,7 +188,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_study(args: argparse.Namespace) -> int:
     from .study.runner import run_study
 
-    return run_study(args.profile, only=args.only, output_root=args.output_root, log_output=args.stream)
+    return run_study(args.profile, only=args.only, output_root=args.output_root, results_root=args.results_root,
+                     log_output=args.stream)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -169,6 +210,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(p)
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser("runs", help="list the runs in a folder: status, model, epochs, test accuracy, time, date")
+    p.add_argument("folder", nargs="?", default=None,
+                   help=f"folder of run folders (default: {TrainConfig.__dataclass_fields__['out_dir'].default}, "
+                        f"the scratch runs; the study's are under results/runs)")
+    p.set_defaults(func=cmd_runs)
+
     p = sub.add_parser("evaluate", help="test accuracy (plain and flip-TTA) of a run's saved model")
     p.add_argument("run_dir", help="a run folder, e.g. results/runs/<name>")
     p.add_argument("--data-dir", default=None, help="CIFAR-10 folder (default: the run's, else $CIFAR10_DIR)")
@@ -176,7 +223,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
     p.add_argument("--batch-size", type=positive_int, default=500, help="evaluation batch size (default: 500)")
     p.add_argument("--record", action="store_true",
-                   help="write evaluation.json into the run folder and make summary.json carry these numbers")
+                   help="write evaluation.json into the run folder and make summary.json carry these numbers "
+                        "(refused when they disagree with the recorded ones)")
+    p.add_argument("--test-limit", type=int, default=None,
+                   help="a quick look: a fixed stratified subset of this many test images (default: the run's own)")
+    p.add_argument("--no-tta", action="store_true", help="skip the flip-TTA pass (half the time)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("bench", help="training/inference throughput and achieved TFLOP/s")
@@ -222,6 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", nargs="+", default=None, help="notebook number prefixes, e.g. 02 03")
     p.add_argument("--output-root", default="results/executed",
                    help="executed notebooks go to <output-root>/<profile>/ (default: results/executed)")
+    p.add_argument("--results-root", default=None,
+                   help="write runs, ablations, figures and summary.md here instead of the profile's results_root")
     p.add_argument("--stream", action=argparse.BooleanOptionalAction, default=True,
                    help="print the cells' output (training lines) while they run (default: on)")
     p.set_defaults(func=cmd_study)

@@ -20,6 +20,7 @@ from .model import validate_architecture
 from .schedules import SCHEDULES, ScheduleParams, validate_schedule
 
 OPTIMIZERS = ("sgd", "sam")
+MAX_NAME_BYTES = 200  # file systems allow 255 per name; the lock (".<name>.lock") and temp files add a few
 PRECISIONS = ("auto", "fp32", "bf16")
 _SCHEDULE = ScheduleParams()  # the schedule knobs' defaults live in wrnlib.schedules
 
@@ -33,7 +34,8 @@ def knob(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any
 class TrainConfig:
     # run bookkeeping
     name: str = knob("", "run folder name under out_dir (empty: wrn<depth>-<width>-<timestamp>)")
-    out_dir: str = knob("results/runs", "folder that holds the run folders")
+    out_dir: str = knob("runs", "folder that holds the run folders (the default, runs/, is git-ignored scratch; "
+                                "the study's committed runs live under results/)")
     # data
     data_dir: str | None = knob(None, "CIFAR-10 folder, 'sample' for the shipped sample, unset: $CIFAR10_DIR or "
                                       "the cache")
@@ -130,6 +132,9 @@ class TrainConfig:
             _in_range("ema_decay", self.ema_decay, 0.0, 1.0, low_open=True, high_open=True)
         if not self.name or "/" in self.name or "\\" in self.name or self.name in (".", ".."):
             raise ValueError(f"name must be a plain folder name (no '/'); got {self.name!r}")
+        if len(self.name.encode()) > MAX_NAME_BYTES:
+            raise ValueError(f"name is {len(self.name.encode())} bytes long; a folder name can have at most "
+                             f"{MAX_NAME_BYTES}: choose a shorter --name")
         return self
 
     def schedule_params(self) -> ScheduleParams:

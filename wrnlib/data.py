@@ -96,7 +96,8 @@ class CIFAR10:
     test_images: torch.Tensor
     test_labels: torch.Tensor
     source: str  # resolved folder path, or "sample"
-    checksum: str  # sha256 over the four tensors, see _checksum
+    checksum: str  # sha256 over the four tensors, see _checksum (the test set's alone when loaded test_only)
+    test_checksum: str = ""  # sha256 over the test images and labels: what an evaluation can compare
 
     @property
     def num_classes(self) -> int:
@@ -123,11 +124,14 @@ def has_cifar10(folder: str | os.PathLike[str]) -> bool:
     return _find_layout(Path(folder).expanduser()) is not None
 
 
-def load_cifar10(data_dir: str | os.PathLike[str] | None = None, *, download: bool = False) -> CIFAR10:
+def load_cifar10(data_dir: str | os.PathLike[str] | None = None, *, download: bool = False,
+                 test_only: bool = False) -> CIFAR10:
     """Load CIFAR-10 from ``data_dir``, else ``$CIFAR10_DIR``, else :func:`default_cache_dir`.
 
     ``"sample"`` (as ``data_dir`` or ``CIFAR10_DIR``) loads the shipped sample. ``download``
     only applies to the default cache: when it holds no data, torchvision fetches it there.
+    ``test_only`` reads (and verifies) the test file alone: the training arrays are empty, and
+    ``checksum`` then covers the test set only (``test_checksum`` always does).
     """
     env_value = os.environ.get(ENV_VAR) or None  # an empty variable counts as unset
     if data_dir is not None:
@@ -135,15 +139,15 @@ def load_cifar10(data_dir: str | os.PathLike[str] | None = None, *, download: bo
     elif env_value is not None:
         chosen, origin = env_value, f"the {ENV_VAR} environment variable"
     else:
-        return _load_default_cache(download)
+        return _load_default_cache(download, test_only)
 
     if chosen == SAMPLE:
-        return _load_folder(sample_dir(), source=SAMPLE, origin=f"'{SAMPLE}' from {origin}")
+        return _load_folder(sample_dir(), source=SAMPLE, origin=f"'{SAMPLE}' from {origin}", test_only=test_only)
     folder = Path(chosen).expanduser()
-    return _load_folder(folder, source=str(folder.resolve()), origin=origin)
+    return _load_folder(folder, source=str(folder.resolve()), origin=origin, test_only=test_only)
 
 
-def _load_default_cache(download: bool) -> CIFAR10:
+def _load_default_cache(download: bool, test_only: bool = False) -> CIFAR10:
     cache = default_cache_dir()
     origin = "the default cache folder"
     if _find_layout(cache) is None:
@@ -154,7 +158,7 @@ def _load_default_cache(download: bool) -> CIFAR10:
                 f"(--download) to fetch it with torchvision into {cache}."
             )
         _download_with_torchvision(cache)
-    return _load_folder(cache, source=str(cache.resolve()), origin=origin)
+    return _load_folder(cache, source=str(cache.resolve()), origin=origin, test_only=test_only)
 
 
 def _download_with_torchvision(cache: Path) -> None:
@@ -175,7 +179,7 @@ def _download_with_torchvision(cache: Path) -> None:
 # --------------------------------------------------------------------------- folders
 
 
-def _load_folder(folder: Path, *, source: str, origin: str) -> CIFAR10:
+def _load_folder(folder: Path, *, source: str, origin: str, test_only: bool = False) -> CIFAR10:
     if not folder.exists():
         raise DataError(f"CIFAR-10 folder {folder} (from {origin}) does not exist. {_ADVICE}")
     if not folder.is_dir():
@@ -188,9 +192,9 @@ def _load_folder(folder: Path, *, source: str, origin: str) -> CIFAR10:
         )
     kind, data_folder = layout
     if kind == "npz":
-        train, test = _read_npz_layout(data_folder)
+        train, test = _read_npz_layout(data_folder, test_only)
     else:
-        train, test = _read_batches_layout(data_folder)
+        train, test = _read_batches_layout(data_folder, test_only)
     return _to_dataset(train, test, source)
 
 
@@ -251,18 +255,23 @@ def _require_file(path: Path) -> Path:
 Split = tuple[np.ndarray, np.ndarray]  # images uint8 (N, 3, 32, 32) CHW, labels int64 (N,)
 
 
-def _read_npz_layout(folder: Path) -> tuple[Split, Split]:
+def _read_npz_layout(folder: Path, test_only: bool = False) -> tuple[Split, Split]:
     manifest = folder / "MANIFEST.json"
     if manifest.exists():
-        _verify_manifest(manifest)
-    train_files = _training_files(folder, "train_", ".npz")
+        _verify_manifest(manifest, only={"test.npz"} if test_only else None)
     test_file = _require_file(folder / "test.npz")
+    if test_only:
+        return _EMPTY_TRAIN, _read_npz_file(test_file)
+    train_files = _training_files(folder, "train_", ".npz")
     train = _concat([_read_npz_file(path) for path in train_files])
     return train, _read_npz_file(test_file)
 
 
-def _verify_manifest(manifest: Path) -> None:
-    """Check that every file the manifest lists exists with the recorded sha256."""
+_EMPTY_TRAIN: Split = (np.zeros((0, 3, 32, 32), np.uint8), np.zeros((0,), np.int64))
+
+
+def _verify_manifest(manifest: Path, only: set[str] | None = None) -> None:
+    """Check that every file the manifest lists (or those of ``only``) exists with the recorded sha256."""
     try:
         entries = json.loads(manifest.read_text(encoding="utf-8"))["files"]
         expected = {str(name): str(entry["sha256"]).lower() for name, entry in entries.items()}
@@ -273,6 +282,8 @@ def _verify_manifest(manifest: Path) -> None:
             "or delete the manifest to skip verification."
         ) from exc
     for name, sha256 in expected.items():
+        if only is not None and name not in only:
+            continue
         if Path(name).name != name:  # only plain names: a manifest must not point outside its folder
             raise DataError(f"{manifest} lists {name!r}, which is not a plain file name. Re-copy the data set.")
         path = _require_file(manifest.parent / name)
@@ -322,9 +333,11 @@ def _read_npz_file(path: Path) -> Split:
     except DataError:
         raise
     except _NPZ_READ_ERRORS as exc:
+        # numpy reads bytes that are no archive as a pickle, and then advises loading it "unsafely":
+        # never right for a data file, so that advice is not passed on
+        why = "not an npz archive" if "allow_pickle" in str(exc) else f"{type(exc).__name__}: {exc}"
         raise DataError(
-            f"Cannot read {path} ({type(exc).__name__}: {exc}); the file is truncated or corrupt. "
-            "Re-copy / re-download it."
+            f"Cannot read {path} ({why}); the file is truncated or corrupt. Re-copy / re-download it."
         ) from exc
     expected_shape = (*_IMAGE_HW, _CHANNELS)
     if not isinstance(images, np.ndarray) or images.ndim != 4 or images.shape[1:] != expected_shape:
@@ -340,9 +353,11 @@ def _read_npz_file(path: Path) -> Split:
 # --------------------------------------------------------------------------- batches layout
 
 
-def _read_batches_layout(folder: Path) -> tuple[Split, Split]:
-    train_files = _training_files(folder, "data_batch_", "")
+def _read_batches_layout(folder: Path, test_only: bool = False) -> tuple[Split, Split]:
     test_file = _require_file(folder / "test_batch")
+    if test_only:
+        return _EMPTY_TRAIN, _read_batch_file(test_file)
+    train_files = _training_files(folder, "data_batch_", "")
     train = _concat([_read_batch_file(path) for path in train_files])
     return train, _read_batch_file(test_file)
 
@@ -470,10 +485,13 @@ def _concat(splits: list[Split]) -> Split:
 
 def _to_dataset(train: Split, test: Split, source: str) -> CIFAR10:
     tensors = [torch.from_numpy(np.ascontiguousarray(array)) for array in (*train, *test)]
-    return CIFAR10(*tensors, source=source, checksum=_checksum(tensors))
+    test_checksum = _checksum(tensors[2:], names=("test_images", "test_labels"))
+    checksum = _checksum(tensors) if len(tensors[1]) else test_checksum
+    return CIFAR10(*tensors, source=source, checksum=checksum, test_checksum=test_checksum)
 
 
-def _checksum(tensors: list[torch.Tensor]) -> str:
+def _checksum(tensors: list[torch.Tensor],
+              names: tuple[str, ...] = ("train_images", "train_labels", "test_images", "test_labels")) -> str:
     """sha256 over train images, train labels, test images, test labels, in that order.
 
     Each array's dtype and shape go in before its bytes, so equal bytes cut differently
@@ -481,7 +499,7 @@ def _checksum(tensors: list[torch.Tensor]) -> str:
     gives the identical checksum whichever layout or folder it came from.
     """
     digest = hashlib.sha256()
-    for name, tensor in zip(("train_images", "train_labels", "test_images", "test_labels"), tensors):
+    for name, tensor in zip(names, tensors):
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
         digest.update(tensor.contiguous().numpy().tobytes())
     return digest.hexdigest()

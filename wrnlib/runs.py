@@ -6,7 +6,10 @@ old file or the new one), and loading a checkpoint never runs code from it (``we
 """
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
+import hashlib
 import io
 import json
 import os
@@ -15,6 +18,7 @@ import platform
 import re
 import subprocess
 import sys
+import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,6 +183,67 @@ def _fmt(value: Any) -> Any:
     return "" if value is None else value
 
 
+# --------------------------------------------------------------------------- one writer per folder
+
+
+class FolderLockedError(OSError):
+    """Another live process holds the folder's lock (it is training that run, or running that study)."""
+
+
+def lock_path(folder: str | Path) -> Path:
+    """The lock file of a folder: in the machine's temporary folder, named after the folder's absolute
+    path, so the folder itself (and the one around it) stays exactly as the run leaves it."""
+    key = hashlib.sha256(os.fsencode(Path(folder).resolve())).hexdigest()[:32]
+    return Path(tempfile.gettempdir()) / "wrnlib-locks" / f"{key}.lock"
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | Path, doing: str = "training it"):
+    """Hold an exclusive OS lock (flock) on ``folder`` for the duration; refuse at once when another
+    process holds it. The kernel releases the lock when its process ends, however it ends, so a
+    killed run never leaves a stale lock. The lock file itself stays (empty, in the temporary folder):
+    removing it while another process may be opening it would let two processes each lock a different
+    file. Locks are per machine (a shared folder used from two machines is not covered)."""
+    folder = Path(folder)
+    if folder.parent.exists() and not folder.parent.is_dir():
+        raise NotADirectoryError(f"{folder.parent} is a file, not a folder; point the output folder (--out-dir) "
+                                 f"somewhere else")
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"{folder} is a file, not a folder; choose another --name or --out-dir")
+    path = lock_path(folder)
+    if not path.parent.is_dir():
+        path.parent.mkdir(exist_ok=True)
+        with contextlib.suppress(OSError):
+            os.chmod(path.parent, 0o1777)  # like /tmp: every user may lock, none may remove another's lock
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise FolderLockedError(f"{folder} is in use: another process is {doing} (it holds the lock {path}); "
+                                f"wait for it to finish, or choose another name") from None
+    try:
+        yield folder
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def is_locked(folder: str | Path) -> bool:
+    """Whether a live process holds ``folder``'s lock right now (this one included)."""
+    path = lock_path(folder)
+    if not path.exists():
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops the shared lock taken to test it
+    return False
+
+
 # --------------------------------------------------------------------------- the folder's life
 
 
@@ -335,36 +400,80 @@ def load_run_model(run_dir: str | Path, device: str = "auto"):
 
 
 def evaluate_run(run_dir: str | Path, *, data_dir: str | None = None, device: str = "auto",
-                 batch_size: int = 500, progress: bool = False) -> dict[str, Any]:
-    """Test accuracy with and without flip-TTA in float32, next to what the run recorded."""
+                 batch_size: int = 500, progress: bool = False, test_limit: int | None = None,
+                 tta: bool = True) -> dict[str, Any]:
+    """Test accuracy (and flip-TTA unless ``tta`` is False) in float32, next to what the run recorded.
+
+    Reads only the test file. ``test_limit``: a fixed stratified subset of that many test images
+    (None: the images the run was scored on). When the images are the run's own, the report says
+    whether it agrees with the recorded accuracy (``agrees``), and ``disagreement`` says why not.
+    """
     from .data import load_cifar10, test_subset
     from .engine import evaluate
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch size must be an integer >= 1; got {batch_size!r}")
+    if test_limit is not None and (isinstance(test_limit, bool) or not isinstance(test_limit, int) or test_limit < 0):
+        raise ValueError(f"--test-limit must be an integer >= 0 (0: all test images); got {test_limit!r}")
     run_dir = Path(run_dir)
     model, config = load_run_model(run_dir, device)
     if next(model.parameters()).device.type == "cpu":
         engine.keep_freed_memory()
-    data = load_cifar10(data_dir if data_dir is not None else config.data_dir)
-    images, labels = test_subset(data, config.test_limit)  # the images the run was scored on
+    data = load_cifar10(data_dir if data_dir is not None else config.data_dir, test_only=True)
+    limit = config.test_limit if test_limit is None else test_limit
+    images, labels = test_subset(data, limit)
     plain = evaluate(model, images, labels, batch_size=batch_size, progress=progress and "test")
-    flipped = evaluate(model, images, labels, batch_size=batch_size, tta=True, progress=progress and "flip-TTA")
+    flipped = (evaluate(model, images, labels, batch_size=batch_size, tta=True, progress=progress and "flip-TTA")
+               if tta else None)
     report = {"run": str(run_dir), "device": device_name(next(model.parameters()).device),
               "torch": torch.__version__, "git_commit": git_commit(), "test_images": len(labels),
-              "data_checksum": data.checksum,
-              "test_acc": plain["acc"], "test_acc_tta": flipped["acc"], "test_loss": plain["loss"]}
+              "test_data_checksum": data.test_checksum,
+              "test_acc": plain["acc"], "test_acc_tta": flipped["acc"] if flipped else None, "test_loss": plain["loss"]}
     if (run_dir / SUMMARY).exists():
         summary = read_json(run_dir / SUMMARY)
         report["recorded_test_acc"] = summary.get("test_acc")
         report["recorded_test_acc_tta"] = summary.get("test_acc_tta")
+        if len(labels) == summary.get("test_images", len(labels)) and limit == config.test_limit:
+            report.update(_agreement(run_dir, report, summary))
     return report
+
+
+def _agreement(run_dir: Path, report: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
+    """Whether a recomputed accuracy matches the recorded one within what rounding explains.
+
+    The same weights evaluated in fp32 on another device (or another torch) can differ in a few
+    borderline images; more than max(2 images, 0.1 %) means these weights did not make that
+    number, or the test images differ.
+    """
+    n = report["test_images"]
+    tolerance = max(2, round(0.001 * n))
+    off = {key: round(abs(report[key] - summary[key]) * n) for key in ("test_acc", "test_acc_tta")
+           if report.get(key) is not None and summary.get(key) is not None}
+    bad = {key: images for key, images in off.items() if images > tolerance}
+    if not bad:
+        return {"agrees": True}
+    env = read_json(run_dir / ENV) if (run_dir / ENV).exists() else {}
+    recorded_data = env.get("test_data_checksum")
+    if recorded_data and recorded_data != report["test_data_checksum"]:
+        cause = "the test images differ from the run's (their checksum is not the one in env.json)"
+    else:
+        cause = (f"the weights in {MODEL_FP16} do not belong to the run that recorded it"
+                 + ("" if recorded_data else ", or the test images differ (this run's env.json has no test checksum)"))
+    key = next(iter(bad))
+    return {"agrees": False, "disagreement": (
+        f"{run_dir}: the recomputed {key.replace('_', ' ')} {100 * report[key]:.2f} % differs from the recorded "
+        f"{100 * summary[key]:.2f} % by {bad[key]} of {n} images, more than rounding explains ({tolerance}): {cause}")}
 
 
 def record_evaluation(run_dir: str | Path, report: dict[str, Any]) -> None:
     """Keep an evaluation in the run folder (evaluation.json), and make summary.json carry the numbers
     the checkpoint reproduces; a differing number of the training device stays, labelled as such."""
     run_dir = Path(run_dir)
+    if report.get("agrees") is False:
+        raise ValueError(f"{report['disagreement']}. Nothing was recorded.")
+    if "agrees" not in report or report.get("test_acc_tta") is None:
+        raise ValueError(f"--record keeps a full evaluation of the run's own test images with flip-TTA; drop "
+                         f"--test-limit and --no-tta to record (nothing was recorded)")
     write_json(run_dir / EVALUATION, report)
     summary = read_json(run_dir / SUMMARY)
     for key in ("test_acc", "test_acc_tta"):

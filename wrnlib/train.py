@@ -13,6 +13,7 @@ Started by torchrun, the same code trains one run on several processes (:mod:`wr
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
@@ -211,21 +212,24 @@ def fit(config: TrainConfig, *, existing: str = "error", data: CIFAR10 | None = 
         raise ValueError(f"existing must be one of {', '.join(EXISTING)}; got {existing!r}")
     dist = distributed.setup(config)  # one process, or one of torchrun's (only rank 0 touches the folder)
     config = dist.agree(config)
-    state = dist.on_main(lambda: _existing_run(config, existing))
-    if isinstance(state, RunResult):
-        dist.close()
-        return state
-    data = data if data is not None else load_cifar10(config.data_dir, download=config.download)
-    dist.same_data(data.checksum)
-    previous_determinism = torch.are_deterministic_algorithms_enabled()
-    if config.deterministic:
-        _enable_determinism()
-    else:
-        torch.backends.cudnn.benchmark = True  # shapes are fixed, so cuDNN's autotuning pays off once
-    try:
-        result = _train(config, dist, data, state, on_epoch_end)
-    finally:
-        torch.use_deterministic_algorithms(previous_determinism)
+    with contextlib.ExitStack() as held:
+        # One writer per run folder, from the first look at it to the summary: rank 0 holds the lock.
+        dist.on_main(lambda: held.enter_context(runs.folder_lock(config.run_dir)))
+        state = dist.on_main(lambda: _existing_run(config, existing))
+        if isinstance(state, RunResult):
+            dist.close()
+            return state
+        data = data if data is not None else load_cifar10(config.data_dir, download=config.download)
+        dist.same_data(data.checksum)
+        previous_determinism = torch.are_deterministic_algorithms_enabled()
+        if config.deterministic:
+            _enable_determinism()
+        else:
+            torch.backends.cudnn.benchmark = True  # shapes are fixed, so cuDNN's autotuning pays off once
+        try:
+            result = _train(config, dist, data, state, on_epoch_end)
+        finally:
+            torch.use_deterministic_algorithms(previous_determinism)
     dist.close()  # after _train returned: the trainer (and DDP's hold on the process group) is gone
     return result
 
@@ -240,7 +244,7 @@ def _train(config: TrainConfig, dist: distributed.Single, data: CIFAR10, state: 
     else:  # only now, with data and model ready: a failed start leaves no folder behind
         dist.on_main(lambda: runs.start_run_folder(  # rank 0 alone records the environment (git, versions)
             config, runs.environment(dist.device, data.checksum, data.source) | dist.describe()
-            | {"precision": trainer.precision}))
+            | {"precision": trainer.precision, "test_data_checksum": data.test_checksum}))
     if config.progress and dist.is_main:
         print(_start_line(trainer), flush=True)
     rows, train_time = _train_epochs(trainer, start_epoch, rows, train_time, on_epoch_end)
@@ -318,7 +322,18 @@ def rough_epoch_seconds(config: TrainConfig, train_images: int, eval_images: int
     return forward_flops(config.depth, config.width) * (3 * train_images + eval_images) / rate
 
 
+def rough_eval_seconds(config: TrainConfig, images: int, device: str = "auto") -> float:
+    """An order-of-magnitude time to evaluate ``images`` forward passes in fp32 (as `evaluate` does)."""
+    from .engine import resolve_device
+
+    fp32 = TrainConfig(**{**config.to_dict(), "precision": "fp32"})
+    return rough_epoch_seconds(fp32, 0, images, resolve_device(device))
+
+
 def _duration(seconds: float) -> str:
+    """A rough duration for people: never "0 s" (the closed form is rough for tiny models)."""
+    if seconds < 1:
+        return "under 1 s"
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -21,6 +22,10 @@ def test_predictions_tables_from_known_predictions():
     table = p.per_class().set_index("class")
     assert table.loc["airplane", "accuracy"] == 0.5 and table.loc["automobile", "accuracy"] == 1.0
     assert table.loc["cat", "images"] == 0 and table.loc["cat", "accuracy"] == 0.0
+    shown = p.per_class_table()  # what notebook 02 displays
+    assert pd.api.types.is_integer_dtype(shown["images"]) and shown["images"].tolist()[:4] == [2, 2, 2, 0]
+    assert shown.loc["airplane", "accuracy (%)"] == 50.0 and shown.loc["automobile", "accuracy (%)"] == 100.0
+    assert shown.to_string().splitlines()[2].split() == ["airplane", "2", "50.0"]  # a count reads as a count
     worst, titles = p.confident_errors(5)
     assert worst.tolist() == [4, 1]  # wrong ones, most confident first
     assert titles[0].startswith("bird\n→ airplane 95%")

@@ -27,3 +27,25 @@ def test_training_curves_draw_every_split():
     assert len(fig.axes) == 3
     assert len(fig.axes[1].get_lines()) >= 3  # train, val and test accuracy
     assert fig.axes[1].get_lines()[0].get_ydata().max() <= 1.0
+
+
+def test_labels_of_runs_of_one_size_do_not_overlap():
+    # heights in points: three runs of one size, two of them at the very same accuracy, one close below
+    offsets = plots.label_offsets([77_850, 77_850, 77_850, 4_480_474, 77_850], [100.0, 100.0, 96.0, 100.0, 300.0])
+    dx, dy = plots.LABEL_OFFSET
+    assert offsets[2] == (dx, dy)  # the lowest of its size stays beside its dot
+    label = {i: h + offsets[i][1] for i, h in enumerate([100.0, 100.0, 96.0, 100.0, 300.0])}
+    assert label[0] == label[2] + plots.LABEL_STEP and label[1] == label[0] + plots.LABEL_STEP  # stacked, in order
+    assert offsets[3] == (dx, dy) and offsets[4] == (dx, dy)  # another size, or far above: left alone
+    assert plots.LABEL_STEP > plots.LABEL_FONTSIZE
+
+    # drawn: every label of the four ablation runs of one size (two tied) at least a line from the others
+    runs = pd.DataFrame({"name": ["cosine-s0", "cosine-s1", "step-s0", "step-s1", "big"],
+                         "params": [77_850, 77_850, 77_850, 77_850, 4_480_474], "depth": [10, 10, 10, 10, 28],
+                         "width": [1, 1, 1, 1, 3.5], "test_acc": [0.228, 0.196, 0.228, 0.19, 0.9]})
+    fig = plots.accuracy_vs_params(runs)
+    ax = fig.axes[0]
+    heights = {t.get_text(): ax.transData.transform(t.xy)[1] * 72 / fig.dpi + t.xyann[1] for t in ax.texts}
+    assert set(heights) == set(runs["name"])
+    same_size = sorted(heights[n] for n in runs["name"][:4])
+    assert all(b - a >= plots.LABEL_STEP - 1e-6 for a, b in zip(same_size, same_size[1:]))

@@ -131,10 +131,17 @@ class Predictions:
         return flat.reshape(NUM_CLASSES, NUM_CLASSES).numpy()
 
     def per_class(self) -> pd.DataFrame:
+        """Columns class, images (test images of the class) and accuracy (a fraction, for the figure)."""
         cm = self.confusion()
-        images = cm.sum(axis=1)
+        images = cm.sum(axis=1).astype(np.int64)
         return pd.DataFrame({"class": CIFAR10_CLASSES, "images": images,
                              "accuracy": cm.diagonal() / np.maximum(images, 1)})
+
+    def per_class_table(self) -> pd.DataFrame:
+        """:meth:`per_class` for reading: one row per class, its image count as an integer and its accuracy in
+        percent. Not transposed: a transposed table has one dtype per column, which shows counts as 50.00."""
+        table = self.per_class().set_index("class")
+        return pd.DataFrame({"images": table["images"], "accuracy (%)": (100 * table["accuracy"]).round(2)})
 
     def confident_errors(self, n: int) -> tuple[torch.Tensor, list[str]]:
         """Indices of the ``n`` wrong predictions made with the highest confidence, and their titles."""

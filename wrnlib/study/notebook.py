@@ -145,3 +145,13 @@ def check_training_time(configs: Iterable[TrainConfig], train_images: int, test_
 
 def _duration(minutes: float) -> str:
     return f"{minutes:.0f} min" if minutes < 120 else f"{minutes / 60:.1f} h"
+
+
+def describe_estimate(minutes: float) -> str:
+    """The notebooks' line about the training to come: nothing (all read back), or a rough time that never
+    reads as zero."""
+    if minutes == 0:
+        return "nothing to train: the finished runs are read back"
+    if minutes < 1:
+        return f"estimated training time: roughly {max(1, round(minutes * 60))} s (a rough estimate from the FLOPs)"
+    return f"estimated training time: roughly {_duration(minutes)} (a rough estimate from the FLOPs)"

@@ -267,6 +267,33 @@ def ablation_final(final: pd.DataFrame) -> plt.Figure:
 # --------------------------------------------------------------------------- results across runs
 
 
+LABEL_FONTSIZE = 7  # points; run labels beside their dot
+LABEL_STEP = LABEL_FONTSIZE + 2  # points between the baselines of two labels that would otherwise touch
+LABEL_OFFSET = (4.0, 3.0)  # points right of and above its dot, where a label sits when nothing is in its way
+
+
+def label_offsets(params: Sequence[float], heights: Sequence[float],
+                  step: float = LABEL_STEP) -> list[tuple[float, float]]:
+    """Offsets (points) for the run labels of :func:`accuracy_vs_params`, from each dot's height in points.
+
+    Runs of one size (the seeds and schedules of an ablation) sit on one vertical line, often at nearly
+    the same accuracy, so their labels would print over each other. Within such a group, from the lowest
+    dot up, a label goes beside its dot unless that is less than ``step`` above the label below it; then
+    it goes just ``step`` above that one. Labels of other sizes stay where they are.
+    """
+    params = pd.to_numeric(pd.Series(list(params)), errors="coerce")
+    heights = pd.to_numeric(pd.Series(list(heights)), errors="coerce").fillna(0.0)
+    dx, dy = LABEL_OFFSET
+    offsets = [(dx, dy)] * len(params)
+    below: dict[float, float] = {}  # per size: the height of the last label placed
+    for i in sorted(range(len(params)), key=lambda i: (heights[i], i)):
+        size = params[i]
+        placed = heights[i] if size not in below else max(heights[i], below[size] + step)
+        below[size] = placed
+        offsets[i] = (dx, dy + placed - heights[i])
+    return offsets
+
+
 def accuracy_vs_params(runs: pd.DataFrame, budget: float | None = 5e6) -> plt.Figure:
     """Final test accuracy against parameter count, colour = widening factor, marker = depth."""
     df = runs.copy()
@@ -278,16 +305,17 @@ def accuracy_vs_params(runs: pd.DataFrame, budget: float | None = 5e6) -> plt.Fi
                     ax=ax)
     if budget:
         ax.axvline(budget / 1e6, color="tab:red", ls="--", lw=1, label=f"{budget / 1e6:g} M budget")
-    for _, r in df.iterrows():
-        ax.annotate(str(r["name"]), (r["params_m"], r["test_acc"]), fontsize=7, xytext=(4, 3),
-                    textcoords="offset points")
     ax.set_xscale("log")
     ax.set_xlabel("parameters (M, log scale)")
     ax.set_ylabel("final test accuracy")
     ax.set_title("test accuracy against model size")
     _percent_axis(ax)
     ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
+    fig.tight_layout()  # the axes' final place first: the labels are stacked in points on it
+    heights = ax.transData.transform(df[["params_m", "test_acc"]].to_numpy(dtype=float))[:, 1] * 72 / fig.dpi
+    for (_, r), offset in zip(df.iterrows(), label_offsets(df["params"], heights)):
+        ax.annotate(str(r["name"]), (r["params_m"], r["test_acc"]), fontsize=LABEL_FONTSIZE, xytext=offset,
+                    textcoords="offset points")
     return fig
 
 

@@ -276,6 +276,19 @@ def _num(value: Any, fmt: str) -> str:
     return "–" if math.isnan(v) else format(v, fmt)
 
 
+def duration(seconds: Any, missing: str = "–") -> str:
+    """Seconds as "42.0 s", "12.5 min" or "1.52 h", readable from a smoke run to a day-long one."""
+    try:
+        s = float(seconds)
+    except (TypeError, ValueError):
+        return missing
+    if math.isnan(s):
+        return missing
+    if s < 60:
+        return f"{s:.1f} s"
+    return f"{s / 60:.1f} min" if s < 3600 else f"{s / 3600:.2f} h"
+
+
 def _table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -321,15 +334,30 @@ def summary_markdown(results: Results) -> str:
     return "\n".join(out) + "\n"
 
 
+def finished_run_rows(results: Results) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the finished runs of ``<root>/runs`` as text: the headline numbers of the study's index."""
+    runs = results.main_runs
+    rows = [[str(r["name"]), f"WRN-{_num(r['depth'], '.0f')}-{_num(r['width'], 'g')}",
+             f"{r['epochs_done']}/{_num(r['epochs'], '.0f')}", _pct(r["test_acc"]), _pct(r["test_acc_tta"]),
+             duration(r["train_time_s"]), r["device"] if isinstance(r["device"], str) else "–"]
+            for _, r in runs[runs["status"] == "finished"].sort_values("name").iterrows()]
+    return ["run", "model", "epochs", "test acc", "flip-TTA", "train time", "device"], rows
+
+
 def schedule_markdown(table: pd.DataFrame) -> str:
     """The schedule table (from :func:`schedule_table`) as markdown: mean ± std over seeds and the range."""
+    return _table(*schedule_rows(table))
+
+
+def schedule_rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the schedule table as text, for markdown here and for the study's HTML index."""
     rows = [[str(r["ablation"]), str(r["schedule"]), str(r["runs"]),
              _pct(r["test_acc_mean"]) + (f" ± {_num(100 * r['test_acc_std'], '.2f')}" if r["runs"] > 1
                                          else " (one seed)"),
              f"{_pct(r['test_acc_min'])} – {_pct(r['test_acc_max'])}", _pct(r["test_acc_tta_mean"]),
              _pct(r["best_val_acc_mean"]), _num(r["train_time_s_mean"], ".0f") + " s"] for _, r in table.iterrows()]
-    return _table(["ablation", "schedule", "runs", "test acc mean ± std", "min – max", "flip-TTA mean",
-                   "best val mean", "train time"], rows)
+    return ["ablation", "schedule", "runs", "test acc mean ± std", "min – max", "flip-TTA mean", "best val mean",
+            "train time"], rows
 
 
 def run_markdown(summary: dict[str, Any]) -> str:

@@ -192,11 +192,24 @@ def run_study(profile: str, only: list[str] | None = None, output_root: str | Pa
     notebook leaves the last good executed copy in place and writes ``<name>.failed.ipynb`` beside it.
     After a successful study the executed notebooks are also rendered as HTML, with an ``index.html``.
     """
+    from .. import runs
+
     out = stream or sys.stdout
     spec = load_profile(profile, profiles_dir or PROFILES_DIR)
     plan = plan_study(spec, profile, only, results_root, overrides, notebooks_dir)
     out_dir = Path(output_root) / profile
-    out_dir.mkdir(parents=True, exist_ok=True)
+    root = Path(cwd or REPO_ROOT) / (results_root if results_root is not None else spec.get("results_root", "results"))
+    # One study at a time per results root and per executed folder: a second one is refused at once
+    # instead of resuming runs the first is still training (each run folder is locked by fit too).
+    with runs.folder_lock(root, doing="running a study into it"), \
+            runs.folder_lock(out_dir, doing=f"running the {profile!r} study into it"):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return _run_plan(plan, profile, spec, out_dir, results_root, cwd, kernel_name, progress_bar, log_output,
+                         stream, out, root)
+
+
+def _run_plan(plan, profile: str, spec: dict[str, Any], out_dir: Path, results_root, cwd, kernel_name: str,
+              progress_bar: bool, log_output: bool, stream: TextIO | None, out: TextIO, root: Path) -> int:
     results_shown = results_root if results_root is not None else spec.get("results_root", "results")
     print(f"study {profile!r}: {len(plan)} notebook(s) -> {out_dir}; results under {results_shown}", file=out,
           flush=True)
@@ -216,15 +229,17 @@ def run_study(profile: str, only: list[str] | None = None, output_root: str | Pa
             print(f"      done in {time.perf_counter() - t0:.1f}s -> {out_dir / path.name}", file=out, flush=True)
     print(f"study {profile!r} finished: {len(plan)} notebook(s) in {time.perf_counter() - started:.1f}s",
           file=out, flush=True)
-    return _write_html(out_dir, profile, out, stream or sys.stderr)
+    return _write_html(out_dir, profile, out, stream or sys.stderr, root)
 
 
-def _write_html(out_dir: Path, profile: str, out: TextIO, err: TextIO) -> int:
-    """Render the executed notebooks as HTML with an index page, and say where to open it."""
+def _write_html(out_dir: Path, profile: str, out: TextIO, err: TextIO,
+                results_root: Path | None = None) -> int:
+    """Render the executed notebooks as HTML with an index page (the study's findings from
+    ``results_root``), and say where to open it."""
     from .render import render_html
 
     try:
-        index = render_html(out_dir, profile)
+        index = render_html(out_dir, profile, results_root=results_root)
     except Exception as exc:  # the notebooks ran; only their web pages are missing
         print(f"FAILED: the study ran, but rendering it as HTML did not: {type(exc).__name__}: {exc}", file=err,
               flush=True)

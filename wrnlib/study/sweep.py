@@ -173,14 +173,15 @@ def sweep_command(profile: str | None = None, *, overrides: dict[str, Any], shar
     config.setdefault("progress", False)  # one line per epoch instead of a bar per run
     folder = Path(settings["ablation_dir"]) / settings["ablation_name"]
     configs = schedule_configs(settings["schedules"], settings["seeds"], folder / "runs", **config)
-    print(f"sweep {settings['ablation_name']}: {len(configs)} runs on executor {settings['executor']!r} -> "
-          f"{folder}", flush=True)
-    swept = run_sweep(configs, settings["executor"], existing=settings["existing"],
-                      gpus_per_run=settings["gpus_per_run"], cpus_per_run=cpus_per_run)
-    print(swept.describe())
-    if swept.done:
-        paths = write_tables(swept.done, folder, settings["ablation_name"])
-        print("wrote", ", ".join(os.fspath(p) for p in paths.values()))
-    else:  # keep the tables of an earlier sweep rather than replace them by empty ones
-        print(f"no run finished: the tables in {folder} were left as they were")
+    with runs.folder_lock(folder, doing="running this ablation"):  # one sweep per ablation folder
+        print(f"sweep {settings['ablation_name']}: {len(configs)} runs on executor {settings['executor']!r} -> "
+              f"{folder}", flush=True)
+        swept = run_sweep(configs, settings["executor"], existing=settings["existing"],
+                          gpus_per_run=settings["gpus_per_run"], cpus_per_run=cpus_per_run)
+        print(swept.describe())
+        if swept.done:
+            paths = write_tables(swept.done, folder, settings["ablation_name"])
+            print("wrote", ", ".join(os.fspath(p) for p in paths.values()))
+        else:  # keep the tables of an earlier sweep rather than replace them by empty ones
+            print(f"no run finished: the tables in {folder} were left as they were")
     return 1 if swept.failed else 0
