@@ -21,10 +21,10 @@ import sys
 import time
 from pathlib import Path
 
-# name -> settings; each builds on the old CPU default (fp32, NCHW, foreach SGD, glibc's allocator)
+# name -> settings; the first is bench's old fp32 mode (fp32, NCHW, foreach SGD, glibc's allocator), the second fit's old CPU default
 VARIANTS = {
-    "fp32 NCHW (old CPU default)": dict(bf16=False, channels_last=False),
-    "fp32 channels_last": dict(bf16=False, channels_last=True),
+    "fp32 NCHW (bench's old fp32 mode)": dict(bf16=False, channels_last=False),
+    "fp32 channels_last (the old CPU default of fit)": dict(bf16=False, channels_last=True),
     "bf16 NCHW": dict(bf16=True, channels_last=False),
     "bf16 channels_last": dict(bf16=True, channels_last=True),
     "bf16 channels_last, keep freed memory": dict(bf16=True, channels_last=True, keep_memory=True),

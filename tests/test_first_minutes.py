@@ -14,7 +14,7 @@ from wrnlib.cli import main
 from wrnlib.config import TrainConfig
 from wrnlib.data import sample_dir
 from wrnlib.study import notebook
-from wrnlib.train import _duration, fit
+from wrnlib.train import rough_duration, fit
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -125,7 +125,7 @@ def test_random_bytes_are_a_corrupt_file_not_advice_to_unpickle(tmp_path, capsys
 
 
 def test_estimates_never_read_as_zero():
-    assert _duration(0.02) == "under 1 s" and _duration(7.9) == "8 s" and _duration(600) == "10 min"
+    assert rough_duration(0.02) == "under 1 s" and rough_duration(7.9) == "8 s" and rough_duration(600) == "10 min"
     assert "0 s" not in notebook.describe_estimate(0.001) and "1 s" in notebook.describe_estimate(0.001)
     assert notebook.describe_estimate(0.0).startswith("nothing to train")
     assert "36 s" in notebook.describe_estimate(0.6)

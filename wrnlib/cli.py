@@ -139,22 +139,22 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .runs import evaluate_run, load_config, record_evaluation
-    from .train import _duration, rough_eval_seconds
+    from .runs import evaluate_run, record_evaluation
+    from .train import rough_duration, rough_eval_seconds
 
     if args.download:
         from .data import load_cifar10
 
         load_cifar10(args.data_dir, download=True)
-    config = load_config(Path(args.run_dir)) if (Path(args.run_dir) / "config.json").exists() else None
-    if config is not None:
-        images = args.test_limit if args.test_limit else (config.test_limit or 10_000)
-        passes = 1 if args.no_tta else 3  # flip-TTA runs the images and their mirrors again
+
+    def say_how_long(config, images: int) -> None:  # stderr: stdout stays the JSON report
+        passes = 1 if args.no_tta else 3  # flip-TTA evaluates the images and their mirrors again
         seconds = rough_eval_seconds(config, images * passes, args.device)
         print(f"evaluating {args.run_dir} on {images:,} test images{'' if args.no_tta else ', plain and flip-TTA'}: "
-              f"roughly {_duration(seconds)}", file=sys.stderr, flush=True)  # stdout stays the JSON report
+              f"roughly {rough_duration(seconds)}", file=sys.stderr, flush=True)
+
     report = evaluate_run(args.run_dir, data_dir=args.data_dir, device=args.device, batch_size=args.batch_size,
-                          progress=True, test_limit=args.test_limit, tta=not args.no_tta)
+                          progress=True, test_limit=args.test_limit, tta=not args.no_tta, on_start=say_how_long)
     print(json.dumps(report, indent=2))
     if report.get("agrees") is False:
         print(f"warning: {report['disagreement']}", file=sys.stderr)

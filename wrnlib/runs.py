@@ -22,7 +22,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -401,12 +401,13 @@ def load_run_model(run_dir: str | Path, device: str = "auto"):
 
 def evaluate_run(run_dir: str | Path, *, data_dir: str | None = None, device: str = "auto",
                  batch_size: int = 500, progress: bool = False, test_limit: int | None = None,
-                 tta: bool = True) -> dict[str, Any]:
+                 tta: bool = True, on_start: Callable[[TrainConfig, int], None] | None = None) -> dict[str, Any]:
     """Test accuracy (and flip-TTA unless ``tta`` is False) in float32, next to what the run recorded.
 
     Reads only the test file. ``test_limit``: a fixed stratified subset of that many test images
     (None: the images the run was scored on). When the images are the run's own, the report says
     whether it agrees with the recorded accuracy (``agrees``), and ``disagreement`` says why not.
+    ``on_start(config, images)`` is called once the model and the data are loaded, before evaluating.
     """
     from .data import load_cifar10, test_subset
     from .engine import evaluate
@@ -422,6 +423,8 @@ def evaluate_run(run_dir: str | Path, *, data_dir: str | None = None, device: st
     data = load_cifar10(data_dir if data_dir is not None else config.data_dir, test_only=True)
     limit = config.test_limit if test_limit is None else test_limit
     images, labels = test_subset(data, limit)
+    if on_start is not None:
+        on_start(config, len(labels))
     plain = evaluate(model, images, labels, batch_size=batch_size, progress=progress and "test")
     flipped = (evaluate(model, images, labels, batch_size=batch_size, tta=True, progress=progress and "flip-TTA")
                if tta else None)

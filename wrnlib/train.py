@@ -301,7 +301,7 @@ def _start_line(trainer: Trainer) -> str:
                  f"each on {where}")
     seconds = rough_epoch_seconds(c, trainer.steps_per_epoch * c.batch_size, 0, device) / world
     return (f"{c.name}: WRN-{c.depth}-{c.width:g}, {c.epochs} epochs of {trainer.steps_per_epoch} steps, on {where}; "
-            f"{trainer.precision}; roughly {_duration(seconds)} per epoch")
+            f"{trainer.precision}; roughly {rough_duration(seconds)} per epoch")
 
 
 # Training FLOP/s per CPU thread in each precision, from the committed CPU benchmark
@@ -330,7 +330,7 @@ def rough_eval_seconds(config: TrainConfig, images: int, device: str = "auto") -
     return rough_epoch_seconds(fp32, 0, images, resolve_device(device))
 
 
-def _duration(seconds: float) -> str:
+def rough_duration(seconds: float) -> str:
     """A rough duration for people: never "0 s" (the closed form is rough for tiny models)."""
     if seconds < 1:
         return "under 1 s"
