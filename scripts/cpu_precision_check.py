@@ -34,7 +34,9 @@ def table(out: Path, precisions: list[str], seeds: list[int], epochs: int) -> st
              "Made by `python scripts/cpu_precision_check.py` from the run folders under `runs/` (config, env, "
              "metrics, summary). Final test accuracy of the last epoch's model, evaluated in fp32 on all 10,000 "
              "test images; batch 128, lr 0.1, cosine, 1 warm-up epoch, 5,000 training images held out for "
-             "validation. Training time is the training steps alone.", "",
+             "validation. Training time is the training steps alone, as they ran: some runs shared the machine "
+             "with other work, so these times are no speed measurement (the benchmarks in results/benchmarks are).",
+             "",
              "| precision | seed | final test acc | final val acc | training time | images/s | device |",
              "|---|---|---|---|---|---|---|"]
     accs: dict[str, list[float]] = {}

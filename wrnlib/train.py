@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import math
 import os
 import time
@@ -30,7 +31,7 @@ from .runs import RunResult
 from .augment import BatchAugment
 from .config import TrainConfig, resume_conflicts
 from .data import CIFAR10, NUM_CLASSES, load_cifar10, test_subset, train_val_split
-from .engine import choose_precision, evaluate, keep_freed_memory, make_train_step
+from .engine import choose_precision, evaluate, keep_freed_memory, make_train_step, resolve_device
 from .model import WideResNet, count_forward_flops, count_parameters, forward_flops
 from .optim import SAM, ModelEMA, make_sgd
 from .schedules import lr_multiplier
@@ -324,10 +325,7 @@ def rough_epoch_seconds(config: TrainConfig, train_images: int, eval_images: int
 
 def rough_eval_seconds(config: TrainConfig, images: int, device: str = "auto") -> float:
     """An order-of-magnitude time to evaluate ``images`` forward passes in fp32 (as `evaluate` does)."""
-    from .engine import resolve_device
-
-    fp32 = TrainConfig(**{**config.to_dict(), "precision": "fp32"})
-    return rough_epoch_seconds(fp32, 0, images, resolve_device(device))
+    return rough_epoch_seconds(dataclasses.replace(config, precision="fp32"), 0, images, resolve_device(device))
 
 
 def rough_duration(seconds: float) -> str:
