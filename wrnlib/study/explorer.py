@@ -104,7 +104,8 @@ def describe(depth: int, width: float, batch_size: int = 512, budget: int = BUDG
 
 def run_points(runs: pd.DataFrame | None) -> pd.DataFrame:
     """Finished runs with their size, test accuracy and data (for the figure and the table); empty if none."""
-    cols = ["name", "group", "depth", "width", "params", "epochs", "test_acc", "test_images", "data_source"]
+    cols = ["name", "group", "depth", "width", "params", "epochs", "test_acc", "test_images", "data_source",
+            "device_type"]
     if runs is None or runs.empty:
         return pd.DataFrame(columns=cols)
     df = runs[runs["status"] == "finished"].copy() if "status" in runs else runs.copy()
@@ -119,6 +120,15 @@ def benchmark_mask(points: pd.DataFrame) -> pd.Series:
     source = points.get("data_source", pd.Series("", index=points.index)).fillna("").astype(str)
     images = pd.to_numeric(points.get("test_images", pd.Series(0, index=points.index)), errors="coerce")
     return (source != "sample") & (images == FULL_TEST_SET)
+
+
+def budget_label(row: pd.Series) -> str:
+    """What a measured point's accuracy was bought with: its device kind and epochs, e.g. "CPU, 4 epochs"."""
+    device = str(row.get("device_type") or "unknown device")
+    device = device.upper() if device in ("cpu", "cuda") else device
+    device = "GPU" if device == "CUDA" else device
+    epochs = pd.to_numeric(row.get("epochs"), errors="coerce")
+    return f"{device}, {int(epochs)} epochs" if pd.notna(epochs) else device
 
 
 def measured(runs: pd.DataFrame | None, depth: int, width: float) -> pd.DataFrame:
@@ -136,7 +146,7 @@ def _measured_text(runs: pd.DataFrame | None, choice: Choice, shown: int = 3) ->
         return (f"no finished run of {choice.name} in the results folder: its accuracy is unknown "
                 f"(the figure's right panel shows what was measured at other sizes)")
     bench = benchmark_mask(here)
-    parts = [f"{100 * float(r['test_acc']):.2f}% ({r['name']}, {int(r['epochs'])} epochs"
+    parts = [f"{100 * float(r['test_acc']):.2f}% ({r['name']}, {budget_label(r)}"
              + ("" if bench.iloc[i] else "; sample or subset, not the benchmark") + ")"
              for i, (_, r) in enumerate(here.head(shown).iterrows())]
     more = len(here) - shown

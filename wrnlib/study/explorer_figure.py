@@ -21,7 +21,8 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .explorer import GIB, WIDTH_MIN, WIDTH_STEP, Choice, benchmark_mask, run_points, width_curve
+from .explorer import GIB, WIDTH_MIN, WIDTH_STEP, Choice, benchmark_mask, budget_label, run_points, width_curve
+from .results import WIDTH_SWEEP
 
 DRAW_LOCK = threading.RLock()
 
@@ -107,6 +108,25 @@ def _compute_panel(ax, choice: Choice, curve: pd.DataFrame) -> None:
     ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=7, loc="upper left")
 
 
+def _budget_points(ax, scored: pd.DataFrame) -> None:
+    """Runs on the full test set, one colour per budget (device and epochs); only a width sweep's points of one
+    budget and depth are joined into a curve (mean over seeds), so different budgets are never one line."""
+    import seaborn as sns
+
+    budgets = list(dict.fromkeys(scored["budget"]))
+    colors = dict(zip(budgets, sns.color_palette("tab10", max(len(budgets), 1))))
+    for budget in budgets:
+        part = scored[scored["budget"] == budget]
+        ax.scatter(part["params"].astype(float) / 1e6, 100 * part["test_acc"].astype(float), s=40, zorder=4,
+                   color=colors[budget], edgecolor="black", linewidth=0.5, label=f"{budget} ({len(part)} runs)")
+        sweep = part[part.get("group", pd.Series("", index=part.index)) == WIDTH_SWEEP]
+        for depth, line in sweep.groupby("depth"):
+            mean = line.assign(acc=line["test_acc"].astype(float)).groupby("params")["acc"].mean()
+            if len(mean) > 1:
+                ax.plot(mean.index.astype(float) / 1e6, 100 * mean.to_numpy(), color=colors[budget], lw=1.5,
+                        zorder=3, label=f"width sweep WRN-{int(depth)}-k, {budget}")
+
+
 def _accuracy_panel(ax, choice: Choice, points: pd.DataFrame) -> None:
     """Measured test accuracy of the finished runs against their size; the chosen size as a vertical line."""
     chosen_m, budget_m = choice.params / 1e6, choice.budget / 1e6
@@ -119,14 +139,13 @@ def _accuracy_panel(ax, choice: Choice, points: pd.DataFrame) -> None:
                 transform=ax.transAxes, ha="center", va="center", fontsize=9)
         ax.set_xlim(min(chosen_m, budget_m) / 3, max(chosen_m, budget_m) * 3)
     else:
+        scored = scored.assign(budget=[budget_label(row) for _, row in scored.iterrows()])
         bench = benchmark_mask(scored)
-        for mask, style, label in ((bench, dict(color="black"), "full CIFAR-10 test set"),
-                                   (~bench, dict(facecolor="none", edgecolor="gray"),
-                                    "sample or subset: not the benchmark")):
-            part = scored[mask]
-            if not part.empty:
-                ax.scatter(part["params"].astype(float) / 1e6, 100 * part["test_acc"].astype(float), s=40,
-                           zorder=4, label=f"{label} ({len(part)})", **style)
+        _budget_points(ax, scored[bench])
+        rest = scored[~bench]
+        if not rest.empty:
+            ax.scatter(rest["params"].astype(float) / 1e6, 100 * rest["test_acc"].astype(float), s=40, zorder=4,
+                       facecolor="none", edgecolor="gray", label=f"sample or subset: not the benchmark ({len(rest)})")
         here = scored[(scored["depth"].astype(int) == choice.depth)
                       & ((scored["width"].astype(float) - choice.width).abs() < 1e-9)]
         if not here.empty:
@@ -137,5 +156,5 @@ def _accuracy_panel(ax, choice: Choice, points: pd.DataFrame) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("parameters (M, log scale)")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title("measured: test accuracy of finished runs")
+    ax.set_title("measured: test accuracy of finished runs, by budget")
     ax.legend(fontsize=7, loc="lower right")

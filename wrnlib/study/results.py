@@ -35,6 +35,7 @@ ABLATION_FINAL_COLUMNS = ("ablation", "schedule", "seed", "run", "epochs", "para
 BENCH_COLUMNS = ("name", "mode", "device", "depth", "width", "batch_size", "params", "forward_gflops_per_image",
                  "train_images_per_s", "epoch_time_s", "train_tflops", "fraction_of_peak",
                  "inference_images_per_s", "compile_time_s", "step_ms", "peak_memory_gib", "torch", "git_commit")
+WIDTH_SWEEP = "width_sweep"  # <results>/width_sweep/runs/: the width sweep of notebook 05 (its own group)
 SCHEDULE_TABLE_COLUMNS = ("ablation", "schedule", "runs", "seeds", "test_acc_mean", "test_acc_std", "test_acc_min",
                           "test_acc_max", "test_acc_tta_mean", "best_val_acc_mean", "train_time_s_mean")
 
@@ -65,7 +66,7 @@ def _frame(rows: list[dict[str, Any]], columns: Iterable[str]) -> pd.DataFrame:
 class Results:
     """Everything found under one results folder."""
     root: Path
-    runs: pd.DataFrame  # one row per run folder (RUN_COLUMNS); group "runs" or "ablation:<name>"
+    runs: pd.DataFrame  # one row per run folder (RUN_COLUMNS); group "runs", "ablation:<name>" or "width_sweep"
     metrics: pd.DataFrame  # per-epoch rows of every run (METRIC_COLUMNS)
     ablation_epochs: pd.DataFrame  # ABLATION_EPOCH_COLUMNS
     ablation_final: pd.DataFrame  # ABLATION_FINAL_COLUMNS
@@ -106,6 +107,7 @@ def collect(root: str | Path = "results") -> Results:
     run_dirs = [("runs", d) for d in _subdirs(root / "runs")]
     for ablation in _subdirs(root / "ablations"):
         run_dirs += [(f"ablation:{ablation.name}", d) for d in _subdirs(ablation / "runs")]
+    run_dirs += [(WIDTH_SWEEP, d) for d in _subdirs(root / WIDTH_SWEEP / "runs")]
     run_rows, metric_rows = [], []
     for group, run_dir in run_dirs:
         row, metrics = read_run(run_dir, group, problems)
@@ -244,6 +246,23 @@ def schedule_table(final: pd.DataFrame) -> pd.DataFrame:
                      "train_time_s_mean": pd.to_numeric(part.get("train_time_s"), errors="coerce").mean(),
                      "_order": order[schedule]})
     return pd.DataFrame(rows).sort_values(["ablation", "_order"]).drop(columns="_order").reset_index(drop=True)
+
+
+def width_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """The finished runs of the width sweep (group ``width_sweep``), one row each, by depth, width and seed."""
+    cols = ["model", "params (M)", "seed", "epochs", "batch", "schedule", "device", "final val acc", "test acc",
+            "train min"]
+    if runs.empty:
+        return pd.DataFrame(columns=cols)
+    part = runs[(runs["group"] == WIDTH_SWEEP) & (runs["status"] == "finished")]
+    part = part.sort_values(["depth", "width", "seed"])
+    return pd.DataFrame({
+        "model": [f"WRN-{int(d)}-{float(k):g}" for d, k in zip(part["depth"], part["width"])],
+        "params (M)": (part["params"].astype(float) / 1e6).round(3), "seed": part["seed"],
+        "epochs": part["epochs"], "batch": part["batch_size"], "schedule": part["schedule"], "device": part["device"],
+        "final val acc": (100 * part["final_val_acc"].astype(float)).round(2),
+        "test acc": (100 * part["test_acc"].astype(float)).round(2),
+        "train min": (part["train_time_s"].astype(float) / 60).round(1)}, columns=cols).reset_index(drop=True)
 
 
 def write_ablation(folder: str | Path, epochs: pd.DataFrame, final: pd.DataFrame) -> dict[str, Path]:

@@ -56,6 +56,14 @@ def schedule_configs(schedules: Sequence[str], seeds: Sequence[int], out_dir: st
             for schedule in schedules for seed in seeds]
 
 
+def width_configs(widths: Sequence[float], seeds: Sequence[int], out_dir: str | Path, depth: int,
+                  **shared: Any) -> list[TrainConfig]:
+    """One validated config per (width, seed) of WRN-depth-k, named ``wrn<depth>-<k>-seed<seed>``, all else shared."""
+    return [TrainConfig(name=f"wrn{depth}-{width:g}-seed{seed}", depth=depth, width=float(width), seed=seed,
+                        out_dir=str(out_dir), **shared).validate()
+            for width in widths for seed in seeds]
+
+
 def run_sweep(configs: Iterable[TrainConfig], executor: str = "local", *, existing: str = "reuse",
               data: CIFAR10 | None = None, gpus_per_run: float | None = None, cpus_per_run: float | None = None,
               timeout_s: float | None = None) -> SweepResult:
