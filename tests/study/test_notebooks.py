@@ -32,6 +32,7 @@ EXPECTED = ["01_data_exploration.ipynb", "02_train.ipynb", "03_lr_schedule_ablat
 QUICK = study.load_profile("quick")
 RUN_NAME = QUICK["notebooks"]["02"]["run_name"]
 ABLATION = QUICK["notebooks"]["03"]["ablation_name"]
+SWEPT_WIDTHS = QUICK["notebooks"]["05"]["sweep_widths"]
 
 
 def test_the_five_notebooks_exist_in_order():
@@ -196,14 +197,30 @@ def test_figures_and_summary(quick):
 def test_explorer_notebook_shows_the_parameter_choice(quick):
     text = _text(quick["executed"] / "05_width_explorer.ipynb")
     assert "WRN-28-3.5" in text and "4,480,474" in text and "**within** the budget" in text
-    assert "5 finished run(s)" in text  # the quick study's own runs, read from its results folder
+    assert f"{1 + 4 + len(SWEPT_WIDTHS)} finished run(s)" in text  # the quick study's own runs, read back
+
+
+def test_explorer_notebook_trains_the_width_sweep(quick):
+    """05 with sweep_widths trains one run per width into <results>/width_sweep/runs, tabulated and collected."""
+    sweep_runs = quick["results"] / results.WIDTH_SWEEP / "runs"
+    depth = QUICK["notebooks"]["05"]["sweep_depth"]
+    assert sorted(p.name for p in sweep_runs.iterdir()) == sorted(f"wrn{depth}-{k:g}-seed0" for k in SWEPT_WIDTHS)
+    for width in SWEPT_WIDTHS:
+        config = json.loads((sweep_runs / f"wrn{depth}-{width:g}-seed0" / "config.json").read_text())
+        assert (config["depth"], config["width"]) == (depth, width)
+        assert config["epochs"] == QUICK["notebooks"]["05"]["sweep_config"]["epochs"]  # one budget for all
+    text = _text(quick["executed"] / "05_width_explorer.ipynb")
+    assert f"WRN-{depth}-k for k in {SWEPT_WIDTHS}" in text and "2 runs: 2 trained, 0 read back, 0 failed" in text
+    found = results.collect(quick["results"])
+    assert list(results.width_table(found.runs)["model"]) == [f"WRN-{depth}-{k:g}" for k in SWEPT_WIDTHS]
 
 
 def test_results_collects_the_study(quick):
     found = results.collect(quick["results"])
     assert found.problems == []
     assert len(found.main_runs) == 1 and found.main_runs.iloc[0]["status"] == "finished"
-    assert len(found.finished_runs) == 1 + len(QUICK["notebooks"]["03"]["schedules"]) * len(QUICK["notebooks"]["03"]["seeds"])
+    ablation_runs = len(QUICK["notebooks"]["03"]["schedules"]) * len(QUICK["notebooks"]["03"]["seeds"])
+    assert len(found.finished_runs) == 1 + ablation_runs + len(SWEPT_WIDTHS)
     assert set(found.metrics["name"]) == set(found.runs["name"])
     assert found.benchmarks.empty
 

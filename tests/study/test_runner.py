@@ -22,7 +22,7 @@ def test_known_profiles():
 
 
 def test_unknown_profile_is_a_clear_error(tmp_path):
-    with pytest.raises(study.StudyError, match=r"unknown study profile 'nope'; known profiles: full, quick"):
+    with pytest.raises(study.StudyError, match=r"unknown study profile 'nope'; known profiles: cpu, full, quick"):
         study.run_study("nope", output_root=tmp_path)
     assert not (tmp_path / "nope").exists()
 
@@ -30,7 +30,7 @@ def test_unknown_profile_is_a_clear_error(tmp_path):
 def test_unknown_profile_from_the_command_line(capsys, tmp_path):
     assert cli.main(["study", "--profile", "nope", "--output-root", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert "unknown study profile 'nope'" in err and "full, quick" in err
+    assert "unknown study profile 'nope'" in err and "cpu, full, quick" in err
 
 
 def test_unknown_notebook_prefix_lists_the_notebooks(tmp_path):

@@ -319,6 +319,33 @@ def accuracy_vs_params(runs: pd.DataFrame, budget: float | None = 5e6) -> plt.Fi
     return fig
 
 
+def studies_side_by_side(studies: dict[str, pd.DataFrame]) -> plt.Figure:
+    """One panel per study (label -> its finished runs): final test accuracy against training minutes, so that
+    studies on different devices sit side by side and are never drawn on one axis; the legend names each point's
+    runs, model, epochs and device."""
+    fig, axes = plt.subplots(1, len(studies), figsize=(6.5 * len(studies), 4.2), squeeze=False, sharey=True)
+    for ax, (label, runs) in zip(axes[0], studies.items()):
+        df = runs.dropna(subset=["test_acc", "train_time_s"]).copy()
+        ax.set_title(label)
+        ax.set_xlabel("training minutes (steps only)")
+        if df.empty:
+            ax.text(0.5, 0.5, "no finished runs", transform=ax.transAxes, ha="center", va="center")
+            continue
+        df["minutes"] = pd.to_numeric(df["train_time_s"]) / 60
+        df["test_acc"] = pd.to_numeric(df["test_acc"])
+        device = df["device_type"].map({"cuda": "GPU", "cpu": "CPU"}).fillna("device?")
+        df["runs"] = (df["group"].astype(str).str.replace("ablation:", "ablation ", regex=False) + ": WRN-"
+                      + df["depth"].astype(int).astype(str) + "-" + df["width"].astype(float).map("{:g}".format)
+                      + ", " + df["epochs"].astype(int).astype(str) + " epochs, " + device)
+        sns.scatterplot(data=df, x="minutes", y="test_acc", hue="runs", s=60, ax=ax)
+        ax.set_xlim(0, df["minutes"].max() * 1.15)
+        ax.legend(fontsize=7, loc="lower right")
+    axes[0][0].set_ylabel("final test accuracy")
+    _percent_axis(axes[0][0])
+    fig.tight_layout()
+    return fig
+
+
 def throughput(bench: pd.DataFrame | None, runs: pd.DataFrame | None) -> plt.Figure:
     """Training images/s: benchmark modes (if any) and the measured mean of each run (if any)."""
     panels = [p for p in ((bench, "bench"), (runs, "runs")) if p[0] is not None and not p[0].empty]

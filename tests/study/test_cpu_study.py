@@ -1,0 +1,81 @@
+"""The committed CPU-scale study: every run the cpu profile names is in the repository, finished, with the
+settings the profile's notebooks would give it, so `study --profile cpu` on a clean clone reads them back."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from wrnlib import TrainConfig, runs
+from wrnlib.config import resume_conflicts
+from wrnlib.study import results, sweep
+from wrnlib.study import runner as study
+
+CPU = study.load_profile("cpu")
+ROOT = study.REPO_ROOT
+
+
+def _params(prefix: str) -> dict:
+    return study.notebook_parameters(CPU, prefix, study.declared_parameters(study.find_notebooks()[prefix]))
+
+
+def _expected_configs() -> list[TrainConfig]:
+    """The configs notebooks 02, 03 and 05 build from the profile (paths relative to the repository)."""
+    nb2, nb3, nb5 = _params("02"), _params("03"), _params("05")
+    headline_fields = {k: v for k, v in nb2.items() if k in TrainConfig.__dataclass_fields__ and k != "run_name"}
+    headline = TrainConfig(name=nb2["run_name"], **headline_fields, **nb2.get("extra_config", {}))
+    shared3 = {k: nb3[k] for k in ("device", "depth", "width", "epochs", "batch_size", "lr", "warmup_epochs",
+                                   "val_size", "train_limit", "test_limit", "compile")}
+    ablation = sweep.schedule_configs(nb3["schedules"], nb3["seeds"],
+                                      Path(nb3["ablation_dir"]) / nb3["ablation_name"] / "runs",
+                                      **shared3, **nb3["extra_config"])
+    widths = sweep.width_configs(nb5["sweep_widths"], nb5["sweep_seeds"],
+                                 Path(nb5["results_root"]) / results.WIDTH_SWEEP / "runs", nb5["sweep_depth"],
+                                 device=nb5["device"], val_size=nb5["val_size"], train_limit=nb5["train_limit"],
+                                 test_limit=nb5["test_limit"], **nb5["sweep_config"])
+    return [headline.validate(), *ablation, *widths]
+
+
+CONFIGS = _expected_configs()
+
+
+def test_the_profile_names_a_headline_an_ablation_and_a_width_sweep():
+    assert CPU["results_root"] == "results/cpu"  # apart from the full profile's results
+    nb3, nb5 = _params("03"), _params("05")
+    assert len(nb3["schedules"]) == 5 and len(nb3["seeds"]) >= 2
+    assert len(nb5["sweep_widths"]) >= 3
+    assert len(CONFIGS) == 1 + 5 * len(nb3["seeds"]) + len(nb5["sweep_widths"]) * len(nb5["sweep_seeds"])
+    assert all(c.device == "cpu" and c.train_limit == 0 and c.test_limit == 0 for c in CONFIGS)  # the full data
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.name)
+def test_every_run_of_the_profile_is_committed_and_finished(config):
+    run_dir = ROOT / config.run_dir
+    assert runs.status(run_dir) == "finished", f"{config.run_dir} is not a finished run: run the cpu study"
+    for name in (runs.CONFIG, runs.ENV, runs.METRICS, runs.SUMMARY):
+        assert (run_dir / name).is_file(), f"{config.run_dir} lacks {name}"
+    saved = TrainConfig.load(run_dir / runs.CONFIG)
+    assert resume_conflicts(saved, config) == [], "the notebook would not read this run back but refuse it"
+    env = json.loads((run_dir / runs.ENV).read_text())
+    summary = json.loads((run_dir / runs.SUMMARY).read_text())
+    assert env["device_type"] == "cpu" and env["data_checksum"] and env["git_commit"]
+    assert summary["test_images"] == 10_000 and len(runs.read_metrics(run_dir)) == config.epochs
+    if config.save_model:  # only the headline keeps its weights
+        assert (run_dir / "model_fp16.pt").is_file()
+
+
+@pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".git").exists(), reason="needs a git checkout")
+def test_the_runs_are_in_git_not_only_on_this_disk():
+    tracked = set(subprocess.run(["git", "ls-files", CPU["results_root"]], cwd=ROOT, capture_output=True, text=True,
+                                 check=True).stdout.split())
+    missing = [str(c.run_dir) for c in CONFIGS if str(c.run_dir / runs.SUMMARY) not in tracked]
+    assert missing == [], f"finished but not committed: {missing}"
+
+
+def test_the_headline_stays_within_its_time_budget():
+    headline = CONFIGS[0]
+    summary = json.loads((ROOT / headline.run_dir / runs.SUMMARY).read_text())
+    assert summary["train_time_s"] <= 30 * 60  # the issue's budget: at most 30 minutes of training
