@@ -32,3 +32,13 @@ def test_results_skip_broken_files(tmp_path):
     for name in ("empty", "bad", "unfinished", "nothing"):
         assert name in problems
     assert "## Skipped" in results.summary_markdown(found)
+
+
+def test_a_benchmark_folder_of_another_kind_is_not_a_problem(tmp_path):
+    """A folder with other measurements (a step ablation's ablation.json) is no mode benchmark, and no error."""
+    (tmp_path / "benchmarks" / "step-ablation").mkdir(parents=True)
+    (tmp_path / "benchmarks" / "step-ablation" / "ablation.json").write_text("{}")
+    (tmp_path / "benchmarks" / "nothing").mkdir()
+    found = results.collect(tmp_path)
+    assert found.benchmarks.empty
+    assert [p for p in found.problems if "benchmarks" in p] == [f"{tmp_path / 'benchmarks' / 'nothing'}: no bench.json"]

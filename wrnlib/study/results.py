@@ -204,7 +204,7 @@ def load_benchmarks(folder: str | Path, problems: list[str] | None = None) -> pd
     for bench in _subdirs(Path(folder)):
         data = _read_json(bench / "bench.json", problems)
         if data is None:
-            if not (bench / "bench.json").exists():
+            if not any(bench.glob("*.json")):  # other measurements (e.g. a step ablation's ablation.json) are fine
                 problems.append(f"{bench}: no bench.json")
             continue
         env = data.get("env") or {}
@@ -352,7 +352,10 @@ def ablation_budgets(results: Results) -> list[str]:
     for group, part in results.finished_runs.groupby("group"):
         if not str(group).startswith("ablation:"):
             continue
-        describe = lambda col, fmt="{}": ", ".join(fmt.format(v) for v in dict.fromkeys(part[col].dropna()))
+
+        def describe(col: str, fmt: str = "{}", part: pd.DataFrame = part) -> str:  # the distinct values
+            return ", ".join(fmt.format(v) for v in dict.fromkeys(part[col].dropna()))
+
         lines.append(f"{str(group)[len('ablation:'):]}: WRN-{describe('depth', '{:.0f}')}-{describe('width', '{:g}')}, "
                      f"{describe('epochs', '{:.0f}')} epochs, batch {describe('batch_size', '{:.0f}')}, on "
                      f"{describe('device')}")
@@ -375,9 +378,14 @@ def _sections(results: Results) -> list[str]:
         out.append(_table(["run", "model", "params", "epochs", "schedule", "test acc", "flip-TTA", "best val",
                            "train time", "test images", "device", "status"], rows))
     out += ["", "## Learning-rate schedule ablation", ""]
-    out += [f"- {line}" for line in ablation_budgets(results)] + [""] * bool(ablation_budgets(results))
+    budgets = ablation_budgets(results)
+    out += [f"- {line}" for line in budgets] + ([""] if budgets else [])
     table = schedule_table(results.ablation_final)
     out.append("No ablations yet." if table.empty else schedule_markdown(table))
+    widths = width_table(results.runs)
+    if not widths.empty:
+        out += ["", "## Width sweep", "", _table(list(widths.columns), [[str(v) for v in row]
+                                                                       for row in widths.itertuples(index=False)])]
     out += ["", "## Throughput", ""]
     bench = results.benchmarks
     if bench.empty:
@@ -389,10 +397,6 @@ def _sections(results: Results) -> list[str]:
                 for _, r in bench.iterrows()]
         out.append(_table(["bench", "device", "mode", "model", "batch", "train img/s", "epoch (45k) s", "TFLOP/s",
                            "inference img/s"], rows))
-    widths = width_table(results.runs)
-    if not widths.empty:
-        out += ["", "## Width sweep", "", _table(list(widths.columns), [[str(v) for v in row]
-                                                                       for row in widths.itertuples(index=False)])]
     if results.problems:
         out += ["", "## Skipped", ""] + [f"- {p}" for p in results.problems]
     return out
