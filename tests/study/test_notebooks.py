@@ -28,14 +28,14 @@ from wrnlib.study import runner as study
 
 NOTEBOOKS = study.find_notebooks()
 EXPECTED = ["01_data_exploration.ipynb", "02_train.ipynb", "03_lr_schedule_ablation.ipynb", "04_results.ipynb",
-            "05_width_explorer.ipynb"]
+            "05_width_explorer.ipynb", "06_calibration_robustness.ipynb"]
 QUICK = study.load_profile("quick")
 RUN_NAME = QUICK["notebooks"]["02"]["run_name"]
 ABLATION = QUICK["notebooks"]["03"]["ablation_name"]
 SWEPT_WIDTHS = QUICK["notebooks"]["05"]["sweep_widths"]
 
 
-def test_the_five_notebooks_exist_in_order():
+def test_the_six_notebooks_exist_in_order():
     assert [p.name for p in NOTEBOOKS.values()] == EXPECTED
 
 
@@ -200,6 +200,16 @@ def test_explorer_notebook_shows_the_parameter_choice(quick):
     assert f"{1 + 4 + len(SWEPT_WIDTHS)} finished run(s)" in text  # the quick study's own runs, read back
 
 
+def test_trust_notebook_assesses_the_kept_model(quick):
+    """06 scores the quick run's kept weights: calibration and every corruption, written beside the results."""
+    report = json.loads((quick["results"] / results.TRUST / RUN_NAME / "trust.json").read_text())
+    assert report["settings"]["corruption_images"] == QUICK["notebooks"]["06"]["corruption_images"]
+    assert 0 <= report["calibration"]["ece_plain"] <= 1 and report["calibration"]["temperature"] > 0
+    text = _text(quick["executed"] / "06_calibration_robustness.ipynb")
+    assert f"1 run(s) with kept weights: {RUN_NAME}" in text and "mean_corruption_acc" in text
+    assert (quick["results"] / "figures" / "06_reliability.png").exists()
+
+
 def test_explorer_notebook_trains_the_width_sweep(quick):
     """05 with sweep_widths trains one run per width into <results>/width_sweep/runs, tabulated and collected."""
     sweep_runs = quick["results"] / results.WIDTH_SWEEP / "runs"
@@ -339,6 +349,8 @@ def test_each_notebook_runs_under_plain_papermill_with_its_defaults(name, tmp_pa
     assert not [o for o in outputs if o.output_type == "error"]
     if name.startswith(("01", "02", "03")):
         assert "not the benchmark" in text  # the sample, and the reader is told so
+    if name.startswith("06"):
+        assert "run(s) with kept weights" in text and "corruptions: 9 kinds x 5 severities" in text
     if name.startswith("05"):
         assert "WRN-28-3.5" in text and "4,480,474" in text and "No sliders" in text
         assert not [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]

@@ -346,6 +346,47 @@ def studies_side_by_side(studies: dict[str, pd.DataFrame]) -> plt.Figure:
     return fig
 
 
+def reliability_diagrams(reliability: pd.DataFrame) -> plt.Figure:
+    """Accuracy against mean confidence per confidence bin, one panel per run, plain and flip-TTA, before and
+    after temperature scaling; the diagonal is perfect calibration and the bars' area is each bin's share."""
+    names = list(dict.fromkeys(reliability["run"]))
+    fig, axes = plt.subplots(1, len(names), figsize=(4.6 * len(names), 4.2), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        part = reliability[(reliability["run"] == name) & (reliability["count"] > 0)]
+        for (tta, scaled), curve in part.groupby(["tta", "scaled"]):
+            label = ("flip-TTA" if tta else "plain") + (", temperature-scaled" if scaled else "")
+            ax.plot(curve["confidence"], curve["accuracy"], marker="o", ms=3, ls="--" if scaled else "-",
+                    label=label)
+        plain = part[~part["tta"].astype(bool) & ~part["scaled"].astype(bool)]
+        ax.bar((plain["lower"] + plain["upper"]) / 2, plain["count"] / plain["count"].sum(),
+               width=plain["upper"] - plain["lower"], color="gray", alpha=0.25, label="share of test images")
+        ax.plot([0, 1], [0, 1], color="black", lw=0.8)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("mean confidence in the bin")
+        ax.legend(fontsize=7, loc="upper left")
+    axes[0][0].set_ylabel("accuracy in the bin")
+    fig.tight_layout()
+    return fig
+
+
+def corruption_curves(corrupted: pd.DataFrame) -> plt.Figure:
+    """Accuracy against severity, one panel per corruption, one line per run (severity 0: the clean subset)."""
+    clean = corrupted[corrupted["severity"] == 0]
+    rows = [corrupted[corrupted["severity"] > 0]]
+    for kind in corrupted.loc[corrupted["severity"] > 0, "kind"].unique():
+        rows.append(clean.assign(kind=kind))  # every curve starts at the clean accuracy
+    df = pd.concat(rows, ignore_index=True)
+    grid = sns.relplot(data=df, x="severity", y="accuracy", hue="run", col="kind", col_wrap=5, kind="line",
+                       marker="o", height=2.4, aspect=1.1, facet_kws={"sharey": True})
+    grid.set_titles("{col_name}")
+    for ax in grid.axes.flat:
+        ax.set_xticks(sorted(df["severity"].unique()))
+        _percent_axis(ax)
+    return grid.figure
+
+
 def throughput(bench: pd.DataFrame | None, runs: pd.DataFrame | None) -> plt.Figure:
     """Training images/s: benchmark modes (if any) and the measured mean of each run (if any)."""
     panels = [p for p in ((bench, "bench"), (runs, "runs")) if p[0] is not None and not p[0].empty]

@@ -35,6 +35,7 @@ ABLATION_FINAL_COLUMNS = ("ablation", "schedule", "seed", "run", "epochs", "para
 BENCH_COLUMNS = ("name", "mode", "device", "depth", "width", "batch_size", "params", "forward_gflops_per_image",
                  "train_images_per_s", "epoch_time_s", "train_tflops", "fraction_of_peak",
                  "inference_images_per_s", "compile_time_s", "step_ms", "peak_memory_gib", "torch", "git_commit")
+TRUST = "trust"  # <results>/trust/<run>/: notebook 06's calibration and corruption assessments
 WIDTH_SWEEP = "width_sweep"  # <results>/width_sweep/runs/: the width sweep of notebook 05 (its own group)
 SCHEDULE_TABLE_COLUMNS = ("ablation", "schedule", "runs", "seeds", "test_acc_mean", "test_acc_std", "test_acc_min",
                           "test_acc_max", "test_acc_tta_mean", "best_val_acc_mean", "train_time_s_mean")
@@ -304,6 +305,11 @@ def _pct(value: Any, digits: int = 2) -> str:
     return "–" if math.isnan(v) else f"{100 * v:.{digits}f}%"
 
 
+def _points(value: Any) -> str:
+    """A fraction in percentage points without the % sign (an ECE of 0.0789 is 7.89 points)."""
+    return _pct(value).rstrip("%")
+
+
 def _num(value: Any, fmt: str) -> str:
     try:
         v = float(value)
@@ -362,6 +368,26 @@ def ablation_budgets(results: Results) -> list[str]:
     return lines
 
 
+def trust_section(folder: Path) -> list[str]:
+    """Calibration and corruption accuracy per model (notebook 06's assessments in ``folder``), if any."""
+    from .trust import load  # torchvision's transforms: only when there is something to read
+
+    summary = load(folder)[0] if folder.is_dir() else pd.DataFrame()
+    if summary.empty:
+        return []
+    rows = [[str(r["run"]), str(r["model"]), f"{int(r['epochs'])}", _pct(r["test_acc_plain"]),
+             _points(r["ece_plain"]), _points(r.get("ece_plain_scaled")),
+             _num(r.get("temperature"), ".2f"), _pct(r["clean_subset_acc"]), _pct(r["mean_corruption_acc"]),
+             str(r["device"])] for _, r in summary.iterrows()]
+    images = ", ".join(f"{n:,}" for n in summary["corruption_images"].unique())
+    return ["", "## Calibration and robustness", "",
+            f"Notebook 06: ECE (15 bins, test set, in points) before and after a temperature fitted on each run's "
+            f"validation split; accuracy under locally generated CIFAR-10-C style corruptions (9 kinds x 5 "
+            f"severities, {images} test images; not comparable with published CIFAR-10-C tables).", "",
+            _table(["run", "model", "epochs", "test acc", "ECE", "ECE scaled", "temperature", "clean subset",
+                    "mean corrupted", "device"], rows)]
+
+
 def _sections(results: Results) -> list[str]:
     out = ["## Training runs", ""]
     runs = results.main_runs
@@ -386,6 +412,7 @@ def _sections(results: Results) -> list[str]:
     if not widths.empty:
         out += ["", "## Width sweep", "", _table(list(widths.columns), [[str(v) for v in row]
                                                                        for row in widths.itertuples(index=False)])]
+    out += trust_section(results.root / TRUST)
     out += ["", "## Throughput", ""]
     bench = results.benchmarks
     if bench.empty:
