@@ -48,7 +48,9 @@ def sgdr(t: float, total: float, p: ScheduleParams) -> float:
     that ends with a cycle) steps at the floor, not at the restarted peak.
     """
     cycle_length, start = p.sgdr_t0, 0.0
-    while t > start + cycle_length:
+    # a t at a cycle's end belongs to that cycle even when the summed cycle lengths carry rounding (the
+    # end of cycle 5 of T0=7.4024, Tmult=2.5 summed here differs from T0 (1 + Tmult + ...) in the last bit)
+    while t > (start + cycle_length) * (1 + 1e-12):
         start += cycle_length
         cycle_length *= p.sgdr_tmult
     return _cosine((t - start) / cycle_length, p.min_lr_frac)
