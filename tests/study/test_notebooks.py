@@ -119,7 +119,7 @@ def _text(path: Path) -> str:
 
 
 def test_executed_notebooks_have_no_errors(quick):
-    assert "finished: 5 notebook(s)" in quick["log"]
+    assert f"finished: {len(EXPECTED)} notebook(s)" in quick["log"]
     for name in EXPECTED:
         path = quick["executed"] / name
         assert path.exists(), name
@@ -182,7 +182,7 @@ def test_figures_and_summary(quick):
                 "01_augmentations", f"02_{RUN_NAME}_curves", f"02_{RUN_NAME}_confusion", f"02_{RUN_NAME}_per_class",
                 f"02_{RUN_NAME}_confident_errors", f"03_{ABLATION}_lr_curves", f"03_{ABLATION}_val_acc",
                 f"03_{ABLATION}_final", "04_training_curves", "04_accuracy_vs_params", f"04_schedules_{ABLATION}",
-                "04_throughput", "05_width_explorer"]
+                "04_throughput", "05_width_explorer", "06_reliability", "06_corruptions"]
     for name in expected:
         path = figures / f"{name}.png"
         assert path.exists(), name
