@@ -2,6 +2,7 @@
 import re
 
 import pytest
+import torch
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -17,3 +18,13 @@ def pytest_runtest_makereport(item, call):
                 report.sections.append(("browser", f"screenshot: {path}"))
             except Exception as exc:  # a dead page must not hide the test's own failure
                 report.sections.append(("browser", f"no screenshot: {exc}"))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """For modules of tiny tensor ops (``pytestmark = pytest.mark.usefixtures("one_thread")``): one torch
+    thread is fastest for them, and spares a busy machine's other core."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

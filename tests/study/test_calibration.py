@@ -8,17 +8,11 @@ import torch
 from torch import nn
 
 from wrnlib.augment import normalize
-from wrnlib.study import calibration
-from wrnlib.study.calibration import ece, fit_temperature, nll, predict_logits, reliability
+from wrnlib.engine import predict_logits
+from wrnlib.study.calibration import ece, fit_temperature, nll, reliability
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is fastest, and spares a busy machine's other cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # Four predictions over three classes, given as probabilities (logits = their logs):
@@ -116,7 +110,7 @@ def test_predict_logits_normalises_like_training_and_averages_mirrors():
                           nn.Flatten(), nn.Linear(4, 10))
     images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
     model.train()
-    logits = predict_logits(model, images, batch_size=4, device="cpu")
+    logits = predict_logits(model, images, batch_size=4)
     assert model.training  # mode restored afterwards
     model.eval()
     with torch.no_grad():
@@ -128,4 +122,3 @@ def test_predict_logits_normalises_like_training_and_averages_mirrors():
     assert torch.allclose(predict_logits(model, images, tta=True), 0.5 * (plain + mirrored), atol=1e-6)
     low = predict_logits(model, images, bf16=True)
     assert low.dtype == torch.float32 and torch.allclose(low, plain, atol=0.1)
-    assert calibration.predict_logits is predict_logits

@@ -9,16 +9,9 @@ from wrnlib.study import corruptions
 from wrnlib.study.corruptions import KINDS, RANDOM_KINDS, SEVERITIES, corrupt
 
 # torchvision 0.29 deprecates its JPEG codec (for TorchCodec); it still works, once per image
-pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding:DeprecationWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore:The image decoding and encoding:DeprecationWarning"),
+              pytest.mark.usefixtures("one_thread")]
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These ops are tiny: one thread is fastest, and spares a busy machine's other cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

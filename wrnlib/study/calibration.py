@@ -8,17 +8,16 @@ All functions take raw logits (N, classes) and integer labels (N,) as tensors on
 * ``fit_temperature`` / ``nll``: temperature scaling (Guo et al., "On Calibration of Modern
   Neural Networks", ICML 2017): one scalar T > 0 dividing the logits, fitted by minimising the
   negative log-likelihood on held-out data; it changes confidences but never the predictions.
-* ``predict_logits``: float32 logits of uint8 images, preprocessed exactly as training and
-  evaluation do (it is :func:`wrnlib.engine.predict_logits`), optionally with flip TTA.
+
+Logits of uint8 images come from :func:`wrnlib.engine.predict_logits` (the evaluation's own
+preprocessing, bf16 and flip-TTA).
 """
 from __future__ import annotations
 
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from ..engine import predict_logits as _engine_predict_logits
 
 DEFAULT_BINS = 15
 
@@ -111,19 +110,3 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, max_iter: int = 
 
     optimizer.step(closure)
     return float(log_t.detach().exp())
-
-
-def predict_logits(model: nn.Module, images: torch.Tensor, *, batch_size: int = 1000,
-                   device: torch.device | str | None = None, bf16: bool = False,
-                   tta: bool = False) -> torch.Tensor:
-    """Float32 logits (N, classes) of uint8 images (N, 3, 32, 32), on the model's device.
-
-    The images are normalised as in training and evaluation (``wrnlib.augment.normalize``),
-    batch by batch, with the model in eval mode under ``torch.no_grad`` and, with ``bf16``,
-    bf16 autocast; ``tta`` averages the logits of each image and its mirror image, as
-    ``wrnlib``'s evaluation does. This is :func:`wrnlib.engine.predict_logits`; ``device``,
-    when given, first moves the model there (``model.to(device)``, in place).
-    """
-    if device is not None:
-        model.to(device)
-    return _engine_predict_logits(model, images, batch_size=batch_size, bf16=bf16, tta=tta)
