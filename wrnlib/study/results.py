@@ -383,8 +383,10 @@ def trust_section(folder: Path) -> list[str]:
     return ["", "## Calibration and robustness", "",
             f"Notebook 06: ECE (15 bins, test set, in points) before and after a temperature fitted on each run's "
             f"validation split; accuracy under locally generated CIFAR-10-C style corruptions (9 kinds x 5 "
-            f"severities, {images} test images; not comparable with published CIFAR-10-C tables).", "",
-            _table(["run", "model", "epochs", "test acc", "ECE", "ECE scaled", "temperature", "clean subset",
+            f"severities, {images} test images; not comparable with published CIFAR-10-C tables). Its test accuracy is "
+            f"this assessment's own bf16 inference of the kept fp16 weights, which may differ from the run's recorded "
+            f"accuracy by a few hundredths of a point.", "",
+            _table(["run", "model", "epochs", "test acc (bf16 here)", "ECE", "ECE scaled", "temperature", "clean subset",
                     "mean corrupted", "device"], rows)]
 
 
