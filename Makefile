@@ -1,12 +1,14 @@
 # make test  : create .venv if needed, install wrnlib with its dev and cluster (Ray) extras, run the test suite
 # make study : the same environment, then execute the notebooks with the quick (CPU) profile (and their HTML pages)
+# make mutation : mutation testing of the library core with mutmut (hours on two cores, so not run by CI; it resumes
+#                 where it stopped), then results/mutation/report.md. JOBS=n sets the parallel mutants (default: cores)
 # make hooks : strip outputs from notebooks/*.ipynb whenever they are staged (run by the install step)
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test study venv clean hooks
+.PHONY: test study mutation venv clean hooks
 
 venv: $(STAMP)
 
@@ -23,6 +25,11 @@ test: $(STAMP)
 study: $(STAMP)
 	$(PY) -m wrnlib study --profile $(or $(PROFILE),quick)
 
+# One torch thread per mutant's tests: JOBS of them share the cores.
+mutation: $(STAMP)
+	OMP_NUM_THREADS=1 $(VENV)/bin/mutmut run --max-children $(or $(JOBS),$(shell nproc))
+	$(PY) scripts/mutation_report.py
+
 # What `nbstripout --install` sets up for the filter that .gitattributes names, plus --keep-id so that the
 # notebooks' cell ids stay as committed. Outside a git checkout there is nothing to set up.
 hooks:
@@ -35,4 +42,4 @@ hooks:
 	fi
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache build *.egg-info mutants

@@ -237,3 +237,14 @@ def test_bad_arguments(name, value):
 def test_bad_input_dtype(real):
     with pytest.raises(ValueError, match="uint8"):
         A.BatchAugment()(real[0][:4].float(), real[1][:4])
+
+
+def test_describe_names_each_stage_in_the_order_applied():
+    """The pipeline's description (recorded with the run and shown in notebook 01) lists what runs, in order."""
+    assert A.BatchAugment().describe() == "crop(pad=4, reflect) -> flip -> normalize"
+    full = A.BatchAugment(crop_padding=2, pad_mode="constant", policy="autoaugment", policy_group=8, cutout=16,
+                        mix="cutmix", mix_alpha=0.5, mix_prob=0.25)
+    assert full.describe() == ("crop(pad=2, constant) -> flip -> autoaugment(group=8) -> normalize -> cutout(16) -> "
+                               "cutmix(alpha=0.5, p=0.25)")
+    assert A.BatchAugment(crop_padding=0, flip=False).describe() == "normalize"
+    assert repr(A.BatchAugment(crop_padding=0, flip=False)) == "BatchAugment(normalize, dtype=torch.float32)"

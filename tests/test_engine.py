@@ -30,3 +30,14 @@ def test_batching_and_the_progress_bar_do_not_change_the_result(real_data):
     expected = (whole.argmax(1) == labels).float().mean().item()
     assert result["acc"] == pytest.approx(expected)
     assert result["loss"] == pytest.approx(torch.nn.functional.cross_entropy(whole, labels).item(), rel=1e-5)
+
+
+def test_use_bf16_follows_the_precision_asked_for_and_the_hardware(monkeypatch):
+    import wrnlib.engine as engine
+
+    cpu = torch.device("cpu")
+    assert engine.use_bf16("bf16", cpu) is True and engine.use_bf16("fp32", cpu) is False
+    assert engine.use_bf16("auto", torch.device("cuda")) is True
+    for amx, avx512, native in ((False, True, True), (True, False, True), (False, False, False)):
+        monkeypatch.setattr(engine, "cpu_bf16_support", lambda a=amx, b=avx512: {"amx_bf16": a, "avx512_bf16": b})
+        assert engine.use_bf16("auto", cpu) is native

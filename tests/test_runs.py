@@ -104,3 +104,67 @@ def test_record_evaluation_keeps_the_training_devices_number_labelled(tmp_path):
     assert json.loads((tmp_path / runs.EVALUATION).read_text()) == report
     runs.record_evaluation(tmp_path, report)  # again: the training device's number is not lost
     assert json.loads((tmp_path / runs.SUMMARY).read_text())["test_acc_tta_on_training_device"] == 0.9619
+
+
+# --------------------------------------------------------------------------- small helpers that write the folder
+
+
+def test_json_holds_tuples_sets_and_paths_and_refuses_the_rest(tmp_path):
+    path = tmp_path / "x.json"
+    runs.write_json(path, {"t": (1, 2), "s": {3}, "p": tmp_path / "a"})
+    assert json.loads(path.read_text()) == {"t": [1, 2], "s": [3], "p": str(tmp_path / "a")}
+    with pytest.raises(TypeError, match="not JSON serialisable: complex"):
+        runs.write_json(path, {"z": 1j})
+
+
+def test_clear_unstarted_removes_what_a_start_writes_and_nothing_else(tmp_path):
+    run = tmp_path / "r"
+    runs.start_run_folder(TrainConfig(name="r", out_dir=str(tmp_path)), {"device": "cpu"})
+    for name in (runs.METRICS, runs.STATE + ".tmp", runs.STATE, runs.MODEL_FP16, "notes.txt"):
+        (run / name).write_text("x")
+    runs.clear_unstarted(run)
+    assert sorted(p.name for p in run.iterdir()) == sorted([runs.STATE, runs.MODEL_FP16, "notes.txt"])
+
+
+def _finished(tmp_path, **summary):
+    run = tmp_path / "r"
+    run.mkdir()
+    runs.write_json(run / runs.SUMMARY, {"test_acc": 0.9, "test_acc_tta": 0.91, **summary})
+    return run
+
+
+REPORT = {"agrees": True, "test_acc": 0.9012, "test_acc_tta": 0.91, "device": "cpu", "test_images": 10_000}
+
+
+def test_record_evaluation_keeps_the_report_and_the_reproduced_numbers(tmp_path):
+    run = _finished(tmp_path)
+    runs.record_evaluation(run, REPORT)
+    assert runs.read_json(run / runs.EVALUATION) == REPORT
+    summary = runs.read_json(run / runs.SUMMARY)
+    # the reproduced number replaces the training device's, which stays beside it, labelled; an equal one is kept
+    assert summary["test_acc"] == 0.9012 and summary["test_acc_on_training_device"] == 0.9
+    assert summary["test_acc_tta"] == 0.91 and "test_acc_tta_on_training_device" not in summary
+    assert summary["reproduced_by"] == {"file": runs.EVALUATION, "device": "cpu"}
+
+
+@pytest.mark.parametrize("report, needle", [
+    ({**REPORT, "agrees": False, "disagreement": "r: the recomputed test acc differs"},
+     "r: the recomputed test acc differs. Nothing was recorded."),
+    ({k: v for k, v in REPORT.items() if k != "agrees"}, "--record keeps a full evaluation"),
+    ({**REPORT, "test_acc_tta": None}, "drop --test-limit and --no-tta to record"),
+])
+def test_record_evaluation_refuses_what_it_must_not_keep_and_writes_nothing(tmp_path, report, needle):
+    run = _finished(tmp_path)
+    before = (run / runs.SUMMARY).read_bytes()
+    with pytest.raises(ValueError) as raised:
+        runs.record_evaluation(run, report)
+    assert needle in str(raised.value)
+    assert (run / runs.SUMMARY).read_bytes() == before and not (run / runs.EVALUATION).exists()
+
+
+def test_is_locked_exactly_while_a_lock_is_held(tmp_path):
+    folder = tmp_path / "r"
+    assert not runs.is_locked(folder)  # no lock file yet
+    with runs.folder_lock(folder):
+        assert runs.is_locked(folder)
+    assert runs.lock_path(folder).exists() and not runs.is_locked(folder)  # the file stays, the lock does not

@@ -159,3 +159,60 @@ def test_summary_separates_training_from_evaluation_time(real_data, tmp_path):
     assert summary["eval_time_s"] == pytest.approx(sum(r["eval_time_s"] for r in rows), rel=1e-4)
     assert all(r["eval_time_s"] > 0 for r in rows)
     assert summary["final_eval"]["precision"].startswith("fp32")
+
+
+# --------------------------------------------------------------------------- what a run prints
+
+
+def _trainer(world: int, device: str = "auto"):
+    from types import SimpleNamespace
+    return SimpleNamespace(config=TrainConfig(name="r", depth=16, width=2.5, epochs=7, batch_size=128, device=device),
+                           device=torch.device("cpu"), steps_per_epoch=351, precision="bf16 autocast (asked for)",
+                           dist=SimpleNamespace(world=world, backend="gloo"))
+
+
+@pytest.mark.parametrize("world, device", [(1, "auto"), (1, "cpu"), (2, "auto")])
+def test_the_start_line_says_what_trains_where_and_for_how_long(monkeypatch, world, device):
+    asked = []
+    monkeypatch.setattr(train_module, "rough_epoch_seconds", lambda c, train, evals, dev: asked.append(
+        (train, evals, dev.type)) or 480.0)
+    where = runs.device_name(torch.device("cpu"))
+    if device == "auto":
+        where += " (device 'auto': no CUDA GPU is visible, so this runs on the CPU)"
+    if world > 1:
+        where = f"2 processes (gloo, 64 images each per step), each on {where}"
+    line = train_module._start_line(_trainer(world, device))
+    assert line == (f"r: WRN-16-2.5, 7 epochs of 351 steps, on {where}; bf16 autocast (asked for); roughly "
+                    f"{'8' if world == 1 else '4'} min per epoch")
+    assert asked == [(351 * 128, 0, "cpu")]  # one epoch's training images, no evaluation, per process
+
+
+@pytest.mark.parametrize("seconds, text", [(0.4, "under 1 s"), (1, "1 s"), (119.4, "119 s"), (120, "2 min"),
+                                           (3600, "60 min")])
+def test_rough_durations(seconds, text):
+    assert train_module.rough_duration(seconds) == text
+
+
+def test_the_epoch_line(monkeypatch):
+    row = {"epoch": 3, "lr": 0.05, "train_loss": 1.2345, "train_acc": 0.5, "val_acc": 0.61234, "test_acc": math.nan,
+           "epoch_time_s": 12.34, "images_per_s": 3650.4}
+    assert train_module.format_epoch(row, 10) == ("epoch   3/10  lr 0.0500  train 1.234 50.00%  val 61.23%  test -  "
+                                                  "12.3s (3650 img/s)")
+    assert train_module.format_epoch(row).startswith("epoch   3  lr 0.0500")
+
+
+def test_rough_eval_seconds_is_an_fp32_evaluation_of_the_images(monkeypatch):
+    asked = []
+    monkeypatch.setattr(train_module, "rough_epoch_seconds", lambda c, train, evals, dev: asked.append(
+        (c.precision, c.depth, train, evals, dev.type)) or 3.0)
+    assert train_module.rough_eval_seconds(TrainConfig(depth=16, precision="bf16"), 10_000, "cpu") == 3.0
+    assert asked == [("fp32", 16, 0, 10_000, "cpu")]
+
+
+def test_the_interrupted_message_says_where_the_checkpoint_is_and_how_to_resume(tmp_path):
+    run = tmp_path / "runs" / "r"
+    run.mkdir(parents=True)
+    runs.save_checkpoint({"epoch": 2, "model": {}, "optimizer": {}, "metrics": []}, run)
+    assert train_module._interrupted(run, 2) == (
+        f"\nInterrupted during epoch 3. The checkpoint at the end of epoch 2 is intact in {run}; continue with "
+        f"`python -m wrnlib train --resume --name r --out-dir {tmp_path / 'runs'}`.")

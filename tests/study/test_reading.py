@@ -93,6 +93,7 @@ def test_width_configs_name_each_width_and_seed_and_share_the_rest(tmp_path):
     assert [c.name for c in configs] == ["wrn16-1-seed0", "wrn16-1-seed1", "wrn16-2.5-seed0", "wrn16-2.5-seed1"]
     assert {(c.depth, c.epochs, c.lr) for c in configs} == {(16, 4, 0.1)}
     assert [c.width for c in configs] == [1.0, 1.0, 2.5, 2.5] and [c.seed for c in configs] == [0, 1, 0, 1]
+    assert {c.out_dir for c in configs} == {str(tmp_path)}
 
 
 def test_width_table_holds_the_width_sweep_only(study):

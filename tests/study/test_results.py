@@ -1,6 +1,15 @@
-"""Reading results folders: empty, missing and broken ones give empty tables and named problems."""
+"""Reading results folders (empty, missing and broken ones give empty tables and named problems) and the numbers
+the summary and the notebooks show from them, cell by cell."""
 from __future__ import annotations
 
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from wrnlib import runs as runs_io
 from wrnlib.study import explorer, results
 
 # --------------------------------------------------------------------------- results on empty / broken folders
@@ -42,3 +51,169 @@ def test_a_benchmark_folder_of_another_kind_is_not_a_problem(tmp_path):
     found = results.collect(tmp_path)
     assert found.benchmarks.empty
     assert [p for p in found.problems if "benchmarks" in p] == [f"{tmp_path / 'benchmarks' / 'nothing'}: no bench.json"]
+
+# --------------------------------------------------------------------------- the numbers readers see
+# Every cell of the summary's tables, and of the notebooks' run and schedule tables, rendered from run folders
+# whose values are known (found wanting by mutation testing: a cell could show another field, drop its unit or
+# lose a digit while only "the table exists" was checked).
+
+
+def _cells(markdown: str, first: str) -> list[str]:
+    """The cells of the markdown table row whose first cell is ``first``."""
+    for line in markdown.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and cells[0] == first:
+            return cells
+    raise AssertionError(f"no row {first!r} in\n{markdown}")
+
+
+def _run(root: Path, name: str, *, config: dict, summary: dict | None, env: dict, epochs_done: int) -> Path:
+    run_dir = root / name
+    run_dir.mkdir(parents=True)
+    (run_dir / runs_io.CONFIG).write_text(json.dumps(config))
+    (run_dir / runs_io.ENV).write_text(json.dumps(env))
+    if summary is not None:
+        (run_dir / runs_io.SUMMARY).write_text(json.dumps(summary))
+    rows = [{"epoch": e + 1, "lr": 0.1, "train_loss": 1.0, "train_acc": 0.5, "val_loss": 1.0, "val_acc": 0.5,
+             "test_loss": 1.0, "test_acc": 0.25 + e / 100} for e in range(epochs_done)]
+    runs_io.write_metrics(run_dir / runs_io.METRICS, rows)
+    return run_dir
+
+
+CONFIG = {"depth": 16, "width": 2.5, "epochs": 18, "schedule": "onecycle", "batch_size": 128, "lr": 0.1, "seed": 0,
+          "label_smoothing": 0.1}
+SUMMARY = {"params": 1_234_567, "test_acc": 0.91234, "test_acc_tta": 0.9187, "best_val_acc": 0.9051,
+           "final_val_acc": 0.9003, "train_time_s": 1428.4, "test_images": 10_000, "best_val_epoch": 17,
+           "mean_images_per_s": 567.8, "eval_time_s": 61.25}
+
+
+@pytest.fixture
+def study(tmp_path) -> Path:
+    root = tmp_path / "study"
+    _run(root / "runs", "headline", config=CONFIG, summary=SUMMARY, env={"device": "A CPU (2 cores)"}, epochs_done=18)
+    _run(root / "runs", "halfway", config={**CONFIG, "depth": 28, "width": 10}, summary=None, env={}, epochs_done=3)
+    ablation = root / "ablations" / "lr_schedules"
+    for schedule, seed, acc in (("cosine", 0, 0.80), ("cosine", 1, 0.82), ("step", 0, 0.70)):
+        _run(ablation / "runs", f"{schedule}-seed{seed}",
+             config={**CONFIG, "schedule": schedule, "seed": seed, "epochs": 10, "depth": 10, "width": 1},
+             summary={**SUMMARY, "test_acc": acc, "epochs": 10}, env={"device": "A CPU (2 cores)"}, epochs_done=10)
+    final = pd.DataFrame([{"ablation": "lr_schedules", "schedule": s, "seed": seed, "run": f"{s}-seed{seed}",
+                           "epochs": 10, "test_acc": acc, "test_acc_tta": acc + 0.01, "best_val_acc": acc - 0.01,
+                           "train_time_s": t}
+                          for s, seed, acc, t in (("cosine", 0, 0.80, 100), ("cosine", 1, 0.82, 110),
+                                                  ("step", 0, 0.70, 90))])
+    results.write_ablation(ablation, pd.DataFrame(columns=list(results.ABLATION_EPOCH_COLUMNS)), final)
+    bench = root / "benchmarks" / "cpu-wrn16-2"
+    bench.mkdir(parents=True)
+    (bench / "bench.json").write_text(json.dumps({"env": {"torch": "2.x"}, "results": [
+        {"mode": "bf16", "device": "cpu", "depth": 16, "width": 2, "batch_size": 128, "train_images_per_s": 1234.5,
+         "epoch_time_s": 36.456, "train_tflops": 0.61, "inference_images_per_s": 3523.2}]}))
+    return root
+
+
+def test_every_cell_of_a_finished_run_row(study):
+    text = results.summary_markdown(results.collect(study))
+    assert _cells(text, "headline") == ["headline", "WRN-16-2.5", "1.23 M", "18/18", "onecycle", "91.23%", "91.87%",
+                                        "90.51%", "1428 s", "10,000", "A CPU (2 cores)", "finished"]
+    # an unfinished run: what it has, and a dash for each number it has not written yet
+    assert _cells(text, "halfway") == ["halfway", "WRN-28-10", "– M", "3/18", "onecycle", "–", "–", "–", "– s", "–",
+                                       "–", "partial"]
+    lines = text.splitlines()
+    header = lines.index(next(line for line in lines if line.startswith("| run | model | params")))
+    assert lines[header + 1] == "|" + "---|" * 12 and lines[header - 1] == ""
+
+
+def test_every_cell_of_the_schedule_and_throughput_tables(study):
+    found = results.collect(study)
+    text = results.summary_markdown(found)
+    assert _cells(text, "lr_schedules")[:3] == ["lr_schedules", "cosine", "2"]
+    cosine, step = [line for line in text.splitlines() if line.startswith("| lr_schedules |")]
+    std = 100 * pd.Series([0.80, 0.82]).std(ddof=1)
+    assert _cells(cosine, "lr_schedules") == ["lr_schedules", "cosine", "2", f"81.00% ± {std:.2f}", "80.00% – 82.00%",
+                                              "82.00%", "80.00%", "105 s"]
+    assert _cells(step, "lr_schedules")[3] == "70.00% (one seed)"
+    assert "- lr_schedules: WRN-10-1, 10 epochs, batch 128, on A CPU (2 cores)" in text
+    assert _cells(text, "cpu-wrn16-2") == ["cpu-wrn16-2", "cpu", "bf16", "WRN-16-2", "128", "1,234", "36.46", "0.6",
+                                           "3,523"]
+
+
+def test_describe_counts_runs_per_group_and_status(study):
+    text = results.collect(study).describe()
+    assert f"results folder: {study}" in text.splitlines()[0] and "does not exist" not in text
+    assert "1 finished in runs" in text and "1 partial in runs" in text
+    assert "3 finished in ablation:lr_schedules" in text
+    assert "ablation lr_schedules: 3 runs, schedules cosine, step" in text
+    assert "benchmarks: 1 folder(s), 1 mode rows" in text
+
+
+def test_the_index_and_the_run_notebook_show_the_same_numbers(study):
+    found = results.collect(study)
+    header, rows = results.finished_run_rows(found)
+    assert header == ["run", "model", "epochs", "test acc", "flip-TTA", "train time", "device"]
+    assert rows == [["headline", "WRN-16-2.5", "18/18", "91.23%", "91.87%", "23.8 min", "A CPU (2 cores)"]]
+    table = results.run_markdown(SUMMARY)
+    assert _cells(table, "final test accuracy") == ["final test accuracy", "91.23%"]
+    assert _cells(table, "with flip-TTA") == ["with flip-TTA", "91.87%"]
+    assert _cells(table, "best validation accuracy") == ["best validation accuracy", "90.51% (epoch 17)"]
+    assert _cells(table, "test images") == ["test images", "10,000"]
+    assert _cells(table, "parameters") == ["parameters", "1,234,567"]
+    assert _cells(table, "training time (steps only)") == ["training time (steps only)", "1428.4 s (568 images/s)"]
+    assert _cells(table, "evaluation time (every epoch)") == ["evaluation time (every epoch)", "61.2 s"]
+    assert _cells(results.run_markdown({}), "evaluation time (every epoch)")[1] == "–"
+
+
+@pytest.mark.parametrize("seconds, text", [(42, "42.0 s"), (59.94, "59.9 s"), (60, "1.0 min"), (750, "12.5 min"),
+                                           (3599, "60.0 min"), (3600, "1.00 h"), (5472, "1.52 h"),
+                                           (None, "–"), ("x", "–"), (math.nan, "–")])
+def test_duration_reads_from_a_smoke_run_to_a_long_one(seconds, text):
+    assert results.duration(seconds) == text
+
+
+def test_missing_values_are_a_dash_never_a_number():
+    assert results._pct(None) == results._pct(math.nan) == results._pct("x") == "–"
+    assert results._num(None, ".1f") == results._num(math.nan, ".1f") == "–"
+    assert results._pct(0.123456) == "12.35%" and results._pct(0.123456, 1) == "12.3%"
+    assert results._points(0.0789) == "7.89" and results._points(None) == "–"
+    assert results.duration(None, missing="never") == "never"
+
+
+def test_validation_table_columns_and_row_and_which_runs_it_leaves_out(study, tmp_path):
+    table = results.validation_table([study / "runs", study / "ablations" / "lr_schedules" / "runs"])
+    assert list(table.columns) == ["runs in", "run", "model", "epochs", "schedule", "label smoothing",
+                                   "final val acc", "train min"]
+    # the unfinished run is left out; one row per finished run, best validation first
+    assert len(table) == 4 and "halfway" not in set(table["run"])
+    headline = table[table["run"] == "headline"].iloc[0].tolist()
+    assert headline == [str(study / "runs"), "headline", "WRN-16-2.5", 18, "onecycle", 0.1, 90.03, 23.8]
+    # a finished run that recorded no validation accuracy has nothing to be chosen on
+    _run(tmp_path / "more", "no-val", config=CONFIG, summary={**SUMMARY, "final_val_acc": None}, env={},
+         epochs_done=18)
+    _run(tmp_path / "more", "zz-val", config=CONFIG, summary=SUMMARY, env={}, epochs_done=18)
+    _run(tmp_path / "more", "zz-better", config=CONFIG, summary={**SUMMARY, "final_val_acc": 0.95}, env={},
+         epochs_done=18)
+    assert list(results.validation_table([tmp_path / "more"])["run"]) == ["zz-better", "zz-val"]
+
+
+def test_another_study_is_a_section_of_its_own_one_heading_level_down(study):
+    found = results.collect(study)
+    text = results.summary_markdown(found, {"CPU study": found})
+    lines = text.splitlines()
+    assert lines[0] == "# WRN on CIFAR-10: results summary" and lines[1] == "" and text.endswith("|\n")
+    at = lines.index("## CPU study")
+    assert lines[at - 1] == lines[at + 1] == "" and lines[at + 2].startswith(f"From `{study}`: another device")
+    assert lines[at + 3] == ""
+    below = lines[at + 1:]
+    assert "### Training runs" in below and "### Throughput" in below and "## Training runs" not in below
+    assert not any(line.startswith("#") and not line.startswith("###") for line in below)
+    # the other study's tables come through whole, under its own heading
+    assert sum(line.startswith("| headline |") for line in lines) == 2
+
+
+def test_ablation_budgets_name_every_distinct_value(study):
+    found = results.collect(study)
+    runs = found.runs.copy()
+    more = runs[runs["group"] == "ablation:lr_schedules"].iloc[:1].assign(epochs=20.0, batch_size=256.0,
+                                                                          depth=16.0, width=2.5, device="A GPU")
+    found.runs = pd.concat([runs, more], ignore_index=True)
+    assert results.ablation_budgets(found) == [
+        "lr_schedules: WRN-10, 16-1, 2.5, 10, 20 epochs, batch 128, 256, on A CPU (2 cores), A GPU"]

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from wrnlib import TrainConfig
+from wrnlib import runs as runs_io
 from wrnlib.cli import main
 from wrnlib.study import cluster, sweep
 from wrnlib.study.results import BY_SCHEDULE_CSV, EPOCHS_CSV, FINAL_CSV
@@ -134,3 +135,63 @@ def test_profile_settings_are_the_ablation_notebooks():
     assert quick["schedules"] == ["cosine", "onecycle"] and quick["seeds"] == [0, 1]
     assert quick["ablation_dir"] == "results/quick/ablations" and quick["executor"] == "local"
     assert "seed" not in quick  # the profile's common seed is not the ablation notebook's
+
+
+def test_check_names_every_failed_run_with_its_error():
+    result = sweep.SweepResult(done=[], failed={"a-seed0": "ValueError: bad", "b-seed1": "RuntimeError: NaN"})
+    with pytest.raises(sweep.SweepError) as raised:
+        result.check()
+    assert str(raised.value) == "2 of 2 runs failed: a-seed0 (ValueError: bad); b-seed1 (RuntimeError: NaN)"
+    assert sweep.SweepResult(done=["r"], failed={}).check() == ["r"]
+
+
+def test_run_local_reads_back_finished_runs_and_names_the_failures(local_sweep):
+    folder, swept = local_sweep
+    good, broken = grid(folder)
+    assert [r.config.name for r in sweep.run_local(good)] == [r.config.name for r in swept.done]
+    with pytest.raises(sweep.SweepError, match=r"1 of 5 runs failed: step-seed0"):
+        sweep.run_local(good + broken)
+    with pytest.raises(sweep.SweepError, match="4 of 4 runs failed"):  # existing="error" is passed on to fit
+        sweep.run_local(good, existing="error")
+
+
+def test_sweep_command_builds_the_profiles_configs_and_passes_every_setting_on(monkeypatch, tmp_path, capsys):
+    """The profile's ablation settings (and its extra_config) reach each run's config; the executor settings reach
+    run_sweep; a sweep where nothing finished leaves the tables as they were, and says so."""
+    seen = {}
+
+    def fake_run_sweep(configs, executor, **kwargs):
+        seen.update(configs=list(configs), executor=executor, **kwargs)
+        assert runs_io.is_locked(tmp_path / "abl" / "lr")  # the ablation folder is held while it runs
+        return sweep.SweepResult(done=[], failed={c.name: "ValueError: x" for c in configs})
+
+    monkeypatch.setattr(sweep, "run_sweep", fake_run_sweep)
+    overrides = {"ablation_dir": str(tmp_path / "abl"), "ablation_name": "lr", "schedules": ["sgdr"], "seeds": [3],
+                 "executor": "ray", "existing": "retrain", "gpus_per_run": 0.5, "epochs": None}
+    code = sweep.sweep_command("full", overrides=overrides, shared={"depth": 10}, cpus_per_run=2)
+    assert code == 1
+    (config,) = seen["configs"]
+    profile = sweep.profile_settings("full")
+    assert (config.name, config.schedule, config.seed, config.depth) == ("sgdr-seed3", "sgdr", 3, 10)
+    assert config.epochs == profile["epochs"]  # an override of None keeps the profile's value
+    assert config.progress is False  # a line per epoch, not a bar per run
+    assert profile["extra_config"]  # the full profile sets SGDR's cycle: it must reach the config
+    for key, value in profile["extra_config"].items():
+        assert getattr(config, key) == value
+    assert (seen["executor"], seen["existing"], seen["gpus_per_run"], seen["cpus_per_run"]) == ("ray", "retrain",
+                                                                                                  0.5, 2)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"sweep lr: 1 runs on executor 'ray' -> {tmp_path / 'abl' / 'lr'}"
+    assert out[-1] == f"no run finished: the tables in {tmp_path / 'abl' / 'lr'} were left as they were"
+    assert not (tmp_path / "abl" / "lr" / FINAL_CSV).exists()
+
+
+def test_sweep_command_names_the_tables_it_wrote(local_sweep, monkeypatch, capsys):
+    folder, swept = local_sweep
+    monkeypatch.setattr(sweep, "run_sweep", lambda configs, executor, **kwargs: swept)
+    overrides = {"ablation_dir": str(folder.parent), "ablation_name": folder.name}
+    assert sweep.sweep_command(None, overrides=overrides, shared={}) == 1  # the fixture's sweep has a failed run
+    out = capsys.readouterr().out.splitlines()
+    tables = ", ".join(str(folder / name) for name in (EPOCHS_CSV, FINAL_CSV, BY_SCHEDULE_CSV))
+    assert f"wrote {tables}" in out
+    assert "5 runs: 4 trained, 0 read back, 1 failed" in out

@@ -318,6 +318,11 @@ def _num(value: Any, fmt: str) -> str:
     return "–" if math.isnan(v) else format(v, fmt)
 
 
+def _text(value: Any) -> str:
+    """A text field of a run (its device, ...); a dash where the run did not record it (None, or NaN in a table)."""
+    return value if isinstance(value, str) and value else "–"
+
+
 def duration(seconds: Any, missing: str = "–") -> str:
     """Seconds as "42.0 s", "12.5 min" or "1.52 h", readable from a smoke run to a day-long one."""
     try:
@@ -402,7 +407,7 @@ def _sections(results: Results) -> list[str]:
             rows.append([str(r["name"]), arch, _num(r["params"] / 1e6 if r["params"] is not None else None, ".2f") + " M",
                          f"{r['epochs_done']}/{_num(r['epochs'], '.0f')}", str(r["schedule"]), _pct(r["test_acc"]),
                          _pct(r["test_acc_tta"]), _pct(r["best_val_acc"]), _num(r["train_time_s"], ".0f") + " s",
-                         _num(r["test_images"], ",.0f"), str(r["device"] or "–"), str(r["status"])])
+                         _num(r["test_images"], ",.0f"), _text(r["device"]), str(r["status"])])
         out.append(_table(["run", "model", "params", "epochs", "schedule", "test acc", "flip-TTA", "best val",
                            "train time", "test images", "device", "status"], rows))
     out += ["", "## Learning-rate schedule ablation", ""]
@@ -436,7 +441,7 @@ def finished_run_rows(results: Results) -> tuple[list[str], list[list[str]]]:
     runs = results.main_runs
     rows = [[str(r["name"]), f"WRN-{_num(r['depth'], '.0f')}-{_num(r['width'], 'g')}",
              f"{r['epochs_done']}/{_num(r['epochs'], '.0f')}", _pct(r["test_acc"]), _pct(r["test_acc_tta"]),
-             duration(r["train_time_s"]), r["device"] if isinstance(r["device"], str) else "–"]
+             duration(r["train_time_s"]), _text(r["device"])]
             for _, r in runs[runs["status"] == "finished"].sort_values("name").iterrows()]
     return ["run", "model", "epochs", "test acc", "flip-TTA", "train time", "device"], rows
 

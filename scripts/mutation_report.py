@@ -1,0 +1,205 @@
+"""Mutation score per module, from mutmut's results, with the survivors judged equivalent set apart.
+
+``make mutation`` runs ``mutmut run`` (configured in pyproject.toml's ``[tool.mutmut]``) and then this
+script, which reads mutmut's per-file results (``mutants/<path>.meta``) and the committed list of
+equivalent mutants (``tests/mutation_equivalents.toml``: mutant name -> why no test can tell it from
+the original), and writes ``results/mutation/report.md`` and ``report.json``:
+
+- per module: mutants, killed (a failing test, a timeout or a crash of the tests), survived, equivalent
+  (survived and listed), without tests, not yet checked, and the score: killed / (mutants - equivalent);
+- every survivor that is not listed as equivalent, by name (``mutmut show NAME`` prints its diff);
+- listed equivalents that are no longer survivors (killed since, or renumbered by a change to their
+  function): the list is stale there and wants a look.
+
+``--snapshot before`` also keeps the counts as ``results/mutation/before.json``; the report then shows
+them beside the current ones.
+
+    python scripts/mutation_report.py [--mutants mutants] [--out results/mutation] [--snapshot NAME]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tomllib
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from wrnlib.runs import cpu_model  # noqa: E402  (needs the path above)
+
+EQUIVALENTS = REPO_ROOT / "tests" / "mutation_equivalents.toml"
+
+# mutmut's exit codes (mutmut.stats.status_by_exit_code), folded into what the score needs
+KILLED_CODES = {1, 3, 24, -24, 152, 255, 36, -11, -9}  # a failing test, a timeout, or the tests' process killed
+SURVIVED_CODES = {0}
+NO_TESTS_CODES = {5, 33}
+
+
+@dataclass
+class ModuleCounts:
+    module: str
+    mutants: int = 0
+    killed: int = 0
+    survived: int = 0
+    equivalent: int = 0
+    no_tests: int = 0
+    not_checked: int = 0
+    other: int = 0  # skipped, interrupted, suspicious: neither a kill nor a survivor
+    survivors: list[str] = field(default_factory=list)
+
+    @property
+    def score(self) -> float | None:
+        """Killed / non-equivalent mutants (those without tests count as not killed)."""
+        relevant = self.mutants - self.equivalent
+        return self.killed / relevant if relevant else None
+
+
+def module_name(meta_path: Path, mutants_dir: Path) -> str:
+    """``mutants/wrnlib/study/results.py.meta`` -> ``wrnlib.study.results``."""
+    relative = meta_path.relative_to(mutants_dir).as_posix().removesuffix(".py.meta")
+    return relative.replace("/", ".")
+
+
+def count(mutants_dir: Path, equivalents: dict[str, str]) -> list[ModuleCounts]:
+    """Counts per mutated module, from every ``*.py.meta`` file mutmut left in ``mutants_dir``."""
+    metas = sorted(mutants_dir.rglob("*.py.meta"))
+    if not metas:
+        raise SystemExit(f"no mutmut results in {mutants_dir}/: run `make mutation` (or `mutmut run`) first")
+    out = []
+    for meta_path in metas:
+        exit_codes: dict[str, int | None] = json.loads(meta_path.read_text())["exit_code_by_key"]
+        counts = ModuleCounts(module_name(meta_path, mutants_dir), mutants=len(exit_codes))
+        for name, code in sorted(exit_codes.items()):
+            if code is None:
+                counts.not_checked += 1
+            elif code in KILLED_CODES:
+                counts.killed += 1
+            elif code in SURVIVED_CODES and name in equivalents:
+                counts.equivalent += 1
+            elif code in SURVIVED_CODES:
+                counts.survived += 1
+                counts.survivors.append(name)
+            elif code in NO_TESTS_CODES:
+                counts.no_tests += 1
+                counts.survivors.append(name)
+            else:
+                counts.other += 1
+        if counts.mutants:
+            out.append(counts)
+    return out
+
+
+def stale_equivalents(mutants_dir: Path, equivalents: dict[str, str]) -> list[str]:
+    """Listed equivalents that are not survivors now (killed, renumbered or gone)."""
+    surviving = set()
+    for meta_path in mutants_dir.rglob("*.py.meta"):
+        codes = json.loads(meta_path.read_text())["exit_code_by_key"]
+        surviving |= {name for name, code in codes.items() if code in SURVIVED_CODES}
+    return sorted(set(equivalents) - surviving)
+
+
+def load_equivalents(path: Path = EQUIVALENTS) -> dict[str, str]:
+    if not path.exists():
+        return {}
+    listed = tomllib.loads(path.read_text())
+    missing_reason = [name for name, reason in listed.items() if not isinstance(reason, str) or not reason.strip()]
+    if missing_reason:
+        raise SystemExit(f"{path}: every equivalent mutant needs a one-line reason; none for {missing_reason}")
+    return listed
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def environment() -> dict[str, str]:
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "wrnlib", "tests"], cwd=REPO_ROOT,
+                           capture_output=True, text=True).stdout.strip()
+    return {"mutmut": _version("mutmut"), "torch": _version("torch"), "python": platform.python_version(),
+            "machine": f"{cpu_model()}, {os.cpu_count()} cores",
+            "git_commit": commit + (" (with uncommitted changes to wrnlib/ or tests/)" if dirty else ""),
+            "written": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def _total(counts: list[ModuleCounts]) -> ModuleCounts:
+    return ModuleCounts("all", **{k: sum(getattr(c, k) for c in counts) for k in
+                                  ("mutants", "killed", "survived", "equivalent", "no_tests", "not_checked", "other")})
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.1f} %"
+
+
+def markdown(counts: list[ModuleCounts], env: dict[str, str], equivalents: dict[str, str], stale: list[str],
+             before: dict[str, dict] | None) -> str:
+    total = _total(counts)
+    head = ["module", "mutants", "killed", "survived", "equivalent", "no tests", "not checked", "score"]
+    if before:
+        head.append("score before")
+    lines = ["# Mutation testing report", "",
+             "Written by `scripts/mutation_report.py` from the results of `make mutation` (mutmut over the modules "
+             "and fast tests that pyproject.toml's `[tool.mutmut]` names). Score: killed / (mutants - equivalent); "
+             "a timeout or a crash of the tests counts as killed, a mutant no test reaches as not killed. "
+             f"Equivalents are listed with their reasons in `tests/mutation_equivalents.toml`.", "",
+             "Environment: " + ", ".join(f"{k} {v}" for k, v in env.items()), "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for c in [*counts, total]:
+        row = [f"`{c.module}`" if c.module != "all" else "**all**", c.mutants, c.killed, c.survived, c.equivalent,
+               c.no_tests, c.not_checked, _pct(c.score)]
+        if before:
+            old = before.get(c.module) if c.module != "all" else asdict(_total(
+                [ModuleCounts(**{k: v for k, v in m.items() if k != "score"}) for m in before.values()]))
+            row.append(_pct(ModuleCounts(**{k: v for k, v in old.items() if k != "score"}).score) if old else "–")
+        lines.append("| " + " | ".join(str(x) for x in row) + " |")
+    survivors = [name for c in counts for name in c.survivors]
+    lines += ["", f"## Survivors not judged equivalent ({len(survivors)})", ""]
+    lines += [f"- `{name}`" for name in survivors] or ["None."]
+    if stale:
+        lines += ["", "## Listed as equivalent but no longer surviving", "",
+                  "Killed since, or renumbered by a change to their function: check and update the list.", ""]
+        lines += [f"- `{name}`" for name in stale]
+    reasons = Counter(equivalents.values())
+    lines += ["", f"## Equivalent mutants ({len(equivalents)}), by reason", ""]
+    lines += [f"- {n} x {reason}" for reason, n in reasons.most_common()] or ["None."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--mutants", type=Path, default=REPO_ROOT / "mutants")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "results" / "mutation")
+    parser.add_argument("--equivalents", type=Path, default=EQUIVALENTS)
+    parser.add_argument("--snapshot", help="also keep these counts as <out>/<SNAPSHOT>.json (e.g. 'before')")
+    args = parser.parse_args(argv)
+
+    equivalents = load_equivalents(args.equivalents)
+    counts = count(args.mutants, equivalents)
+    env = environment()
+    args.out.mkdir(parents=True, exist_ok=True)
+    data = {"environment": env, "modules": {c.module: {**asdict(c), "score": c.score} for c in counts}}
+    if args.snapshot:
+        (args.out / f"{args.snapshot}.json").write_text(json.dumps(data, indent=2) + "\n")
+    before_path = args.out / "before.json"
+    before = json.loads(before_path.read_text())["modules"] if before_path.exists() else None
+    (args.out / "report.json").write_text(json.dumps(data, indent=2) + "\n")
+    text = markdown(counts, env, equivalents, stale_equivalents(args.mutants, equivalents), before)
+    (args.out / "report.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""The mutation report counts mutmut's results per module, sets listed equivalents apart and flags stale ones."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("mutation_report", REPO / "scripts" / "mutation_report.py")
+report = sys.modules["mutation_report"] = importlib.util.module_from_spec(_spec)  # dataclasses look it up
+_spec.loader.exec_module(report)
+
+
+def _meta(mutants: Path, path: str, codes: dict[str, int | None]) -> None:
+    meta = mutants / f"{path}.meta"
+    meta.parent.mkdir(parents=True, exist_ok=True)
+    meta.write_text(json.dumps({"exit_code_by_key": codes, "hash_by_function_name": {}, "durations_by_key": {},
+                                "estimated_durations_by_key": {}}))
+
+
+@pytest.fixture
+def mutants(tmp_path):
+    root = tmp_path / "mutants"
+    # killed by a test (1), a timeout (36), survived (0), no tests (33), not checked (None)
+    _meta(root, "wrnlib/model.py", {"wrnlib.model.x_a__mutmut_1": 1, "wrnlib.model.x_a__mutmut_2": 0,
+                                    "wrnlib.model.x_a__mutmut_3": 0, "wrnlib.model.x_b__mutmut_1": 36,
+                                    "wrnlib.model.x_b__mutmut_2": 33, "wrnlib.model.x_b__mutmut_3": None})
+    _meta(root, "wrnlib/study/results.py", {"wrnlib.study.results.x_c__mutmut_1": 1})
+    return root
+
+
+def test_counts_per_module_with_equivalents_apart(mutants):
+    equivalents = {"wrnlib.model.x_a__mutmut_3": "changes only a log message"}
+    counts = {c.module: c for c in report.count(mutants, equivalents)}
+    assert set(counts) == {"wrnlib.model", "wrnlib.study.results"}
+    model = counts["wrnlib.model"]
+    assert (model.mutants, model.killed, model.survived, model.equivalent, model.no_tests, model.not_checked) == \
+        (6, 2, 1, 1, 1, 1)
+    assert model.survivors == ["wrnlib.model.x_a__mutmut_2", "wrnlib.model.x_b__mutmut_2"]
+    assert model.score == pytest.approx(2 / 5)  # a mutant without tests counts as not killed
+    assert counts["wrnlib.study.results"].score == 1.0
+
+
+def test_equivalents_that_no_longer_survive_are_stale(mutants):
+    equivalents = {"wrnlib.model.x_a__mutmut_2": "r", "wrnlib.model.x_a__mutmut_1": "r", "wrnlib.model.gone": "r"}
+    assert report.stale_equivalents(mutants, equivalents) == ["wrnlib.model.gone", "wrnlib.model.x_a__mutmut_1"]
+
+
+def test_report_lists_survivors_and_compares_with_a_snapshot(mutants, tmp_path):
+    out = tmp_path / "out"
+    assert report.main(["--mutants", str(mutants), "--out", str(out), "--equivalents", str(tmp_path / "none.toml"),
+                        "--snapshot", "before"]) == 0
+    saved = json.loads((out / "before.json").read_text())["modules"]["wrnlib.model"]
+    assert saved["killed"] == 2 and saved["score"] == pytest.approx(2 / 6)
+    text = (out / "report.md").read_text()
+    assert "`wrnlib.model.x_a__mutmut_2`" in text and "`wrnlib.model.x_a__mutmut_1`" not in text
+    assert "score before" in text and "33.3 %" in text
+
+
+def test_an_equivalent_without_a_reason_is_refused(tmp_path):
+    listed = tmp_path / "eq.toml"
+    listed.write_text('"wrnlib.model.x_a__mutmut_2" = ""\n')
+    with pytest.raises(SystemExit, match="reason"):
+        report.load_equivalents(listed)
+
+
+def test_no_results_says_how_to_get_them(tmp_path):
+    with pytest.raises(SystemExit, match="make mutation"):
+        report.count(tmp_path, {})
+
+
+def test_the_committed_equivalents_each_name_a_mutated_module_and_a_reason():
+    listed = tomllib.loads(report.EQUIVALENTS.read_text()) if report.EQUIVALENTS.exists() else {}
+    modules = {Path(p).with_suffix("").as_posix().replace("/", ".")
+               for p in tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["mutmut"]["only_mutate"]}
+    for name, reason in listed.items():
+        assert name.rsplit(".", 1)[0] in modules, name
+        assert isinstance(reason, str) and len(reason.split()) >= 3, name
