@@ -559,3 +559,23 @@ def test_has_cifar10_recognises_the_layouts(tmp_path):
     (tmp_path / "cifar-10-batches-py").mkdir()
     (tmp_path / "cifar-10-batches-py" / "test_batch").write_bytes(b"")  # torchvision's layout, one level down
     assert has_cifar10(tmp_path)
+
+
+def test_download_into_an_existing_cache_and_a_failed_one_names_its_cause(tmp_path, monkeypatch):
+    import torchvision.datasets
+
+    from wrnlib import data
+
+    calls = []
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", lambda root, train, download: calls.append((train, download)))
+    cache = tmp_path / "cache"
+    cache.mkdir()  # what a partial download leaves: fetching again must not trip over it
+    data._download_with_torchvision(cache)
+    assert calls == [(True, True), (False, True)]
+
+    def offline(root, train, download):
+        raise ConnectionError("no route to host")
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
+    with pytest.raises(DataError, match=r"into .*cache with torchvision failed \(ConnectionError: no route to host\)"):
+        data._download_with_torchvision(cache)

@@ -168,3 +168,32 @@ def test_is_locked_exactly_while_a_lock_is_held(tmp_path):
     with runs.folder_lock(folder):
         assert runs.is_locked(folder)
     assert runs.lock_path(folder).exists() and not runs.is_locked(folder)  # the file stays, the lock does not
+
+
+@pytest.mark.parametrize("kept", ["fp16", "state", "none"])
+def test_read_result_reads_a_finished_run_back_with_the_weights_it_kept(tmp_path, kept):
+    from wrnlib.model import WideResNet
+
+    config = TrainConfig(name="r", out_dir=str(tmp_path), depth=10, width=1)
+    run = tmp_path / "r"
+    runs.start_run_folder(config, {"device": "cpu"})
+    runs.write_metrics(run / runs.METRICS, [{"epoch": 1, "lr": 0.1, "train_loss": 2.0, "train_acc": 0.25,
+                                             "val_loss": 2.1, "val_acc": 0.2, "test_loss": 2.2, "test_acc": 0.3}])
+    runs.write_json(run / runs.SUMMARY, {"test_acc": 0.3})
+    model = WideResNet(10, 1, 10)
+    if kept == "fp16":
+        runs.save_fp16_model(model, run / runs.MODEL_FP16)
+    elif kept == "state":
+        runs.save_checkpoint({"epoch": 1, "model": model.state_dict(), "optimizer": {}, "metrics": []}, run)
+    result = runs.read_result(run)
+    assert result.run_dir == run and result.config == runs.load_config(run) and result.summary == {"test_acc": 0.3}
+    assert [m["test_acc"] for m in result.metrics] == [0.3]
+    if kept == "none":
+        assert result.model is None
+        return
+    assert isinstance(result.model, WideResNet) and not result.model.training
+    expected = model.state_dict()
+    for key, value in result.model.state_dict().items():
+        want = expected[key].half().float() if kept == "fp16" and value.is_floating_point() else expected[key]
+        assert value.device.type == "cpu" and torch.equal(value, want), key
+    assert runs.read_result(run, with_model=False).model is None

@@ -216,3 +216,17 @@ def test_the_interrupted_message_says_where_the_checkpoint_is_and_how_to_resume(
     assert train_module._interrupted(run, 2) == (
         f"\nInterrupted during epoch 3. The checkpoint at the end of epoch 2 is intact in {run}; continue with "
         f"`python -m wrnlib train --resume --name r --out-dir {tmp_path / 'runs'}`.")
+
+
+@pytest.mark.parametrize("device, precision, threads", [("cuda", "auto", 2), ("cpu", "bf16", 1), ("cpu", "fp32", 3)])
+def test_rough_epoch_seconds_is_the_epochs_flops_at_the_measured_rate(monkeypatch, device, precision, threads):
+    """3 forward passes' FLOPs per training image (forward and backward), 1 per evaluated image, at the GPU's
+    measured rate or the CPU's per thread in the precision chosen, times the threads."""
+    from wrnlib.model import forward_flops
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    config = TrainConfig(depth=16, width=2, precision=precision)
+    rate = (train_module.GPU_FLOPS if device == "cuda" else
+            train_module.CPU_FLOPS_PER_THREAD[precision] * threads)
+    seconds = train_module.rough_epoch_seconds(config, 45_000, 10_000, torch.device(device))
+    assert seconds == pytest.approx(forward_flops(16, 2) * (3 * 45_000 + 10_000) / rate)

@@ -217,3 +217,33 @@ def test_ablation_budgets_name_every_distinct_value(study):
     found.runs = pd.concat([runs, more], ignore_index=True)
     assert results.ablation_budgets(found) == [
         "lr_schedules: WRN-10, 16-1, 2.5, 10, 20 epochs, batch 128, 256, on A CPU (2 cores), A GPU"]
+
+
+def _assessment(folder: Path, run: str, *, ece: float, scaled: float | None, temperature: float | None) -> None:
+    """A notebook-06 assessment folder as trust.assess writes it (the fields the summary reads)."""
+    folder.mkdir(parents=True)
+    calibration = {"test_acc_plain": 0.91234, "ece_plain": ece, "ece_plain_scaled": scaled,
+                   "temperature": temperature}
+    (folder / "trust.json").write_text(json.dumps({
+        "run": run, "model": "WRN-16-2", "epochs": 18, "env": {"device": "A CPU (2 cores)"},
+        "calibration": calibration, "clean_subset_acc": 0.9115, "mean_corruption_acc": 0.678911,
+        "settings": {"corruption_images": 2000}, "calibration_time_s": 25.8, "corruption_time_s": 78.6}))
+    (folder / "reliability.csv").write_text("bin,count\n")
+    (folder / "corruptions.csv").write_text("kind,severity,accuracy\n")
+
+
+def test_the_calibration_and_robustness_section_cell_by_cell(tmp_path):
+    _assessment(tmp_path / results.TRUST / "a", "a", ece=0.07559, scaled=0.011549, temperature=0.68219)
+    _assessment(tmp_path / results.TRUST / "b", "b", ece=0.0716, scaled=None, temperature=None)
+    lines = results.trust_section(tmp_path / results.TRUST)
+    assert lines[:3] == ["", "## Calibration and robustness", ""]
+    assert "9 kinds x 5 severities, 2,000 test images; not comparable with published CIFAR-10-C tables" in lines[3]
+    table = "\n".join(lines[4:])
+    assert _cells(table, "run") == ["run", "model", "epochs", "test acc (bf16 here)", "ECE", "ECE scaled",
+                                    "temperature", "clean subset", "mean corrupted", "device"]
+    assert _cells(table, "a") == ["a", "WRN-16-2", "18", "91.23%", "7.56", "1.15", "0.68", "91.15%", "67.89%",
+                                  "A CPU (2 cores)"]
+    assert _cells(table, "b")[4:7] == ["7.16", "–", "–"]  # no temperature fitted: dashes, not numbers
+    assert results.trust_section(tmp_path / "none") == []
+    summary = results.summary_markdown(results.collect(tmp_path))
+    assert "\n".join(lines) in summary and summary.index("## Calibration") < summary.index("## Throughput")

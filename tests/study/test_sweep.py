@@ -7,7 +7,9 @@ Ray runs as a local instance with 2 CPUs, started and shut down here.
 """
 from __future__ import annotations
 
+import json
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -167,18 +169,18 @@ def test_sweep_command_builds_the_profiles_configs_and_passes_every_setting_on(m
 
     monkeypatch.setattr(sweep, "run_sweep", fake_run_sweep)
     overrides = {"ablation_dir": str(tmp_path / "abl"), "ablation_name": "lr", "schedules": ["sgdr"], "seeds": [3],
-                 "executor": "ray", "existing": "retrain", "gpus_per_run": 0.5, "epochs": None}
+                 "executor": "ray", "existing": "resume", "gpus_per_run": 0.5, "epochs": None}
     code = sweep.sweep_command("full", overrides=overrides, shared={"depth": 10}, cpus_per_run=2)
     assert code == 1
     (config,) = seen["configs"]
-    profile = sweep.profile_settings("full")
+    profile = json.loads((Path(sweep.__file__).parent / "profiles" / "full.json").read_text())["notebooks"]["03"]
     assert (config.name, config.schedule, config.seed, config.depth) == ("sgdr-seed3", "sgdr", 3, 10)
     assert config.epochs == profile["epochs"]  # an override of None keeps the profile's value
     assert config.progress is False  # a line per epoch, not a bar per run
     assert profile["extra_config"]  # the full profile sets SGDR's cycle: it must reach the config
     for key, value in profile["extra_config"].items():
         assert getattr(config, key) == value
-    assert (seen["executor"], seen["existing"], seen["gpus_per_run"], seen["cpus_per_run"]) == ("ray", "retrain",
+    assert (seen["executor"], seen["existing"], seen["gpus_per_run"], seen["cpus_per_run"]) == ("ray", "resume",
                                                                                                   0.5, 2)
     out = capsys.readouterr().out.splitlines()
     assert out[0] == f"sweep lr: 1 runs on executor 'ray' -> {tmp_path / 'abl' / 'lr'}"
@@ -195,3 +197,37 @@ def test_sweep_command_names_the_tables_it_wrote(local_sweep, monkeypatch, capsy
     tables = ", ".join(str(folder / name) for name in (EPOCHS_CSV, FINAL_CSV, BY_SCHEDULE_CSV))
     assert f"wrote {tables}" in out
     assert "5 runs: 4 trained, 0 read back, 1 failed" in out
+
+
+def test_the_local_executor_loads_the_data_once_logs_each_run_and_passes_its_settings(monkeypatch, tmp_path,
+                                                                                     capsys):
+    """Data is loaded (as the config says) only when a run needs training, then shared; each run gets a numbered
+    line, each epoch an indented one, each failure a FAILED line; existing= reaches fit."""
+    good, broken = grid(tmp_path)
+    configs = [*good[:2], *broken]
+    finished = configs[0].run_dir
+    finished.mkdir(parents=True)
+    configs[0].save(finished / runs_io.CONFIG)
+    (finished / runs_io.SUMMARY).write_text("{}")  # read back by fit, no data needed for it
+    loaded, fitted = [], []
+    monkeypatch.setattr(sweep, "load_cifar10", lambda data_dir, download: loaded.append((data_dir, download)) or "D")
+    row = {"epoch": 1, "lr": 0.1, "train_loss": 1.0, "train_acc": 0.5, "val_acc": 0.5, "test_acc": 0.5,
+           "epoch_time_s": 1.0, "images_per_s": 10.0}
+
+    def fake_fit(config, *, data, existing, on_epoch_end):
+        fitted.append((config.name, data, existing))
+        on_epoch_end(row)
+        if config.schedule == "step":
+            raise ValueError("no good")
+        return config.name
+
+    monkeypatch.setattr(sweep, "fit", fake_fit)
+    swept = sweep.run_sweep(configs, "local", existing="resume")
+    assert loaded == [("sample", False)]
+    assert fitted == [("cosine-seed0", None, "resume"), ("cosine-seed1", "D", "resume"), ("step-seed0", "D", "resume")]
+    assert swept.done == ["cosine-seed0", "cosine-seed1"] and swept.reused == ["cosine-seed0"]
+    assert swept.failed == {"step-seed0": "ValueError: no good"}
+    epoch_line = "    " + sweep.format_epoch(row)
+    assert capsys.readouterr().out.splitlines() == [
+        "[1/3] cosine-seed0", epoch_line, "[2/3] cosine-seed1", epoch_line, "[3/3] step-seed0", epoch_line,
+        "    FAILED step-seed0: ValueError: no good"]
