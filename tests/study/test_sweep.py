@@ -176,6 +176,8 @@ def test_sweep_command_builds_the_profiles_configs_and_passes_every_setting_on(m
     profile = json.loads((Path(sweep.__file__).parent / "profiles" / "full.json").read_text())["notebooks"]["03"]
     assert (config.name, config.schedule, config.seed, config.depth) == ("sgdr-seed3", "sgdr", 3, 10)
     assert config.epochs == profile["epochs"]  # an override of None keeps the profile's value
+    assert (config.batch_size, config.lr, config.warmup_epochs) == (profile["batch_size"], profile["lr"],
+                                                                   profile["warmup_epochs"])
     assert config.progress is False  # a line per epoch, not a bar per run
     assert profile["extra_config"]  # the full profile sets SGDR's cycle: it must reach the config
     for key, value in profile["extra_config"].items():
@@ -231,3 +233,31 @@ def test_the_local_executor_loads_the_data_once_logs_each_run_and_passes_its_set
     assert capsys.readouterr().out.splitlines() == [
         "[1/3] cosine-seed0", epoch_line, "[2/3] cosine-seed1", epoch_line, "[3/3] step-seed0", epoch_line,
         "    FAILED step-seed0: ValueError: no good"]
+
+
+def test_profile_settings_take_the_common_settings_notebook_03_declares():
+    settings = sweep.profile_settings("full")
+    assert settings["device"] == "auto" and "data_dir" in settings  # from the profile's "common"
+    assert "figures_dir" in settings and "results_root" not in settings  # 03 declares the one, not the other
+
+
+def test_a_second_sweep_of_the_same_ablation_is_refused_saying_why(monkeypatch, tmp_path):
+    monkeypatch.setattr(sweep, "run_sweep", lambda *a, **k: pytest.fail("a locked ablation must not run"))
+    overrides = {"ablation_dir": str(tmp_path), "ablation_name": "lr"}
+    with runs_io.folder_lock(tmp_path / "lr"):
+        with pytest.raises(runs_io.FolderLockedError, match="another process is running this ablation"):
+            sweep.sweep_command(None, overrides=overrides, shared={})
+
+
+def test_run_local_hands_its_data_and_existing_to_fit(monkeypatch, tmp_path):
+    seen = []
+    monkeypatch.setattr(sweep, "fit", lambda config, *, data, existing, on_epoch_end: seen.append((data, existing))
+                        or config.name)
+    assert sweep.run_local(grid(tmp_path)[0][:1], data="D", existing="resume") == ["cosine-seed0"]
+    assert seen == [("D", "resume")]
+
+
+def test_describe_lists_every_failure_on_its_own_line():
+    result = sweep.SweepResult(done=["x"], failed={"a": "ValueError: bad", "b": "OSError: gone"}, reused=["x"])
+    assert result.describe() == ("3 runs: 0 trained, 1 read back, 2 failed\n  FAILED a: ValueError: bad\n"
+                                 "  FAILED b: OSError: gone")
