@@ -247,3 +247,56 @@ def test_the_calibration_and_robustness_section_cell_by_cell(tmp_path):
     assert results.trust_section(tmp_path / "none") == []
     summary = results.summary_markdown(results.collect(tmp_path))
     assert "\n".join(lines) in summary and summary.index("## Calibration") < summary.index("## Throughput")
+
+
+def test_read_run_row_by_status_and_what_it_could_not_read(tmp_path):
+    env = {"device": "A CPU", "device_type": "cpu", "torch": "2.x", "git_commit": "abc", "data_source": "/d"}
+    finished = _run(tmp_path, "done", config=CONFIG, summary=SUMMARY, env=env, epochs_done=3)
+    row, epochs = results.read_run(finished)
+    assert {k: row[k] for k in env} == env and epochs[0]["group"] == "runs"
+    assert row["group"] == "runs" and row["run_dir"] == str(finished) and row["status"] == "finished"
+    assert row["epochs_done"] == 3 and row["last_test_acc"] == pytest.approx(0.27) and row["device"] == "A CPU"
+    assert [e["test_acc"] for e in epochs] == pytest.approx([0.25, 0.26, 0.27]) and epochs[0]["name"] == "done"
+    assert {k: row[k] for k in ("depth", "schedule", "test_acc", "params")} == {
+        "depth": 16, "schedule": "onecycle", "test_acc": 0.91234, "params": 1_234_567}
+    partial = _run(tmp_path, "partial", config=CONFIG, summary=None, env={}, epochs_done=2)
+    assert results.read_run(partial, "g")[0]["status"] == "partial"
+    started = _run(tmp_path, "started", config=CONFIG, summary=None, env={}, epochs_done=0)
+    (started / runs_io.METRICS).unlink()
+    row, epochs = results.read_run(started)
+    assert (row["status"], row["epochs_done"], row["last_test_acc"], epochs) == ("started", 0, None, [])
+    # a metrics file that cannot be read is a named problem, and the rest of the run is still read
+    (partial / runs_io.METRICS).write_text("epoch,lr\n1,not-a-number\n")
+    (partial / runs_io.ENV).write_text("{broken")
+    problems = []
+    row, _ = results.read_run(partial, "g", problems)
+    assert row["status"] == "started" and row["depth"] == 16
+    assert any(p.startswith(f"{partial / runs_io.METRICS}: unreadable (ValueError") for p in problems)
+    assert any(p.startswith(f"{partial / runs_io.ENV}: unreadable") for p in problems)
+    (partial / runs_io.SUMMARY).write_text("[1, 2]")
+    problems = []
+    assert results.read_run(partial, "g", problems)[0]["status"] == "started"
+    assert any(p.startswith(f"{partial / runs_io.SUMMARY}: unreadable") for p in problems)
+    assert results.read_run(partial)[0]["status"] == "started"  # without a list to note problems in, no error
+    only_summary = tmp_path / "only-summary"
+    only_summary.mkdir()
+    (only_summary / runs_io.SUMMARY).write_text(json.dumps(SUMMARY))
+    assert results.read_run(only_summary)[0]["status"] == "finished"
+
+
+def test_ablation_tables_from_run_results():
+    from types import SimpleNamespace
+
+    from wrnlib import TrainConfig
+
+    metrics = [{"epoch": e, "lr": 0.1, "train_loss": 1.0, "train_acc": 0.5, "val_loss": 1.0, "val_acc": 0.5,
+                "test_loss": 1.0, "test_acc": 0.6 + e / 100} for e in (1, 2)]
+    run = SimpleNamespace(config=TrainConfig(name="cosine-seed1", schedule="cosine", seed=1), metrics=metrics,
+                          summary={**SUMMARY, "epochs": 2})
+    epochs, final = results.ablation_tables([run, run], "abl")
+    assert len(epochs) == 4 and list(epochs.columns) == list(results.ABLATION_EPOCH_COLUMNS)
+    assert epochs.iloc[1][["ablation", "schedule", "seed", "run", "epoch", "test_acc"]].tolist() == [
+        "abl", "cosine", 1, "cosine-seed1", 2, 0.62]
+    assert list(final.columns) == list(results.ABLATION_FINAL_COLUMNS) and len(final) == 2
+    assert final.iloc[0].tolist() == ["abl", "cosine", 1, "cosine-seed1", 2, 1_234_567, 0.91234, 0.9187, 0.9051,
+                                      0.9003, 1428.4, 567.8, 10_000]
