@@ -41,3 +41,9 @@ def test_resume_conflicts_ignore_execution_only_fields():
     saved = TrainConfig(name="r", epochs=10)
     assert resume_conflicts(saved, TrainConfig(name="r", epochs=10, compile=True, progress=False)) == []
     assert resume_conflicts(saved, TrainConfig(name="r", epochs=12, lr=0.1)) == ["epochs", "lr"]
+
+
+def test_the_saved_config_is_indented_for_people_to_read(tmp_path):
+    TrainConfig(name="r").save(tmp_path / "config.json")
+    lines = (tmp_path / "config.json").read_text().splitlines()
+    assert lines[0] == "{" and lines[1].startswith('  "') and not lines[1].startswith('   ')

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from wrnlib.model import (PreActBlock, WideResNet, count_forward_flops, count_parameters, model_stats,
-                          stage_widths)
+from wrnlib.model import (PreActBlock, WideResNet, activation_bytes_per_image, count_forward_flops,
+                          count_parameters, forward_flops, model_stats, stage_widths)
 
 
 def analytic_params(depth: int, width: float, classes: int = 10) -> int:
@@ -57,6 +57,37 @@ def test_parameters_and_flops_match_analytic_formulas(depth, width):
     stats = model_stats(depth, width)
     assert stats.params == analytic_params(depth, width)
     assert stats.train_flops == 3 * stats.forward_flops
+    # the closed form the explorer and the time estimates use, against torch's count on the model itself
+    assert forward_flops(depth, width) == count_forward_flops(model) == stats.forward_flops
+    assert forward_flops(depth, width, num_classes=100) == count_forward_flops(WideResNet(depth, width, 100))
+
+
+@pytest.mark.parametrize("depth,width", [(10, 1), (16, 2.5)])
+def test_activation_estimate_counts_what_it_says_from_the_models_own_shapes(depth, width):
+    """About four tensors of each block's output size, and three of the stem's, in bf16 (2 bytes) by default."""
+    model = WideResNet(depth, width)
+    sizes = {"stem": [], "block": []}
+    model.stem.register_forward_hook(lambda m, i, out: sizes["stem"].append(out[0].numel()))
+    for block in model.modules():
+        if isinstance(block, PreActBlock):
+            block.register_forward_hook(lambda m, i, out: sizes["block"].append(out[0].numel()))
+    with torch.no_grad():
+        model(torch.zeros(1, 3, 32, 32))
+    values = 3 * sum(sizes["stem"]) + 4 * sum(sizes["block"])
+    assert activation_bytes_per_image(depth, width) == 2 * values
+    assert activation_bytes_per_image(depth, width, bytes_per_value=4) == 4 * values
+    assert model_stats(depth, width).activation_bytes == 2 * values
+
+
+def test_model_stats_and_param_count_describe_the_model_asked_for():
+    from wrnlib.model import param_count
+
+    stats = model_stats(16, 2.5, num_classes=100)
+    assert (stats.depth, stats.width) == (16, 2.5)
+    assert stats.params == count_parameters(WideResNet(16, 2.5, 100)) == param_count(16, 2.5, num_classes=100)
+    assert param_count(16, 2.5) == count_parameters(WideResNet(16, 2.5))
+    with pytest.raises(ValueError):
+        param_count(16, 0)
 
 
 def test_fractional_widths_round_each_stage():

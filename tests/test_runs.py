@@ -197,3 +197,11 @@ def test_read_result_reads_a_finished_run_back_with_the_weights_it_kept(tmp_path
         want = expected[key].half().float() if kept == "fp16" and value.is_floating_point() else expected[key]
         assert value.device.type == "cpu" and torch.equal(value, want), key
     assert runs.read_result(run, with_model=False).model is None
+
+
+def test_checkpoint_epoch_names_the_checkpoint_or_its_absence(tmp_path):
+    assert runs.checkpoint_epoch(tmp_path) == "none yet"
+    runs.save_checkpoint({"epoch": 4, "model": {}, "optimizer": {}, "metrics": []}, tmp_path)
+    assert runs.checkpoint_epoch(tmp_path) == "end of epoch 4"
+    (tmp_path / runs.STATE).write_bytes(b"not a checkpoint")
+    assert runs.checkpoint_epoch(tmp_path) == "unreadable"

@@ -87,3 +87,12 @@ def test_unknown_schedule_lists_the_known_ones():
 def test_bad_schedule_parameters(name, params, needle):
     with pytest.raises(ValueError, match=needle):
         validate_schedule(name, 10, params)
+
+
+def test_one_cycle_stays_at_its_floor_past_the_budget_and_curves_have_500_points():
+    from wrnlib.schedules import SCHEDULES
+
+    params = ScheduleParams(min_lr_frac=0.05)
+    assert SCHEDULES["onecycle"](15.0, 10.0, params) == pytest.approx(0.05)  # e.g. a resumed run given more epochs
+    epochs, values = lr_curve("cosine", 10.0)
+    assert len(epochs) == len(values) == 500 and epochs[0] == 0.0 and epochs[-1] == 10.0
