@@ -6,7 +6,8 @@ equivalent mutants (``tests/mutation_equivalents.toml``: mutant name -> why no t
 the original), and writes ``results/mutation/report.md`` and ``report.json``:
 
 - per module: mutants, killed (a failing test, a timeout or a crash of the tests), survived, equivalent
-  (survived and listed), without tests, not yet checked, and the score: killed / (mutants - equivalent);
+  (survived and listed), without tests, not yet checked, and the score: killed / (mutants - equivalent -
+  not checked), partial while mutants are still unchecked;
 - every survivor that is not listed as equivalent, by name (``mutmut show NAME`` prints its diff);
 - listed equivalents that are no longer survivors (killed since, or renumbered by a change to their
   function): the list is stale there and wants a look.
@@ -58,8 +59,9 @@ class ModuleCounts:
 
     @property
     def score(self) -> float | None:
-        """Killed / non-equivalent mutants (those without tests count as not killed)."""
-        relevant = self.mutants - self.equivalent
+        """Killed / checked non-equivalent mutants (those without tests count as not killed; those not checked
+        yet, in an unfinished run, count neither way: the table shows how many there are)."""
+        relevant = self.mutants - self.equivalent - self.not_checked
         return self.killed / relevant if relevant else None
 
 
@@ -124,13 +126,17 @@ def _version(package: str) -> str:
         return "not installed"
 
 
-def environment() -> dict[str, str]:
+def environment(mutants_dir: Path) -> dict[str, str]:
+    """The report's environment; ``tested_commit``: the commit mutmut copied the tests and code from (its stats)."""
+    stats = mutants_dir / "mutmut-stats.json"
+    tested = json.loads(stats.read_text()).get("git_commit") if stats.exists() else None
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
     dirty = subprocess.run(["git", "status", "--porcelain", "--", "wrnlib", "tests"], cwd=REPO_ROOT,
                            capture_output=True, text=True).stdout.strip()
     return {"mutmut": _version("mutmut"), "torch": _version("torch"), "python": platform.python_version(),
             "machine": f"{cpu_model()}, {os.cpu_count()} cores",
-            "git_commit": commit + (" (with uncommitted changes to wrnlib/ or tests/)" if dirty else ""),
+            "tested_commit": tested or "unknown",
+            "report_commit": commit + (" (with uncommitted changes to wrnlib/ or tests/)" if dirty else ""),
             "written": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
@@ -151,8 +157,9 @@ def markdown(counts: list[ModuleCounts], env: dict[str, str], equivalents: dict[
         head.append("score before")
     lines = ["# Mutation testing report", "",
              "Written by `scripts/mutation_report.py` from the results of `make mutation` (mutmut over the modules "
-             "and fast tests that pyproject.toml's `[tool.mutmut]` names). Score: killed / (mutants - equivalent); "
-             "a timeout or a crash of the tests counts as killed, a mutant no test reaches as not killed. "
+             "and fast tests that pyproject.toml's `[tool.mutmut]` names). Score: killed / (mutants - equivalent - not "
+             "checked); a timeout or a crash of the tests counts as killed, a mutant no test reaches as not killed; "
+             "a module with mutants not checked yet has a partial score. "
              f"Equivalents are listed with their reasons in `tests/mutation_equivalents.toml`.", "",
              "Environment: " + ", ".join(f"{k} {v}" for k, v in env.items()), "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -187,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
 
     equivalents = load_equivalents(args.equivalents)
     counts = count(args.mutants, equivalents)
-    env = environment()
+    env = environment(args.mutants)
     args.out.mkdir(parents=True, exist_ok=True)
     data = {"environment": env, "modules": {c.module: {**asdict(c), "score": c.score} for c in counts}}
     if args.snapshot:

@@ -41,7 +41,7 @@ def test_counts_per_module_with_equivalents_apart(mutants):
     assert (model.mutants, model.killed, model.survived, model.equivalent, model.no_tests, model.not_checked) == \
         (6, 2, 1, 1, 1, 1)
     assert model.survivors == ["wrnlib.model.x_a__mutmut_2", "wrnlib.model.x_b__mutmut_2"]
-    assert model.score == pytest.approx(2 / 5)  # a mutant without tests counts as not killed
+    assert model.score == pytest.approx(2 / 4)  # one without tests counts as not killed, one unchecked not at all
     assert counts["wrnlib.study.results"].score == 1.0
 
 
@@ -55,10 +55,10 @@ def test_report_lists_survivors_and_compares_with_a_snapshot(mutants, tmp_path):
     assert report.main(["--mutants", str(mutants), "--out", str(out), "--equivalents", str(tmp_path / "none.toml"),
                         "--snapshot", "before"]) == 0
     saved = json.loads((out / "before.json").read_text())["modules"]["wrnlib.model"]
-    assert saved["killed"] == 2 and saved["score"] == pytest.approx(2 / 6)
+    assert saved["killed"] == 2 and saved["score"] == pytest.approx(2 / 5)
     text = (out / "report.md").read_text()
     assert "`wrnlib.model.x_a__mutmut_2`" in text and "`wrnlib.model.x_a__mutmut_1`" not in text
-    assert "score before" in text and "33.3 %" in text
+    assert "score before" in text and "40.0 %" in text
 
 
 def test_an_equivalent_without_a_reason_is_refused(tmp_path):
