@@ -449,7 +449,18 @@ def test_malformed_npz_arrays(tmp_path, sample, case, expected):
     assert expected in str(_raises_naming(str(path), folder))
 
 
-@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty", "not_a_dict", "no_data_key", "bad_shape"])
+READ_AGAIN = "Re-download / re-copy the data set."
+UNPICKLE = "); the file is truncated, corrupt or not a CIFAR-10 batch. Delete it and re-download / re-copy the data set."
+PICKLE_DAMAGE = {  # what the error must say: the problem, then the fix
+    "truncated": UNPICKLE, "garbage": UNPICKLE, "empty": UNPICKLE,
+    "not_a_dict": f"is not a CIFAR-10 batch: expected a dict with keys b'data' and b'labels', got list. {READ_AGAIN}",
+    "no_data_key": f"got [b'batch_label', b'filenames', b'labels']. {READ_AGAIN}",
+    "bad_shape": f"b'data' has shape ({{rows}}, 1024), expected (N, 3072). {READ_AGAIN}",
+    "float_data": "b'data' has dtype float32, expected uint8 pixel values 0..255.",
+}
+
+
+@pytest.mark.parametrize("damage", list(PICKLE_DAMAGE))
 def test_corrupt_pickle(tmp_path, sample, damage):
     folder = write_batches(tmp_path / "cifar-10-batches-py", sample)
     path = folder / "data_batch_2"
@@ -466,12 +477,17 @@ def test_corrupt_pickle(tmp_path, sample, damage):
     elif damage == "no_data_key":
         del batch[b"data"]
         path.write_bytes(pickle.dumps(batch))
+    elif damage == "float_data":
+        batch[b"data"] = batch[b"data"].astype(np.float32)
+        path.write_bytes(pickle.dumps(batch))
     else:
         batch[b"data"] = batch[b"data"][:, :1024]
         path.write_bytes(pickle.dumps(batch))
     error = _raises_naming(str(path), tmp_path)
+    assert PICKLE_DAMAGE[damage].format(rows=len(batch.get(b"data", ()))) in str(error)
     if damage in ("truncated", "garbage", "empty"):
         assert error.__cause__ is not None
+        assert str(error).startswith(f"Cannot unpickle {path} ({type(error.__cause__).__name__}: ")
 
 
 def test_pickle_with_foreign_global_is_refused_not_run(tmp_path, sample):
@@ -579,3 +595,20 @@ def test_download_into_an_existing_cache_and_a_failed_one_names_its_cause(tmp_pa
     monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
     with pytest.raises(DataError, match=r"into .*cache with torchvision failed \(ConnectionError: no route to host\)"):
         data._download_with_torchvision(cache)
+
+
+@pytest.mark.parametrize("test_only", [True, False])
+def test_the_default_cache_is_read_as_asked(tmp_path, monkeypatch, test_only):
+    from wrnlib.data import default_cache_dir, load_cifar10, sample_dir
+
+    monkeypatch.delenv("CIFAR10_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    cache = default_cache_dir()
+    cache.mkdir(parents=True)
+    for name in ("train_1.npz", "test.npz", "MANIFEST.json"):
+        if (sample_dir() / name).exists():
+            shutil.copy(sample_dir() / name, cache / name)
+    loaded = load_cifar10(None, test_only=test_only)
+    sample = load_cifar10(sample_dir())
+    assert loaded.source == str(cache.resolve()) and torch.equal(loaded.test_images, sample.test_images)
+    assert len(loaded.train_images) == (0 if test_only else len(sample.train_images))
