@@ -98,3 +98,21 @@ def test_bad_optimizer_settings():
         SAM(torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1), rho=0)
     with pytest.raises(ValueError, match="decay"):
         ModelEMA(nn.Linear(2, 2), decay=1.0)
+
+
+def test_ema_refuses_a_decay_outside_the_open_interval_and_checkpoints_what_it_is():
+    model = nn.Linear(2, 2)
+    for bad in (0.0, 1.0, -0.5):
+        with pytest.raises(ValueError, match="EMA decay must be in"):
+            ModelEMA(model, bad)
+    state = ModelEMA(model, 0.99).state_dict()
+    assert set(state) == {"module", "updates", "decay"} and state["decay"] == 0.99 and state["updates"] == 0
+
+
+def test_sam_defaults_the_papers_rho_and_frees_gradients_by_default():
+    model = nn.Linear(2, 2)
+    sam = SAM(torch.optim.SGD(model.parameters(), lr=0.1))
+    assert sam.rho == 0.05  # Foret et al.'s CIFAR value
+    model(torch.ones(1, 2)).sum().backward()
+    sam.zero_grad()
+    assert all(p.grad is None for p in model.parameters())

@@ -205,3 +205,43 @@ def test_checkpoint_epoch_names_the_checkpoint_or_its_absence(tmp_path):
     assert runs.checkpoint_epoch(tmp_path) == "end of epoch 4"
     (tmp_path / runs.STATE).write_bytes(b"not a checkpoint")
     assert runs.checkpoint_epoch(tmp_path) == "unreadable"
+
+
+@pytest.fixture
+def kept_run(tmp_path):
+    """A run folder with kept weights (an untrained WRN-10-1) whose config reads the shipped sample."""
+    from wrnlib.model import WideResNet
+
+    config = TrainConfig(name="kept", out_dir=str(tmp_path), depth=10, width=1, data_dir="/nowhere", test_limit=40)
+    runs.start_run_folder(config, {"device": "cpu"})
+    torch.manual_seed(0)
+    runs.save_fp16_model(WideResNet(10, 1, 10), tmp_path / "kept" / runs.MODEL_FP16)
+    return tmp_path / "kept"
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    ({"batch_size": 0}, "batch size must be an integer >= 1; got 0"),
+    ({"batch_size": True}, "batch size must be an integer >= 1; got True"),
+    ({"batch_size": 8.0}, "batch size must be an integer >= 1; got 8.0"),
+    ({"test_limit": -1}, "--test-limit must be an integer >= 0 (0: all test images); got -1"),
+    ({"test_limit": True}, "got True"),
+    ({"test_limit": "5"}, "got '5'"),
+])
+def test_evaluate_run_refuses_bad_settings_before_loading_anything(kept_run, kwargs, needle):
+    with pytest.raises(ValueError) as raised:
+        runs.evaluate_run(kept_run, device="cpu", **kwargs)
+    assert needle in str(raised.value)
+
+
+def test_evaluate_run_reads_the_test_set_it_is_given_at_the_edges_of_its_settings(kept_run):
+    from wrnlib.data import load_cifar10
+
+    sample = load_cifar10("sample", test_only=True)
+    # batch size 1 and a limit of 5 are allowed; data_dir overrides the config's (which does not exist here)
+    report = runs.evaluate_run(kept_run, data_dir="sample", device="cpu", batch_size=1, test_limit=5, tta=False)
+    assert report["test_images"] == 5 and report["test_acc_tta"] is None
+    # 0 means every test image; None means the images the run was scored on (its config's test_limit)
+    assert runs.evaluate_run(kept_run, data_dir="sample", device="cpu", test_limit=0)["test_images"] == len(
+        sample.test_labels)
+    assert runs.evaluate_run(kept_run, data_dir="sample", device="cpu")["test_images"] == 40
+    assert report["test_data_checksum"] == sample.test_checksum
