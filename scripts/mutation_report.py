@@ -25,7 +25,6 @@ import os
 import platform
 import subprocess
 import sys
-import tomllib
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -112,6 +111,10 @@ def stale_equivalents(mutants_dir: Path, equivalents: dict[str, str]) -> list[st
 def load_equivalents(path: Path = EQUIVALENTS) -> dict[str, str]:
     if not path.exists():
         return {}
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        raise SystemExit("reading tests/mutation_equivalents.toml needs Python >= 3.11 (tomllib)") from None
     listed = tomllib.loads(path.read_text())
     missing_reason = [name for name, reason in listed.items() if not isinstance(reason, str) or not reason.strip()]
     if missing_reason:
