@@ -193,7 +193,7 @@ def test_rough_durations(seconds, text):
     assert train_module.rough_duration(seconds) == text
 
 
-def test_the_epoch_line(monkeypatch):
+def test_the_epoch_line():
     row = {"epoch": 3, "lr": 0.05, "train_loss": 1.2345, "train_acc": 0.5, "val_acc": 0.61234, "test_acc": math.nan,
            "epoch_time_s": 12.34, "images_per_s": 3650.4}
     assert train_module.format_epoch(row, 10) == ("epoch   3/10  lr 0.0500  train 1.234 50.00%  val 61.23%  test -  "
