@@ -216,7 +216,7 @@ def test_ablation_budgets_name_every_distinct_value(study):
                                                                           depth=16.0, width=2.5, device="A GPU")
     found.runs = pd.concat([runs, more], ignore_index=True)
     assert results.ablation_budgets(found) == [
-        "lr_schedules: WRN-10, 16-1, 2.5, 10, 20 epochs, batch 128, 256, on A CPU (2 cores), A GPU"]
+        "lr_schedules: WRN-10-1, WRN-16-2.5, 10, 20 epochs, batch 128, 256, on A CPU (2 cores), A GPU"]
 
 
 def _assessment(folder: Path, run: str, *, ece: float, scaled: float | None, temperature: float | None) -> None:

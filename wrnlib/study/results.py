@@ -367,9 +367,10 @@ def ablation_budgets(results: Results) -> list[str]:
         def describe(col: str, fmt: str = "{}", part: pd.DataFrame = part) -> str:  # the distinct values
             return ", ".join(fmt.format(v) for v in dict.fromkeys(part[col].dropna()))
 
-        lines.append(f"{str(group)[len('ablation:'):]}: WRN-{describe('depth', '{:.0f}')}-{describe('width', '{:g}')}, "
-                     f"{describe('epochs', '{:.0f}')} epochs, batch {describe('batch_size', '{:.0f}')}, on "
-                     f"{describe('device')}")
+        models = ", ".join(dict.fromkeys(f"WRN-{d:.0f}-{w:g}" for d, w in zip(part["depth"], part["width"])
+                                        if pd.notna(d) and pd.notna(w)))
+        lines.append(f"{str(group)[len('ablation:'):]}: {models}, {describe('epochs', '{:.0f}')} epochs, batch "
+                     f"{describe('batch_size', '{:.0f}')}, on {describe('device')}")
     return lines
 
 
