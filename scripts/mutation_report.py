@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
+from typing import Iterable
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
@@ -55,6 +56,7 @@ class ModuleCounts:
     not_checked: int = 0
     other: int = 0  # skipped, interrupted, suspicious: neither a kill nor a survivor
     survivors: list[str] = field(default_factory=list)
+    equivalents: list[str] = field(default_factory=list)  # the listed equivalents that survived here
 
     @property
     def score(self) -> float | None:
@@ -86,6 +88,7 @@ def count(mutants_dir: Path, equivalents: dict[str, str]) -> list[ModuleCounts]:
                 counts.killed += 1
             elif code in SURVIVED_CODES and name in equivalents:
                 counts.equivalent += 1
+                counts.equivalents.append(name)
             elif code in SURVIVED_CODES:
                 counts.survived += 1
                 counts.survivors.append(name)
@@ -99,13 +102,14 @@ def count(mutants_dir: Path, equivalents: dict[str, str]) -> list[ModuleCounts]:
     return out
 
 
-def stale_equivalents(mutants_dir: Path, equivalents: dict[str, str]) -> list[str]:
+def stale_equivalents(counts: list[ModuleCounts], equivalents: dict[str, str]) -> list[str]:
     """Listed equivalents that are not survivors now (killed, renumbered or gone)."""
-    surviving = set()
-    for meta_path in mutants_dir.rglob("*.py.meta"):
-        codes = json.loads(meta_path.read_text())["exit_code_by_key"]
-        surviving |= {name for name, code in codes.items() if code in SURVIVED_CODES}
-    return sorted(set(equivalents) - surviving)
+    return sorted(set(equivalents) - {name for c in counts for name in c.equivalents})
+
+
+def from_json(modules: dict[str, dict]) -> dict[str, ModuleCounts]:
+    """A snapshot's per-module counts (as ``report.json`` / ``before.json`` hold them) back as ModuleCounts."""
+    return {name: ModuleCounts(**{k: v for k, v in m.items() if k != "score"}) for name, m in modules.items()}
 
 
 def load_equivalents(path: Path = EQUIVALENTS) -> dict[str, str]:
@@ -143,7 +147,8 @@ def environment(mutants_dir: Path) -> dict[str, str]:
             "written": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
-def _total(counts: list[ModuleCounts]) -> ModuleCounts:
+def _total(counts: Iterable[ModuleCounts]) -> ModuleCounts:
+    counts = list(counts)
     return ModuleCounts("all", **{k: sum(getattr(c, k) for c in counts) for k in
                                   ("mutants", "killed", "survived", "equivalent", "no_tests", "not_checked", "other")})
 
@@ -153,8 +158,10 @@ def _pct(value: float | None) -> str:
 
 
 def markdown(counts: list[ModuleCounts], env: dict[str, str], equivalents: dict[str, str], stale: list[str],
-             before: dict[str, dict] | None) -> str:
+             before: dict[str, ModuleCounts] | None) -> str:
     total = _total(counts)
+    if before:
+        before = {**before, "all": _total(before.values())}
     head = ["module", "mutants", "killed", "survived", "equivalent", "no tests", "not checked", "score"]
     if before:
         head.append("score before")
@@ -170,9 +177,7 @@ def markdown(counts: list[ModuleCounts], env: dict[str, str], equivalents: dict[
         row = [f"`{c.module}`" if c.module != "all" else "**all**", c.mutants, c.killed, c.survived, c.equivalent,
                c.no_tests, c.not_checked, _pct(c.score)]
         if before:
-            old = before.get(c.module) if c.module != "all" else asdict(_total(
-                [ModuleCounts(**{k: v for k, v in m.items() if k != "score"}) for m in before.values()]))
-            row.append(_pct(ModuleCounts(**{k: v for k, v in old.items() if k != "score"}).score) if old else "–")
+            row.append(_pct(before[c.module].score) if c.module in before else "–")
         lines.append("| " + " | ".join(str(x) for x in row) + " |")
     survivors = [name for c in counts for name in c.survivors]
     lines += ["", f"## Survivors not judged equivalent ({len(survivors)})", ""]
@@ -203,9 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.snapshot:
         (args.out / f"{args.snapshot}.json").write_text(json.dumps(data, indent=2) + "\n")
     before_path = args.out / "before.json"
-    before = json.loads(before_path.read_text())["modules"] if before_path.exists() else None
+    before = from_json(json.loads(before_path.read_text())["modules"]) if before_path.exists() else None
     (args.out / "report.json").write_text(json.dumps(data, indent=2) + "\n")
-    text = markdown(counts, env, equivalents, stale_equivalents(args.mutants, equivalents), before)
+    text = markdown(counts, env, equivalents, stale_equivalents(counts, equivalents), before)
     (args.out / "report.md").write_text(text)
     print(text)
     return 0

@@ -48,7 +48,8 @@ def test_counts_per_module_with_equivalents_apart(mutants):
 
 def test_equivalents_that_no_longer_survive_are_stale(mutants):
     equivalents = {"wrnlib.model.x_a__mutmut_2": "r", "wrnlib.model.x_a__mutmut_1": "r", "wrnlib.model.gone": "r"}
-    assert report.stale_equivalents(mutants, equivalents) == ["wrnlib.model.gone", "wrnlib.model.x_a__mutmut_1"]
+    counts = report.count(mutants, equivalents)
+    assert report.stale_equivalents(counts, equivalents) == ["wrnlib.model.gone", "wrnlib.model.x_a__mutmut_1"]
 
 
 def test_report_lists_survivors_and_compares_with_a_snapshot(mutants, tmp_path):
