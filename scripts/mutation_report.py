@@ -170,7 +170,7 @@ def markdown(counts: list[ModuleCounts], env: dict[str, str], equivalents: dict[
              "and fast tests that pyproject.toml's `[tool.mutmut]` names). Score: killed / (mutants - equivalent - not "
              "checked); a timeout or a crash of the tests counts as killed, a mutant no test reaches as not killed; "
              "a module with mutants not checked yet has a partial score. "
-             f"Equivalents are listed with their reasons in `tests/mutation_equivalents.toml`.", "",
+             "Equivalents are listed with their reasons in `tests/mutation_equivalents.toml`.", "",
              "Environment: " + ", ".join(f"{k} {v}" for k, v in env.items()), "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for c in [*counts, total]:
