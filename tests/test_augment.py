@@ -169,6 +169,24 @@ def test_cutmix_targets_match_pasted_area(real):
     assert torch.equal(out, x) and torch.equal(tm, t)
 
 
+def test_cutmix_boxes_are_centred_on_every_pixel_and_clipped_at_the_borders():
+    """The paper's box: size round(H*sqrt(1-lam)), centre uniform over all H*W pixels, clipped."""
+    size, h = 8, 4  # lam = 0.75 gives a 4x4 box in an 8x8 image
+    x = torch.stack([torch.zeros(1, size, size), torch.ones(1, size, size)])
+    targets = torch.eye(2)
+    expected = {(max(c - h // 2, 0), min(c - h // 2 + h, size)) for c in range(size)}
+    rows, cols = set(), set()
+    torch.manual_seed(0)
+    for _ in range(400):
+        out, mixed = A.cutmix(x, targets, 0.75, torch.tensor([1, 0]))
+        pasted = out[0, 0].bool()
+        r, c = pasted.any(1).nonzero().squeeze(1), pasted.any(0).nonzero().squeeze(1)
+        rows.add((int(r.min()), int(r.max()) + 1))
+        cols.add((int(c.min()), int(c.max()) + 1))
+        assert torch.allclose(mixed[0], torch.tensor([1.0, 0.0]) - pasted.float().mean() * torch.tensor([1.0, -1.0]))
+    assert rows == expected and cols == expected
+
+
 @pytest.mark.parametrize("policy", ["autoaugment", "trivialaugment"])
 def test_policies(real, policy):
     x = real[0][:128]

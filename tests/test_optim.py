@@ -116,3 +116,17 @@ def test_sam_defaults_the_papers_rho_and_frees_gradients_by_default():
     model(torch.ones(1, 2)).sum().backward()
     sam.zero_grad()
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_sam_restore_without_a_perturb_says_so_and_restores_only_once():
+    w = nn.Parameter(torch.ones(3))
+    sam = SAM(torch.optim.SGD([w], lr=0.1), rho=0.1)
+    with pytest.raises(RuntimeError, match="call perturb\\(\\) first"):
+        sam.restore()
+    (w * w).sum().backward()
+    sam.perturb()
+    assert not torch.equal(w.detach(), torch.ones(3))
+    sam.restore()
+    assert torch.equal(w.detach(), torch.ones(3))
+    with pytest.raises(RuntimeError, match="nothing to restore"):
+        sam.restore()

@@ -47,8 +47,8 @@ class SAM:
         if not rho > 0:
             raise ValueError(f"SAM's rho must be > 0; got {rho}")
         self.base, self.rho = base, rho
-        self._perturbed: list[torch.Tensor] | None = None
-        self._saved: list[torch.Tensor] | None = None
+        # (the tensors perturb() moved, copies of them as they were), until restore() puts them back
+        self._saved: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
 
     @property
     def param_groups(self):
@@ -63,14 +63,17 @@ class SAM:
         grads = [p.grad for p in params]
         norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
         # the weights as they were (x * 1.0 is exact; one fused launch rather than one copy per tensor)
-        self._perturbed, self._saved = params, torch._foreach_mul(params, 1.0)
+        self._saved = params, torch._foreach_mul(params, 1.0)
         torch._foreach_add_(params, torch._foreach_mul(grads, self.rho / (norm + 1e-12)))
         self.base.zero_grad(set_to_none=True)
 
     @torch.no_grad()
     def restore(self) -> None:
-        torch._foreach_copy_(self._perturbed, self._saved)  # the tensors perturb() moved, whatever has grads now
-        self._perturbed = self._saved = None
+        if self._saved is None:
+            raise RuntimeError("SAM.restore() has nothing to restore: call perturb() first, once per restore()")
+        params, copies = self._saved  # the tensors perturb() moved, whatever has grads now
+        torch._foreach_copy_(params, copies)
+        self._saved = None
 
     def step(self) -> None:
         self.base.step()
