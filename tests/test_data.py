@@ -364,6 +364,37 @@ def test_gap_in_training_files(tmp_path):
     _raises_naming(str(folder / "train_2.npz"), folder)
 
 
+def test_the_first_training_batch_missing_or_all_of_them_is_an_error(tmp_path, sample):
+    folder = write_batches(tmp_path / "cifar-10-batches-py", sample)
+    (folder / "data_batch_1").unlink()
+    _raises_naming(f"Missing file {folder / 'data_batch_1'}: the training files must run data_batch_1 "
+                           "... data_batch_5 without gaps. Re-copy or re-download the data set.", folder)
+    for number in range(2, 6):
+        (folder / f"data_batch_{number}").unlink()
+    error = _raises_naming(f"CIFAR-10 folder {folder} has no training files (data_batch_1 ...); ", folder)
+    assert str(error).endswith("Re-copy or re-download the data set.")
+
+
+def test_only_the_test_batch_is_read_when_only_the_test_set_is_asked(tmp_path, sample):
+    folder = write_batches(tmp_path / "cifar-10-batches-py", sample)
+    (folder / "data_batch_2").write_bytes(b"damaged, and never opened")
+    loaded = load_cifar10(folder, test_only=True)
+    assert len(loaded.train_images) == len(loaded.train_labels) == 0
+    assert torch.equal(loaded.test_images, sample.test_images) and torch.equal(loaded.test_labels, sample.test_labels)
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_batches_pickled_by_python3_at_any_protocol_read_back(tmp_path, sample, protocol):
+    """Labels as numpy integers pickle through numpy's scalar; protocol 5 rebuilds arrays from buffers."""
+    folder = write_batches(tmp_path / "cifar-10-batches-py", sample, train_batches=1)
+    for name in ("data_batch_1", "test_batch"):
+        batch = pickle.loads((folder / name).read_bytes(), encoding="bytes")
+        batch[b"labels"] = [np.int64(label) for label in batch[b"labels"]]
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=protocol))
+    loaded = load_cifar10(folder)
+    assert torch.equal(loaded.train_images, sample.train_images) and torch.equal(loaded.test_labels, sample.test_labels)
+
+
 @pytest.mark.parametrize("manifest", [True, False], ids=["with-manifest", "no-manifest"])
 def test_truncated_npz(tmp_path, manifest):
     folder = copy_sample(tmp_path / "d", manifest=manifest)
@@ -456,6 +487,8 @@ PICKLE_DAMAGE = {  # what the error must say: the problem, then the fix
     "not_a_dict": f"is not a CIFAR-10 batch: expected a dict with keys b'data' and b'labels', got list. {READ_AGAIN}",
     "no_data_key": f"got [b'batch_label', b'filenames', b'labels']. {READ_AGAIN}",
     "bad_shape": f"b'data' has shape ({{rows}}, 1024), expected (N, 3072). {READ_AGAIN}",
+    "three_dims": f"b'data' has shape ({{rows}}, 3072, 1), expected (N, 3072). {READ_AGAIN}",
+    "not_an_array": f"b'data' has shape None, expected (N, 3072). {READ_AGAIN}",
     "float_data": "b'data' has dtype float32, expected uint8 pixel values 0..255.",
 }
 
@@ -479,6 +512,12 @@ def test_corrupt_pickle(tmp_path, sample, damage):
         path.write_bytes(pickle.dumps(batch))
     elif damage == "float_data":
         batch[b"data"] = batch[b"data"].astype(np.float32)
+        path.write_bytes(pickle.dumps(batch))
+    elif damage == "three_dims":  # the right row length, one axis too many
+        batch[b"data"] = batch[b"data"][:, :, None]
+        path.write_bytes(pickle.dumps(batch))
+    elif damage == "not_an_array":
+        batch[b"data"] = batch[b"data"].tolist()
         path.write_bytes(pickle.dumps(batch))
     else:
         batch[b"data"] = batch[b"data"][:, :1024]
@@ -595,6 +634,16 @@ def test_download_into_an_existing_cache_and_a_failed_one_names_its_cause(tmp_pa
     monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
     with pytest.raises(DataError, match=r"into .*cache with torchvision failed \(ConnectionError: no route to host\)"):
         data._download_with_torchvision(cache)
+
+
+def test_a_download_that_leaves_no_data_is_reported_against_the_default_cache(tmp_path, monkeypatch):
+    from wrnlib import data
+
+    monkeypatch.delenv("CIFAR10_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(data, "_download_with_torchvision", lambda cache: cache.mkdir(parents=True))
+    with pytest.raises(DataError, match=r"\(from the default cache folder\) contains no recognised data files"):
+        load_cifar10(None, download=True)
 
 
 @pytest.mark.parametrize("test_only", [True, False])

@@ -147,7 +147,7 @@ def load_cifar10(data_dir: str | os.PathLike[str] | None = None, *, download: bo
     return _load_folder(folder, source=str(folder.resolve()), origin=origin, test_only=test_only)
 
 
-def _load_default_cache(download: bool, test_only: bool = False) -> CIFAR10:
+def _load_default_cache(download: bool, test_only: bool) -> CIFAR10:
     cache = default_cache_dir()
     origin = "the default cache folder"
     if _find_layout(cache) is None:
@@ -179,7 +179,7 @@ def _download_with_torchvision(cache: Path) -> None:
 # --------------------------------------------------------------------------- folders
 
 
-def _load_folder(folder: Path, *, source: str, origin: str, test_only: bool = False) -> CIFAR10:
+def _load_folder(folder: Path, *, source: str, origin: str, test_only: bool) -> CIFAR10:
     if not folder.exists():
         raise DataError(f"CIFAR-10 folder {folder} (from {origin}) does not exist. {_ADVICE}")
     if not folder.is_dir():
@@ -255,7 +255,7 @@ def _require_file(path: Path) -> Path:
 Split = tuple[np.ndarray, np.ndarray]  # images uint8 (N, 3, 32, 32) CHW, labels int64 (N,)
 
 
-def _read_npz_layout(folder: Path, test_only: bool = False) -> tuple[Split, Split]:
+def _read_npz_layout(folder: Path, test_only: bool) -> tuple[Split, Split]:
     manifest = folder / "MANIFEST.json"
     if manifest.exists():
         _verify_manifest(manifest, only={"test.npz"} if test_only else None)
@@ -353,7 +353,7 @@ def _read_npz_file(path: Path) -> Split:
 # --------------------------------------------------------------------------- batches layout
 
 
-def _read_batches_layout(folder: Path, test_only: bool = False) -> tuple[Split, Split]:
+def _read_batches_layout(folder: Path, test_only: bool) -> tuple[Split, Split]:
     test_file = _require_file(folder / "test_batch")
     if test_only:
         return _EMPTY_TRAIN, _read_batch_file(test_file)
@@ -371,9 +371,8 @@ def _numpy_globals() -> dict[tuple[str, str], Any]:
     allowed: dict[tuple[str, str], Any] = {
         ("numpy", "ndarray"): np.ndarray,
         ("numpy", "dtype"): np.dtype,
-        # Python 3 pickles at protocol <= 2 spell bytes / bytearray through these.
+        # Python 3 pickles at protocol <= 2 spell bytes (an array's raw data) through this.
         ("_codecs", "encode"): codecs.encode,
-        ("builtins", "bytearray"): bytearray,
     }
     # The original batches were pickled by numpy 1.x ("numpy.core"); newer pickles say "numpy._core".
     for package in ("numpy.core", "numpy._core"):
