@@ -6,8 +6,9 @@ equivalent mutants (``tests/mutation_equivalents.toml``: mutant name -> why no t
 the original), and writes ``results/mutation/report.md`` and ``report.json``:
 
 - per module: mutants, killed (a failing test, a timeout or a crash of the tests), survived, equivalent
-  (survived and listed), without tests, not yet checked, and the score: killed / (mutants - equivalent -
-  not checked), partial while mutants are still unchecked;
+  (survived and listed), needing CUDA (survived and listed with a reason that starts "CUDA only:": a GPU path
+  that no test on a machine without one can reach), without tests, not yet checked, and the score: killed /
+  (mutants - equivalent - needing CUDA - not checked), partial while mutants are still unchecked;
 - every survivor that is not listed as equivalent, by name (``mutmut show NAME`` prints its diff);
 - listed equivalents that are no longer survivors (killed since, or renumbered by a change to their
   function): the list is stale there and wants a look.
@@ -43,6 +44,9 @@ EQUIVALENTS = REPO_ROOT / "tests" / "mutation_equivalents.toml"
 KILLED_CODES = {1, 3, 24, -24, 152, 255, 36, -11, -9}  # a failing test, a timeout, or the tests' process killed
 SURVIVED_CODES = {0}
 NO_TESTS_CODES = {5, 33}
+# A listed survivor whose reason starts so is not equivalent: it changes what a GPU run does, which a CPU-only
+# machine (where `make mutation` runs) cannot show. It is counted apart, and out of the score, for that reason.
+CUDA_ONLY = "CUDA only:"
 
 
 @dataclass
@@ -52,17 +56,19 @@ class ModuleCounts:
     killed: int = 0
     survived: int = 0
     equivalent: int = 0
+    needs_cuda: int = 0
     no_tests: int = 0
     not_checked: int = 0
     other: int = 0  # skipped, interrupted, suspicious: neither a kill nor a survivor
     survivors: list[str] = field(default_factory=list)
-    equivalents: list[str] = field(default_factory=list)  # the listed equivalents that survived here
+    equivalents: list[str] = field(default_factory=list)  # the listed survivors (either kind) that survived here
 
     @property
     def score(self) -> float | None:
         """Killed / checked non-equivalent mutants (those without tests count as not killed; those not checked
-        yet, in an unfinished run, count neither way: the table shows how many there are)."""
-        relevant = self.mutants - self.equivalent - self.not_checked
+        yet, in an unfinished run, count neither way: the table shows how many there are; nor do those that need
+        CUDA to be told apart)."""
+        relevant = self.mutants - self.equivalent - self.needs_cuda - self.not_checked
         return self.killed / relevant if relevant else None
 
 
@@ -87,7 +93,10 @@ def count(mutants_dir: Path, equivalents: dict[str, str]) -> list[ModuleCounts]:
             elif code in KILLED_CODES:
                 counts.killed += 1
             elif code in SURVIVED_CODES and name in equivalents:
-                counts.equivalent += 1
+                if equivalents[name].startswith(CUDA_ONLY):
+                    counts.needs_cuda += 1
+                else:
+                    counts.equivalent += 1
                 counts.equivalents.append(name)
             elif code in SURVIVED_CODES:
                 counts.survived += 1
@@ -150,7 +159,8 @@ def environment(mutants_dir: Path) -> dict[str, str]:
 def _total(counts: Iterable[ModuleCounts]) -> ModuleCounts:
     counts = list(counts)
     return ModuleCounts("all", **{k: sum(getattr(c, k) for c in counts) for k in
-                                  ("mutants", "killed", "survived", "equivalent", "no_tests", "not_checked", "other")})
+                                  ("mutants", "killed", "survived", "equivalent", "needs_cuda", "no_tests",
+                                   "not_checked", "other")})
 
 
 def _pct(value: float | None) -> str:
@@ -162,20 +172,21 @@ def markdown(counts: list[ModuleCounts], env: dict[str, str], equivalents: dict[
     total = _total(counts)
     if before:
         before = {**before, "all": _total(before.values())}
-    head = ["module", "mutants", "killed", "survived", "equivalent", "no tests", "not checked", "score"]
+    head = ["module", "mutants", "killed", "survived", "equivalent", "needs CUDA", "no tests", "not checked", "score"]
     if before:
         head.append("score before")
     lines = ["# Mutation testing report", "",
              "Written by `scripts/mutation_report.py` from the results of `make mutation` (mutmut over the modules "
-             "and fast tests that pyproject.toml's `[tool.mutmut]` names). Score: killed / (mutants - equivalent - not "
-             "checked); a timeout or a crash of the tests counts as killed, a mutant no test reaches as not killed; "
+             "and fast tests that pyproject.toml's `[tool.mutmut]` names). Score: killed / (mutants - equivalent - needs "
+             "CUDA - not checked); \"needs CUDA\": survivors that change only what a GPU run does, which no test on this "
+             "CPU-only machine can reach; a timeout or a crash of the tests counts as killed, a mutant no test reaches as not killed; "
              "a module with mutants not checked yet has a partial score. "
              "Equivalents are listed with their reasons in `tests/mutation_equivalents.toml`.", "",
              "Environment: " + ", ".join(f"{k} {v}" for k, v in env.items()), "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for c in [*counts, total]:
         row = [f"`{c.module}`" if c.module != "all" else "**all**", c.mutants, c.killed, c.survived, c.equivalent,
-               c.no_tests, c.not_checked, _pct(c.score)]
+               c.needs_cuda, c.no_tests, c.not_checked, _pct(c.score)]
         if before:
             row.append(_pct(before[c.module].score) if c.module in before else "–")
         lines.append("| " + " | ".join(str(x) for x in row) + " |")
@@ -187,7 +198,7 @@ def markdown(counts: list[ModuleCounts], env: dict[str, str], equivalents: dict[
                   "Killed since, or renumbered by a change to their function: check and update the list.", ""]
         lines += [f"- `{name}`" for name in stale]
     reasons = Counter(equivalents.values())
-    lines += ["", f"## Equivalent mutants ({len(equivalents)}), by reason", ""]
+    lines += ["", f"## Equivalent and CUDA-only mutants listed ({len(equivalents)}), by reason", ""]
     lines += [f"- {n} x {reason}" for reason, n in reasons.most_common()] or ["None."]
     return "\n".join(lines) + "\n"
 

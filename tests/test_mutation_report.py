@@ -46,6 +46,16 @@ def test_counts_per_module_with_equivalents_apart(mutants):
     assert counts["wrnlib.study.results"].score == 1.0
 
 
+def test_survivors_that_only_a_gpu_could_tell_apart_are_counted_apart_and_out_of_the_score(mutants):
+    listed = {"wrnlib.model.x_a__mutmut_2": "CUDA only: the fused kernel is chosen on a GPU",
+              "wrnlib.model.x_a__mutmut_3": "changes only a log message"}
+    model = {c.module: c for c in report.count(mutants, listed)}["wrnlib.model"]
+    assert (model.killed, model.survived, model.equivalent, model.needs_cuda) == (2, 0, 1, 1)
+    assert model.survivors == ["wrnlib.model.x_b__mutmut_2"] and model.score == pytest.approx(2 / 3)
+    text = report.markdown([model], {}, listed, [], None)
+    assert "| needs CUDA |" in text and "| `wrnlib.model` | 6 | 2 | 0 | 1 | 1 | 1 | 1 | 66.7 % |" in text
+
+
 def test_equivalents_that_no_longer_survive_are_stale(mutants):
     equivalents = {"wrnlib.model.x_a__mutmut_2": "r", "wrnlib.model.x_a__mutmut_1": "r", "wrnlib.model.gone": "r"}
     counts = report.count(mutants, equivalents)

@@ -171,9 +171,10 @@ def test_is_locked_exactly_while_a_lock_is_held(tmp_path):
 
 
 @pytest.mark.parametrize("kept", ["fp16", "state", "none"])
-def test_read_result_reads_a_finished_run_back_with_the_weights_it_kept(tmp_path, kept):
+def test_read_result_reads_a_finished_run_back_with_the_weights_it_kept(tmp_path, monkeypatch, kept):
     from wrnlib.model import WideResNet
 
+    real = runs.load_run_model
     config = TrainConfig(name="r", out_dir=str(tmp_path), depth=10, width=1)
     run = tmp_path / "r"
     runs.start_run_folder(config, {"device": "cpu"})
@@ -185,7 +186,11 @@ def test_read_result_reads_a_finished_run_back_with_the_weights_it_kept(tmp_path
         runs.save_fp16_model(model, run / runs.MODEL_FP16)
     elif kept == "state":
         runs.save_checkpoint({"epoch": 1, "model": model.state_dict(), "optimizer": {}, "metrics": []}, run)
+    asked = []  # the device the model is loaded on: the CPU, even where a GPU is visible
+    monkeypatch.setattr(runs, "load_run_model", lambda *args, **kwargs: asked.append((args, kwargs)) or real(
+        *args, **kwargs))
     result = runs.read_result(run)
+    assert asked == ([] if kept == "none" else [((run,), {"device": "cpu"})])
     assert result.run_dir == run and result.config == runs.load_config(run) and result.summary == {"test_acc": 0.3}
     assert [m["test_acc"] for m in result.metrics] == [0.3]
     if kept == "none":
@@ -245,3 +250,78 @@ def test_evaluate_run_reads_the_test_set_it_is_given_at_the_edges_of_its_setting
         sample.test_labels)
     assert runs.evaluate_run(kept_run, data_dir="sample", device="cpu")["test_images"] == 40
     assert report["test_data_checksum"] == sample.test_checksum
+
+
+def test_every_field_of_an_evaluation_is_what_it_says(kept_run, monkeypatch, capsys):
+    """evaluate_run's report, field by field, against the evaluations it asks engine for."""
+    from wrnlib import engine
+    from wrnlib.data import load_cifar10, test_subset
+
+    calls, started, freed = [], [], []
+    real_evaluate = engine.evaluate
+
+    def spy(model, images, labels, **kwargs):
+        result = real_evaluate(model, images, labels, **kwargs)
+        calls.append((model, images, labels, kwargs, result))
+        return result
+
+    monkeypatch.setattr(engine, "evaluate", spy)
+    monkeypatch.setattr(engine, "keep_freed_memory", lambda: freed.append(True))
+    (kept_run / runs.SUMMARY).write_text(json.dumps({"test_acc": 0.5, "test_acc_tta": 0.25, "test_images": 40}))
+    report = runs.evaluate_run(kept_run, data_dir="sample", device="cpu", batch_size=7, progress=True,
+                               on_start=lambda config, images: started.append((config.name, images)))
+    assert started == [("kept", 40)] and freed == [True]  # on the CPU, freed activations stay mapped
+    (model, images, labels, plain_kwargs, plain), (_, _, _, flip_kwargs, flipped) = calls
+    expected_images, expected_labels = test_subset(load_cifar10("sample", test_only=True), 40)
+    assert torch.equal(images, expected_images) and torch.equal(labels, expected_labels)
+    assert plain_kwargs == {"batch_size": 7, "progress": "test"}
+    assert flip_kwargs == {"batch_size": 7, "tta": True, "progress": "flip-TTA"}
+    assert not model.training and next(model.parameters()).dtype == torch.float32
+    assert report == {
+        "run": str(kept_run), "device": runs.device_name(torch.device("cpu")), "torch": torch.__version__,
+        "git_commit": runs.git_commit(), "test_images": 40,
+        "test_data_checksum": load_cifar10("sample", test_only=True).test_checksum,
+        "test_acc": plain["acc"], "test_acc_tta": flipped["acc"], "test_loss": plain["loss"],
+        "recorded_test_acc": 0.5, "recorded_test_acc_tta": 0.25,
+        **runs._agreement(kept_run, report, {"test_acc": 0.5, "test_acc_tta": 0.25}),
+    }
+    assert "agrees" in report
+    calls.clear()
+    quiet = runs.evaluate_run(kept_run, data_dir="sample", device="cpu", test_limit=20, tta=False)
+    assert [kwargs for *_, kwargs, _ in calls] == [{"batch_size": 500, "progress": False}]
+    # other images than the run's: the recorded numbers are shown, but no verdict is given
+    assert quiet["recorded_test_acc"] == 0.5 and "agrees" not in quiet and quiet["test_acc_tta"] is None
+    (kept_run / runs.SUMMARY).write_text(json.dumps({"test_acc": 0.5, "test_images": 10}))
+    assert "agrees" not in runs.evaluate_run(kept_run, data_dir="sample", device="cpu", tta=False)
+
+
+def _report(acc: float, tta: float | None, images: int = 10_000, checksum: str = "a" * 64) -> dict:
+    return {"test_acc": acc, "test_acc_tta": tta, "test_images": images, "test_data_checksum": checksum}
+
+
+@pytest.mark.parametrize("report, summary, agrees", [
+    (_report(0.9000, None), {"test_acc": 0.9010, "test_acc_tta": 0.95}, True),  # 10 of 10,000: rounding
+    (_report(0.9000, 0.95), {"test_acc": 0.9011, "test_acc_tta": 0.95}, False),  # 11: more than 0.1 %
+    (_report(0.9000, 0.95), {"test_acc": 0.9000, "test_acc_tta": 0.9511}, False),  # the TTA number counts too
+    (_report(0.9000, 0.95), {"test_acc": 0.9000, "test_acc_tta": None}, True),  # nothing recorded to compare
+    (_report(0.50, None, 600), {"test_acc": 0.50 + 2 / 600}, True),  # a small test set still allows 2 images
+    (_report(0.50, None, 600), {"test_acc": 0.50 - 3 / 600}, False),
+])
+def test_agreement_allows_what_rounding_explains_and_no_more(tmp_path, report, summary, agrees):
+    (tmp_path / runs.ENV).write_text(json.dumps({"test_data_checksum": "a" * 64}))
+    verdict = runs._agreement(tmp_path, report, summary)
+    assert verdict["agrees"] is agrees and set(verdict) == ({"agrees"} if agrees else {"agrees", "disagreement"})
+
+
+def test_a_disagreement_says_by_how_much_and_names_its_likely_cause(tmp_path):
+    report, summary = _report(0.9000, 0.9100), {"test_acc": 0.9000, "test_acc_tta": 0.9211}
+    weights = f"the weights in {runs.MODEL_FP16} do not belong to the run that recorded it"
+    said = (f"{tmp_path}: the recomputed test acc tta 91.00 % differs from the recorded 92.11 % by 111 of 10000 "
+            "images, more than rounding explains (10): ")
+    assert runs._agreement(tmp_path, report, summary)["disagreement"] == (
+        said + weights + ", or the test images differ (this run's env.json has no test checksum)")
+    (tmp_path / runs.ENV).write_text(json.dumps({"test_data_checksum": "a" * 64}))
+    assert runs._agreement(tmp_path, report, summary)["disagreement"] == said + weights
+    (tmp_path / runs.ENV).write_text(json.dumps({"test_data_checksum": "b" * 64}))
+    assert runs._agreement(tmp_path, report, summary)["disagreement"] == (
+        said + "the test images differ from the run's (their checksum is not the one in env.json)")

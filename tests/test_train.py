@@ -230,3 +230,25 @@ def test_rough_epoch_seconds_is_the_epochs_flops_at_the_measured_rate(monkeypatc
             train_module.CPU_FLOPS_PER_THREAD[precision] * threads)
     seconds = train_module.rough_epoch_seconds(config, 45_000, 10_000, torch.device(device))
     assert seconds == pytest.approx(forward_flops(16, 2) * (3 * 45_000 + 10_000) / rate)
+
+
+def test_a_checkpoint_restores_the_cuda_rng_on_a_cuda_device_only(real_data, tmp_path, monkeypatch):
+    """A GPU run's CUDA RNG goes back into the GPU it resumes on; a CPU resume leaves CUDA alone.
+
+    No GPU here, so torch.cuda.set_rng_state is recorded rather than called, and the trainer is
+    told it is on a GPU; everything else in the checkpoint loads on the CPU either way.
+    """
+    cpu = torch.device("cpu")
+    trainer = train_module.Trainer(tiny(tmp_path), train_module.make_splits(tiny(tmp_path), real_data, cpu), cpu)
+    state = trainer.state_dict(3, [{"epoch": 3}], 1.5)
+    assert state["rng_cuda"] is None  # a CPU run has no CUDA RNG to keep
+    calls = []
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda *args, **kwargs: calls.append((args, kwargs)))
+    gpu_rng = torch.arange(16, dtype=torch.uint8)
+    assert trainer.load_state_dict(state | {"rng_cuda": gpu_rng}) == (3, [{"epoch": 3}], 1.5)
+    assert calls == []  # resumed on the CPU
+    trainer.device = torch.device("cuda", 0)
+    trainer.load_state_dict(state)
+    assert calls == []  # nothing recorded, nothing to restore
+    trainer.load_state_dict(state | {"rng_cuda": gpu_rng})
+    assert calls == [((gpu_rng, torch.device("cuda", 0)), {})]
