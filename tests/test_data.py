@@ -3,6 +3,7 @@ CIFAR10_DIR points at it. Broken inputs are built in tmp_path from copies of the
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -402,8 +403,10 @@ def test_truncated_npz(tmp_path, manifest):
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     error = _raises_naming(str(path), folder)
     assert ("sha256" if manifest else "truncated") in str(error)
-    if not manifest:
-        assert error.__cause__ is not None  # chained from the zipfile/numpy error
+    if not manifest:  # chained from the zipfile/numpy error, which the message names
+        cause = error.__cause__
+        assert str(error) == (f"Cannot read {path} ({type(cause).__name__}: {cause}); the file is truncated or "
+                              "corrupt. Re-copy / re-download it.")
 
 
 @pytest.mark.parametrize("manifest", [True, False], ids=["with-manifest", "no-manifest"])
@@ -425,10 +428,59 @@ def test_manifest_lists_missing_file(tmp_path):
     _raises_naming(str(folder / "train_2.npz"), folder)
 
 
-def test_unreadable_manifest(tmp_path):
+@pytest.mark.parametrize("text", ["{not json", '{"no_files": {}}'])
+def test_unreadable_manifest(tmp_path, text):
     folder = copy_sample(tmp_path / "d")
-    (folder / "MANIFEST.json").write_text("{not json")
-    _raises_naming(str(folder / "MANIFEST.json"), folder)
+    (folder / "MANIFEST.json").write_text(text)
+    error = _raises_naming(str(folder / "MANIFEST.json"), folder)
+    cause = error.__cause__
+    assert str(error) == (f"Cannot read {folder / 'MANIFEST.json'} ({type(cause).__name__}: {cause}); it must be "
+                          "JSON with a 'files' object mapping file names to {'sha256': ...}. Re-copy the data set, "
+                          "or delete the manifest to skip verification.")
+
+
+def test_a_manifest_names_files_of_its_own_folder_with_their_checksums(tmp_path):
+    folder = copy_sample(tmp_path / "d")
+    manifest = json.loads((folder / "MANIFEST.json").read_text())
+    good = manifest["files"]["test.npz"]["sha256"]
+    manifest["files"]["test.npz"]["sha256"] = "0" * 64
+    (folder / "MANIFEST.json").write_text(json.dumps(manifest))
+    actual = hashlib.sha256((folder / "test.npz").read_bytes()).hexdigest()
+    assert str(_raises_naming(str(folder / "test.npz"), folder)) == (
+        f"{folder / 'test.npz'} does not match MANIFEST.json: sha256 is {actual}, expected {'0' * 64}. "
+        "The copy is corrupt or truncated; re-copy / re-download the file.")
+    manifest["files"]["test.npz"]["sha256"] = good
+    manifest["files"]["../elsewhere.npz"] = {"sha256": good}
+    (folder / "MANIFEST.json").write_text(json.dumps(manifest))
+    assert str(_raises_naming("MANIFEST.json", folder)) == (
+        f"{folder / 'MANIFEST.json'} lists '../elsewhere.npz', which is not a plain file name. Re-copy the data set.")
+
+
+def test_the_test_set_alone_is_verified_and_read_when_only_it_is_asked(tmp_path):
+    folder = copy_sample(tmp_path / "d")
+    train = folder / "train_1.npz"
+    train.write_bytes(train.read_bytes()[:100])  # listed in the manifest, damaged, and not needed
+    loaded = load_cifar10(folder, test_only=True)
+    assert len(loaded.train_labels) == 0 and len(loaded.test_labels) == TEST_PER_CLASS * 10
+    test = folder / "test.npz"
+    test.write_bytes(test.read_bytes()[:-1])  # listed after the training file: still checked
+    with pytest.raises(DataError, match="test.npz does not match MANIFEST.json"):
+        load_cifar10(folder, test_only=True)
+
+
+def test_a_file_that_cannot_be_read_says_so(tmp_path, monkeypatch):
+    folder = copy_sample(tmp_path / "d")
+    locked = folder / "test.npz"
+    real_open = Path.open
+
+    def open_except_locked(self, *args, **kwargs):  # as root (CI), permissions would not stop the read
+        if self == locked:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", open_except_locked)
+    assert str(_raises_naming(str(locked), folder)) == (
+        f"Cannot read {locked} ([Errno 13] Permission denied: '{locked}'). Check its permissions or re-copy it.")
 
 
 @pytest.mark.parametrize("content", ["npy", "text"])
@@ -440,7 +492,10 @@ def test_npz_that_is_not_an_archive(tmp_path, content):
             np.save(handle, np.zeros((2, 32, 32, 3), np.uint8))
     else:
         path.write_text("images,labels\n")
-    _raises_naming(str(path), folder)
+    assert str(_raises_naming(str(path), folder)) == (
+        f"{path} holds a single .npy array, not an npz archive with 'images' and 'labels'. Re-copy the file."
+        if content == "npy" else  # numpy's advice to unpickle it is not passed on
+        f"Cannot read {path} (not an npz archive); the file is truncated or corrupt. Re-copy / re-download it.")
 
 
 def _rewrite_npz(folder: Path, name: str, **arrays: np.ndarray) -> Path:
@@ -477,7 +532,19 @@ def test_malformed_npz_arrays(tmp_path, sample, case, expected):
         "2d_labels": dict(images=images, labels=labels[:, None]),
     }[case]
     path = _rewrite_npz(folder, "train_1.npz", **arrays)
-    assert expected in str(_raises_naming(str(path), folder))
+    said = str(_raises_naming(str(path), folder))
+    assert expected in said
+    if case in ("chw", "flat"):
+        assert said == (f"{path}: 'images' has shape {arrays['images'].shape}, expected (N, 32, 32, 3) HWC. "
+                        "Re-copy the file or fix how it was written.")
+    elif case == "float":
+        assert said == (f"{path}: images has dtype float32, expected uint8 pixel values 0..255. "
+                        "Re-copy the file or fix how it was written.")
+    elif case == "no_labels":
+        assert said == (f"{path} lacks the array(s) ['labels'] (has ['images']); each npz must hold 'images' "
+                        "(N, 32, 32, 3) uint8 and 'labels' (N,). Re-copy the file.")
+    elif case == "too_few_labels":
+        assert said.startswith(f"{path}: {len(images)} images but {len(images) - 1} labels")
 
 
 READ_AGAIN = "Re-download / re-copy the data set."

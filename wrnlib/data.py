@@ -340,9 +340,9 @@ def _read_npz_file(path: Path) -> Split:
             f"Cannot read {path} ({why}); the file is truncated or corrupt. Re-copy / re-download it."
         ) from exc
     expected_shape = (*_IMAGE_HW, _CHANNELS)
-    if not isinstance(images, np.ndarray) or images.ndim != 4 or images.shape[1:] != expected_shape:
+    if images.shape[1:] != expected_shape:  # an npz holds arrays only, so there is always a shape
         raise DataError(
-            f"{path}: 'images' has shape {getattr(images, 'shape', None)}, expected "
+            f"{path}: 'images' has shape {images.shape}, expected "
             f"(N, {', '.join(map(str, expected_shape))}) HWC. Re-copy the file or fix how it was written."
         )
     _check_uint8(images, path, "images")
