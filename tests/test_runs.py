@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -325,3 +326,62 @@ def test_a_disagreement_says_by_how_much_and_names_its_likely_cause(tmp_path):
     (tmp_path / runs.ENV).write_text(json.dumps({"test_data_checksum": "b" * 64}))
     assert runs._agreement(tmp_path, report, summary)["disagreement"] == (
         said + "the test images differ from the run's (their checksum is not the one in env.json)")
+
+
+def test_the_evaluated_weights_are_the_kept_model_or_else_the_checkpoints_ema(tmp_path):
+    from wrnlib.model import WideResNet
+
+    config = TrainConfig(name="w", out_dir=str(tmp_path), depth=10, width=1, dropout=0.3)
+    run = tmp_path / "w"
+    runs.start_run_folder(config, {"device": "cpu"})
+    with pytest.raises(FileNotFoundError) as missing:
+        runs.load_run_model(run)
+    assert str(missing.value) == (f"{run} holds neither {runs.MODEL_FP16} nor {runs.STATE}; train with "
+                                  "--save-model (or keep the resume checkpoint) to evaluate later")
+    torch.manual_seed(0)
+    live, averaged, kept = WideResNet(10, 1), WideResNet(10, 1), WideResNet(10, 1)
+    checkpoint = {"epoch": 1, "model": live.state_dict(), "optimizer": {}, "metrics": []}
+    for ema, expected in ((None, live), ({"module": averaged.state_dict(), "updates": 5, "decay": 0.9}, averaged)):
+        runs.save_checkpoint(checkpoint | {"ema": ema}, run)
+        model, loaded_config = runs.load_run_model(run)  # "auto": this machine's device, the CPU here
+        assert loaded_config == config and not model.training
+        assert all(torch.equal(model.state_dict()[k], v) for k, v in expected.state_dict().items())
+    # the run's dropout is rebuilt with the model, so that a resumed or fine-tuned model trains as it did
+    assert [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)] == [0.3] * 3
+    runs.save_fp16_model(kept, run / runs.MODEL_FP16)  # preferred over the checkpoint when both are there
+    weights = runs.load_model_weights(run)
+    for key, value in kept.state_dict().items():
+        assert weights[key].dtype == (torch.float32 if value.is_floating_point() else value.dtype), key
+        assert torch.equal(weights[key], value.half().float() if value.is_floating_point() else value), key
+    for not_weights in ({"fc.weight": 1.0}, [torch.zeros(1)]):
+        torch.save(not_weights, run / runs.MODEL_FP16)
+        with pytest.raises(runs.CheckpointError) as wrong:
+            runs.load_model_weights(run)
+        assert str(wrong.value) == f"{run / runs.MODEL_FP16} does not hold a model's weights; re-train with --save-model"
+
+
+def test_weights_of_another_shape_or_no_run_folder_are_named_as_such(tmp_path):
+    from wrnlib.model import WideResNet
+
+    with pytest.raises(FileNotFoundError) as no_run:
+        runs.load_run_model(tmp_path)
+    assert str(no_run.value) == (f"{tmp_path} is not a run folder (no {runs.CONFIG}); pass a folder such as "
+                                 "results/runs/<name>")
+    runs.start_run_folder(TrainConfig(name="w", out_dir=str(tmp_path), depth=10, width=1), {"device": "cpu"})
+    wider = WideResNet(10, 2)
+    runs.save_fp16_model(wider, tmp_path / "w" / runs.MODEL_FP16)
+    with pytest.raises(RuntimeError) as torch_says:
+        WideResNet(10, 1).load_state_dict(runs.load_model_weights(tmp_path / "w"))
+    last_line = [line.strip() for line in str(torch_says.value).splitlines() if line.strip()][-1]
+    assert len(last_line) > 120  # so that the cut is seen
+    with pytest.raises(runs.CheckpointError) as mismatch:
+        runs.load_run_model(tmp_path / "w")
+    assert str(mismatch.value) == (f"the weights in {tmp_path / 'w'} do not fit WRN-10-1 ({last_line[:120]}); the "
+                                   "files of this run folder do not belong together")
+
+
+def test_json_files_write_tuples_sets_and_paths_and_refuse_anything_else(tmp_path):
+    runs.write_json(tmp_path / "a.json", {"t": (1, 2), "s": {3}, "p": Path("x") / "y"})
+    assert json.loads((tmp_path / "a.json").read_text()) == {"t": [1, 2], "s": [3], "p": "x/y"}
+    with pytest.raises(TypeError, match="^not JSON serialisable: object$"):
+        runs.write_json(tmp_path / "b.json", {"o": object()})

@@ -366,15 +366,17 @@ def load_model_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     """The run's evaluated weights as float32: model_fp16.pt if present, else the resume checkpoint."""
     run_dir = Path(run_dir)
     if (run_dir / MODEL_FP16).exists():
-        state = safe_torch_load(run_dir / MODEL_FP16)
+        source = run_dir / MODEL_FP16
+        state = safe_torch_load(source)
     elif (run_dir / STATE).exists():
+        source = run_dir / STATE
         checkpoint = load_checkpoint(run_dir)
         state = checkpoint["ema"]["module"] if checkpoint.get("ema") else checkpoint["model"]
     else:
         raise FileNotFoundError(f"{run_dir} holds neither {MODEL_FP16} nor {STATE}; train with "
                                 f"--save-model (or keep the resume checkpoint) to evaluate later")
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{run_dir / MODEL_FP16} does not hold a model's weights; re-train with --save-model")
+        raise CheckpointError(f"{source} does not hold a model's weights; re-train with --save-model")
     return {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
 
 
@@ -475,8 +477,8 @@ def record_evaluation(run_dir: str | Path, report: dict[str, Any]) -> None:
     if report.get("agrees") is False:
         raise ValueError(f"{report['disagreement']}. Nothing was recorded.")
     if "agrees" not in report or report.get("test_acc_tta") is None:
-        raise ValueError(f"--record keeps a full evaluation of the run's own test images with flip-TTA; drop "
-                         f"--test-limit and --no-tta to record (nothing was recorded)")
+        raise ValueError("--record keeps a full evaluation of the run's own test images with flip-TTA; drop "
+                         "--test-limit and --no-tta to record (nothing was recorded)")
     write_json(run_dir / EVALUATION, report)
     summary = read_json(run_dir / SUMMARY)
     for key in ("test_acc", "test_acc_tta"):
