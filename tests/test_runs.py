@@ -251,6 +251,9 @@ def test_evaluate_run_reads_the_test_set_it_is_given_at_the_edges_of_its_setting
         sample.test_labels)
     assert runs.evaluate_run(kept_run, data_dir="sample", device="cpu")["test_images"] == 40
     assert report["test_data_checksum"] == sample.test_checksum
+    if not torch.cuda.is_available():  # a GPU asked for where none is visible: an error, not a CPU evaluation
+        with pytest.raises(ValueError, match="no CUDA GPU is visible"):
+            runs.evaluate_run(kept_run, data_dir="sample", device="cuda")
 
 
 def test_every_field_of_an_evaluation_is_what_it_says(kept_run, monkeypatch, capsys):
@@ -294,6 +297,28 @@ def test_every_field_of_an_evaluation_is_what_it_says(kept_run, monkeypatch, cap
     assert quiet["recorded_test_acc"] == 0.5 and "agrees" not in quiet and quiet["test_acc_tta"] is None
     (kept_run / runs.SUMMARY).write_text(json.dumps({"test_acc": 0.5, "test_images": 10}))
     assert "agrees" not in runs.evaluate_run(kept_run, data_dir="sample", device="cpu", tta=False)
+
+
+def test_evaluate_run_reads_only_the_test_file_of_the_folder_given_or_else_the_runs_own(kept_run, tmp_path):
+    import numpy as np
+
+    from wrnlib.data import sample_dir
+
+    only_test = tmp_path / "only-test"  # 50 test images and no training file at all
+    only_test.mkdir()
+    with np.load(sample_dir() / "test.npz") as archive:
+        np.savez(only_test / "test.npz", images=archive["images"][:50], labels=archive["labels"][:50])
+    given = runs.evaluate_run(kept_run, data_dir=str(only_test), device="cpu", test_limit=0, tta=False)
+    assert given["test_images"] == 50
+    config = json.loads((kept_run / runs.CONFIG).read_text())
+    (kept_run / runs.CONFIG).write_text(json.dumps(config | {"data_dir": str(only_test)}))
+    own = runs.evaluate_run(kept_run, device="cpu", test_limit=0, tta=False)  # the folder the run names
+    assert own["test_images"] == 50 and own["test_data_checksum"] == given["test_data_checksum"]
+    # an older summary.json without test_images: the run's own images are assumed, and a verdict given
+    unjudged = runs.evaluate_run(kept_run, device="cpu", tta=False)
+    assert "agrees" not in unjudged  # no summary.json: nothing recorded to agree with
+    (kept_run / runs.SUMMARY).write_text(json.dumps({"test_acc": unjudged["test_acc"]}))
+    assert runs.evaluate_run(kept_run, device="cpu", tta=False)["agrees"] is True
 
 
 def _report(acc: float, tta: float | None, images: int = 10_000, checksum: str = "a" * 64) -> dict:
