@@ -25,37 +25,6 @@ def fake_cpu(monkeypatch, **support):
     monkeypatch.setattr(engine, "cpu_bf16_support", lambda: NONE | support)
 
 
-def test_the_probe_asks_torch_for_each_unit(monkeypatch):
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
-    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
-    assert engine.cpu_bf16_support() == {"amx_bf16": True, "avx512_bf16": False}
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
-    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
-    assert engine.cpu_bf16_support() == {"amx_bf16": False, "avx512_bf16": True}
-    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")  # an older or newer torch without the probe
-    assert engine.cpu_bf16_support()["amx_bf16"] is False
-
-
-@pytest.mark.parametrize("unit,label", [("amx_bf16", "AMX-BF16"), ("avx512_bf16", "AVX512-BF16")])
-def test_auto_is_bf16_on_a_cpu_with_native_bf16(monkeypatch, unit, label):
-    fake_cpu(monkeypatch, **{unit: True})
-    bf16, why = engine.choose_precision("auto", CPU)
-    assert bf16 is True and why.startswith("bf16") and label in why
-
-
-def test_auto_is_fp32_on_a_cpu_without_it(monkeypatch):
-    fake_cpu(monkeypatch)
-    bf16, why = engine.choose_precision("auto", CPU)
-    assert bf16 is False and why.startswith("fp32") and "no native bf16" in why
-
-
-@pytest.mark.parametrize("native", [True, False])
-def test_an_explicit_precision_is_respected_on_any_cpu(monkeypatch, native):
-    fake_cpu(monkeypatch, avx512_bf16=native)
-    assert engine.choose_precision("fp32", CPU) == (False, "fp32 (asked for)")
-    assert engine.choose_precision("bf16", CPU) == (True, "bf16 autocast (asked for)")
-
-
 @pytest.mark.parametrize("native", [True, False])
 def test_the_trainer_trains_in_the_chosen_precision(real_data, tmp_path, monkeypatch, native):
     """The step itself runs under bf16 autocast exactly when auto chose bf16."""
