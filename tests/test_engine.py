@@ -145,3 +145,33 @@ def test_predictions_average_the_mirror_restore_the_mode_and_follow_the_options(
     assert "flip-TTA" in capsys.readouterr().err
     predict_logits(model, images, batch_size=5)
     assert capsys.readouterr().err == ""
+
+
+def test_under_data_parallel_only_sams_first_pass_stays_local(real_data):
+    """DDP's no_sync keeps SAM's first backward (which only sets the perturbation) from being all-reduced; plain
+    SGD's one backward, and SAM's second, must be all-reduced, so they run outside it."""
+    import contextlib
+
+    from wrnlib.optim import SAM
+
+    passes = []
+
+    @contextlib.contextmanager
+    def no_sync():
+        passes.append("local")
+        yield
+
+    def forward(x):
+        passes.append("forward")
+        return model(x)
+
+    torch.manual_seed(0)
+    model = WideResNet(10, 1)
+    x = normalize(real_data.train_images[:8])
+    targets = torch.nn.functional.one_hot(real_data.train_labels[:8], 10).float()
+    for optimizer, expected in ((torch.optim.SGD(model.parameters(), lr=0.1), ["forward"]),
+                                (SAM(torch.optim.SGD(model.parameters(), lr=0.1), rho=0.05),
+                                 ["local", "forward", "forward"])):
+        passes.clear()
+        engine.make_train_step(model, forward, optimizer, device=CPU, bf16=False, no_sync=no_sync)(x, targets)
+        assert passes == expected
