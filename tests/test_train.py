@@ -207,6 +207,8 @@ def test_rough_eval_seconds_is_an_fp32_evaluation_of_the_images(monkeypatch):
         (c.precision, c.depth, train, evals, dev.type)) or 3.0)
     assert train_module.rough_eval_seconds(TrainConfig(depth=16, precision="bf16"), 10_000, "cpu") == 3.0
     assert asked == [("fp32", 16, 0, 10_000, "cpu")]
+    train_module.rough_eval_seconds(TrainConfig(depth=16), 10)  # on the device "auto" picks here
+    assert asked[-1][-1] == train_module.resolve_device("auto").type
 
 
 def test_the_interrupted_message_says_where_the_checkpoint_is_and_how_to_resume(tmp_path):
@@ -218,16 +220,20 @@ def test_the_interrupted_message_says_where_the_checkpoint_is_and_how_to_resume(
         f"`python -m wrnlib train --resume --name r --out-dir {tmp_path / 'runs'}`.")
 
 
-@pytest.mark.parametrize("device, precision, threads", [("cuda", "auto", 2), ("cpu", "bf16", 1), ("cpu", "fp32", 3)])
+@pytest.mark.parametrize("device, precision, threads", [("cuda", "auto", 2), ("cpu", "bf16", 1), ("cpu", "fp32", 3),
+                                                     ("cpu", "auto", 2)])
 def test_rough_epoch_seconds_is_the_epochs_flops_at_the_measured_rate(monkeypatch, device, precision, threads):
     """3 forward passes' FLOPs per training image (forward and backward), 1 per evaluated image, at the GPU's
     measured rate or the CPU's per thread in the precision chosen, times the threads."""
+    from wrnlib import engine
     from wrnlib.model import forward_flops
 
     monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    # "auto" on this (pretend) CPU: AVX512-BF16, so bf16
+    monkeypatch.setattr(engine, "cpu_bf16_support", lambda: {"amx_bf16": False, "avx512_bf16": True})
     config = TrainConfig(depth=16, width=2, precision=precision)
     rate = (train_module.GPU_FLOPS if device == "cuda" else
-            train_module.CPU_FLOPS_PER_THREAD[precision] * threads)
+            train_module.CPU_FLOPS_PER_THREAD["bf16" if precision == "auto" else precision] * threads)
     seconds = train_module.rough_epoch_seconds(config, 45_000, 10_000, torch.device(device))
     assert seconds == pytest.approx(forward_flops(16, 2) * (3 * 45_000 + 10_000) / rate)
 
