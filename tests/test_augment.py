@@ -122,6 +122,17 @@ def test_cutout(real, size):
     assert torch.equal(A.cutout(x, 0), x)
 
 
+def test_cutout_squares_are_centred_on_every_pixel_and_clipped_at_the_borders():
+    """DeVries & Taylor's square: side ``size``, centre uniform over all H*W pixels, clipped at the borders."""
+    side, size = 8, 4
+    expected = {(max(c - size // 2, 0), min(c - size // 2 + size, side)) for c in range(side)}
+    torch.manual_seed(0)
+    zero = A.cutout(torch.ones(400, 1, side, side), size)[:, 0] == 0
+    rows, cols = zero.any(2), zero.any(1)
+    spans = {(int(r.nonzero().min()), int(r.nonzero().max()) + 1) for r in rows}
+    assert spans == expected and {(int(c.nonzero().min()), int(c.nonzero().max()) + 1) for c in cols} == expected
+
+
 def _onehot(y, k=10):
     return torch.nn.functional.one_hot(y, k).float()
 
@@ -250,6 +261,56 @@ def test_batch_augment_mix_prob_zero_and_identity(real):
 def test_bad_arguments(name, value):
     with pytest.raises(ValueError, match=name):
         A.BatchAugment(**{name: value})
+
+
+@pytest.mark.parametrize("kwargs, error", [
+    ({"crop_padding": 31, "pad_mode": "constant"}, None), ({"crop_padding": 0}, None),
+    ({"crop_padding": 32}, "crop_padding=32 is invalid: expected an int in [0, 31]"),
+    ({"crop_padding": True}, "crop_padding=True is invalid: expected an int in [0, 31]"),
+    ({"pad_mode": "edge"}, "pad_mode='edge' is invalid: expected one of ('reflect', 'constant')"),
+    ({"flip": 1}, "flip=1 is invalid: expected True or False"),
+    ({"policy": "randaugment"}, "policy='randaugment' is invalid: expected one of ('none', 'autoaugment', "
+                                "'trivialaugment')"),
+    ({"policy_group": 1}, None), ({"policy_group": 0}, "policy_group=0 is invalid: expected an int >= 1"),
+    ({"cutout": 0}, None), ({"cutout": -1}, "cutout=-1 is invalid: expected an int >= 0 (0 disables)"),
+    ({"mix": "cutout"}, "mix='cutout' is invalid: expected one of ('none', 'mixup', 'cutmix')"),
+    ({"mix_alpha": 1e-3}, None), ({"mix_alpha": 0.0}, "mix_alpha=0.0 is invalid: expected a finite number > 0"),
+    ({"mix_alpha": float("inf")}, "mix_alpha=inf is invalid: expected a finite number > 0"),
+    ({"mix_prob": 0}, None), ({"mix_prob": 1}, None),
+    ({"mix_prob": -0.1}, "mix_prob=-0.1 is invalid: expected a number in [0, 1]"),
+    ({"num_classes": 2}, None), ({"num_classes": 1}, "num_classes=1 is invalid: expected an int >= 2"),
+    ({"mean": [0.0, 0.0, 0.0]}, None),
+    ({"mean": (0.5, 0.5)}, "mean=(0.5, 0.5) is invalid: expected a sequence of 3 finite numbers"),
+    ({"std": (0.2, 0.0, 0.2)}, "std=(0.2, 0.0, 0.2) is invalid: expected a sequence of 3 finite numbers > 0"),
+    ({"dtype": torch.float16}, None),
+    ({"dtype": torch.int64}, "dtype=torch.int64 is invalid: expected torch.float32, torch.float16 or torch.bfloat16"),
+])
+def test_each_setting_is_checked_at_its_edges_with_what_is_allowed(kwargs, error):
+    if error is None:
+        assert A.BatchAugment(**kwargs).describe()
+        return
+    with pytest.raises(ValueError) as raised:
+        A.BatchAugment(**kwargs)
+    assert str(raised.value) == error
+
+
+def test_the_mix_chosen_is_the_one_applied_on_the_share_of_batches_asked(real, monkeypatch):
+    imgs, y = real[0][:16], real[1][:16]
+    calls = []
+    for name in ("mixup", "cutmix"):
+        real_mix = getattr(A, name)
+        monkeypatch.setattr(A, name, lambda *args, name=name, real_mix=real_mix: calls.append(name) or real_mix(*args))
+    for mix in ("mixup", "cutmix"):
+        aug = A.BatchAugment(crop_padding=0, flip=False, mix=mix, mix_prob=0.25)
+        calls.clear()
+        torch.manual_seed(0)
+        unmixed = 0
+        for _ in range(200):
+            x, t = aug(imgs, y)
+            if torch.equal(t, _onehot(y)) and torch.equal(x, A.normalize(imgs)):
+                unmixed += 1
+        assert set(calls) == {mix} and len(calls) + unmixed == 200
+        assert 30 < len(calls) < 70  # about a quarter of 200 batches
 
 
 def test_bad_input_dtype(real):
