@@ -177,10 +177,10 @@ def markdown(counts: list[ModuleCounts], env: dict[str, str], equivalents: dict[
         head.append("score before")
     lines = ["# Mutation testing report", "",
              "Written by `scripts/mutation_report.py` from the results of `make mutation` (mutmut over the modules "
-             "and fast tests that pyproject.toml's `[tool.mutmut]` names). Score: killed / (mutants - equivalent - needs "
-             "CUDA - not checked); \"needs CUDA\": survivors that change only what a GPU run does, which no test on this "
-             "CPU-only machine can reach; a timeout or a crash of the tests counts as killed, a mutant no test reaches as not killed; "
-             "a module with mutants not checked yet has a partial score. "
+             "and fast tests that pyproject.toml's `[tool.mutmut]` names). Score: killed / (mutants - equivalent - "
+             "needs CUDA - not checked); \"needs CUDA\": survivors that change only what a GPU run does, which no "
+             "test on this CPU-only machine can reach; a timeout or a crash of the tests counts as killed, a mutant "
+             "no test reaches as not killed; a module with mutants not checked yet has a partial score. "
              "Equivalents are listed with their reasons in `tests/mutation_equivalents.toml`.", "",
              "Environment: " + ", ".join(f"{k} {v}" for k, v in env.items()), "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

@@ -342,6 +342,63 @@ def test_missing_folder(tmp_path):
     assert "does not exist" in str(error) and "CIFAR10_DIR" in str(error)
 
 
+def test_a_missing_folder_is_named_with_where_it_came_from(tmp_path, monkeypatch):
+    from wrnlib import data
+
+    missing = tmp_path / "nowhere"
+    said = str(_raises_naming(str(missing), missing))
+    assert said.startswith(f"CIFAR-10 folder {missing} (from the data_dir argument) does not exist. ")
+    monkeypatch.setenv("CIFAR10_DIR", str(missing))
+    with pytest.raises(DataError, match=r"\(from the CIFAR10_DIR environment variable\) does not exist"):
+        load_cifar10(None)
+    monkeypatch.setattr(data, "sample_dir", lambda: missing)  # a package installed without its sample
+    with pytest.raises(DataError, match=r"\(from 'sample' from the data_dir argument\) does not exist"):
+        load_cifar10("sample")
+
+
+def _independent_checksum(*named: tuple[str, torch.Tensor]) -> str:
+    """sha256 of name:dtype:shape; and the bytes of each array in turn, as env.json documents it."""
+    digest = hashlib.sha256()
+    for name, tensor in named:
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode() + tensor.numpy().tobytes())
+    return digest.hexdigest()
+
+
+@pytest.mark.parametrize("where", ["sample", "folder"])
+def test_a_test_only_load_has_no_training_set_and_the_same_test_checksum(tmp_path, where):
+    folder = "sample" if where == "sample" else copy_sample(tmp_path / "d")
+    full, only_test = load_cifar10(folder), load_cifar10(folder, test_only=True)
+    assert len(only_test.train_images) == len(only_test.train_labels) == 0 and len(full.train_labels) > 0
+    test = _independent_checksum(("test_images", full.test_images), ("test_labels", full.test_labels))
+    assert full.test_checksum == only_test.test_checksum == only_test.checksum == test
+    assert full.checksum == _independent_checksum(
+        ("train_images", full.train_images), ("train_labels", full.train_labels),
+        ("test_images", full.test_images), ("test_labels", full.test_labels))
+
+
+@pytest.mark.parametrize("nested", [False, True], ids=["folder", "torchvision-root"])
+def test_a_batches_folder_is_recognised_by_any_of_its_files(tmp_path, sample, nested):
+    """Training batches alone, or the test batch alone, mark the layout: a missing file is then named as
+    missing, rather than the folder called unrecognised."""
+    root = tmp_path / "root"
+    folder = write_batches(root / "cifar-10-batches-py" if nested else root, sample, train_batches=2)
+    (folder / "test_batch").unlink()
+    assert str(_raises_naming(str(folder / "test_batch"), root)).startswith(f"Missing file {folder / 'test_batch'}")
+    for number in (1, 2):
+        (folder / f"data_batch_{number}").unlink()
+    write_batches(tmp_path / "t", sample, train_batches=1)
+    shutil.copy(tmp_path / "t" / "test_batch", folder / "test_batch")
+    assert torch.equal(load_cifar10(root, test_only=True).test_labels, sample.test_labels)
+
+
+def test_an_npz_folder_is_recognised_by_its_test_file_alone(tmp_path):
+    folder = copy_sample(tmp_path / "d", manifest=False)
+    (folder / "train_1.npz").unlink()
+    assert len(load_cifar10(folder, test_only=True).test_labels) == TEST_PER_CLASS * 10
+    assert str(_raises_naming("has no training files (train_1.npz ...)", folder)).startswith(
+        f"CIFAR-10 folder {folder} has no training files")
+
+
 def test_path_is_a_file(tmp_path):
     (tmp_path / "file").write_text("x")
     assert "not a directory" in str(_raises_naming(str(tmp_path / "file"), tmp_path / "file"))
@@ -515,6 +572,7 @@ def _rewrite_npz(folder: Path, name: str, **arrays: np.ndarray) -> Path:
         ("negative_label", "0..9"),
         ("too_few_labels", "labels"),
         ("2d_labels", "1-D"),
+        ("float_labels", "1-D"),
     ],
 )
 def test_malformed_npz_arrays(tmp_path, sample, case, expected):
@@ -527,9 +585,11 @@ def test_malformed_npz_arrays(tmp_path, sample, case, expected):
         "float": dict(images=images.astype(np.float32), labels=labels),
         "no_labels": dict(images=images),
         "label_10": dict(images=images, labels=np.where(np.arange(len(labels)) == 7, 10, labels).astype(np.uint8)),
-        "negative_label": dict(images=images, labels=np.where(np.arange(len(labels)) == 7, -1, labels)),
+        "negative_label": dict(images=images,
+                               labels=np.where(np.arange(len(labels)) == 7, -1, labels.astype(np.int64))),
         "too_few_labels": dict(images=images, labels=labels[:-1]),
         "2d_labels": dict(images=images, labels=labels[:, None]),
+        "float_labels": dict(images=images, labels=labels.astype(np.float32)),
     }[case]
     path = _rewrite_npz(folder, "train_1.npz", **arrays)
     said = str(_raises_naming(str(path), folder))
@@ -544,7 +604,16 @@ def test_malformed_npz_arrays(tmp_path, sample, case, expected):
         assert said == (f"{path} lacks the array(s) ['labels'] (has ['images']); each npz must hold 'images' "
                         "(N, 32, 32, 3) uint8 and 'labels' (N,). Re-copy the file.")
     elif case == "too_few_labels":
-        assert said.startswith(f"{path}: {len(images)} images but {len(images) - 1} labels")
+        assert said == (f"{path}: {len(images)} images but {len(images) - 1} labels; each image needs exactly one "
+                        "label. The file is inconsistent; re-copy it.")
+    elif case in ("label_10", "negative_label"):
+        low, high = (0, 10) if case == "label_10" else (-1, 9)
+        assert said == (f"{path}: labels range over {low}..{high}, expected 0..9. The file is corrupt or not "
+                        "CIFAR-10; re-copy it.")
+    elif case in ("2d_labels", "float_labels"):
+        wrong = arrays["labels"]
+        assert said == (f"{path}: labels have shape {wrong.shape} and dtype {wrong.dtype}, expected a 1-D integer "
+                        "array. Re-copy the file or fix how it was written.")
 
 
 READ_AGAIN = "Re-download / re-copy the data set."
@@ -594,6 +663,19 @@ def test_corrupt_pickle(tmp_path, sample, damage):
     if damage in ("truncated", "garbage", "empty"):
         assert error.__cause__ is not None
         assert str(error).startswith(f"Cannot unpickle {path} ({type(error.__cause__).__name__}: ")
+
+
+def test_an_empty_file_reads_as_no_images_and_ragged_labels_are_refused(tmp_path, sample):
+    folder = copy_sample(tmp_path / "d", manifest=False)
+    np.savez(folder / "train_2.npz", images=np.zeros((0, 32, 32, 3), np.uint8), labels=np.zeros((0,)))
+    assert len(load_cifar10(folder).train_labels) == TRAIN_PER_CLASS * 10  # an empty array of any dtype is fine
+    batches = write_batches(tmp_path / "b", sample, train_batches=1)
+    batch = pickle.loads((batches / "test_batch").read_bytes(), encoding="bytes")
+    batch[b"labels"] = [[1]] + [[1, 2]] * (len(batch[b"labels"]) - 1)
+    (batches / "test_batch").write_bytes(pickle.dumps(batch))
+    said = str(_raises_naming(str(batches / "test_batch"), batches))
+    assert said.startswith(f"{batches / 'test_batch'}: labels are not an array of integers (")
+    assert said.endswith("). Re-copy the file.")
 
 
 def test_pickle_with_foreign_global_is_refused_not_run(tmp_path, sample):

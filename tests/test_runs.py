@@ -382,7 +382,8 @@ def test_the_evaluated_weights_are_the_kept_model_or_else_the_checkpoints_ema(tm
         torch.save(not_weights, run / runs.MODEL_FP16)
         with pytest.raises(runs.CheckpointError) as wrong:
             runs.load_model_weights(run)
-        assert str(wrong.value) == f"{run / runs.MODEL_FP16} does not hold a model's weights; re-train with --save-model"
+        assert str(wrong.value) == (f"{run / runs.MODEL_FP16} does not hold a model's weights; re-train with "
+                                    "--save-model")
 
 
 def test_weights_of_another_shape_or_no_run_folder_are_named_as_such(tmp_path):

@@ -25,7 +25,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -190,25 +190,22 @@ def _load_folder(folder: Path, *, source: str, origin: str, test_only: bool) -> 
             f"CIFAR-10 folder {folder} (from {origin}) contains no recognised data files: "
             f"{_EXPECTED_FILES}. {_ADVICE}"
         )
-    kind, data_folder = layout
-    if kind == "npz":
-        train, test = _read_npz_layout(data_folder, test_only)
-    else:
-        train, test = _read_batches_layout(data_folder, test_only)
+    read, data_folder = layout
+    train, test = read(data_folder, test_only)
     return _to_dataset(train, test, source)
 
 
-def _find_layout(folder: Path) -> tuple[str, Path] | None:
-    """Which layout ``folder`` holds ("npz" or "batches") and where, or None."""
+def _find_layout(folder: Path) -> tuple[Callable[[Path, bool], tuple[Split, Split]], Path] | None:
+    """The reader of the layout ``folder`` holds (npz or batches) and where its files are, or None."""
     if not folder.is_dir():
         return None
     if _numbered(folder, "train_", ".npz") or (folder / "test.npz").exists():
-        return "npz", folder
+        return _read_npz_layout, folder
     if _numbered(folder, "data_batch_", "") or (folder / "test_batch").exists():
-        return "batches", folder
+        return _read_batches_layout, folder
     nested = folder / BATCHES_DIRNAME  # a torchvision root: the data sits one level down
     if nested.is_dir() and (_numbered(nested, "data_batch_", "") or (nested / "test_batch").exists()):
-        return "batches", nested
+        return _read_batches_layout, nested
     return None
 
 
