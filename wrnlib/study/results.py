@@ -315,7 +315,7 @@ def _num(value: Any, fmt: str) -> str:
         v = float(value)
     except (TypeError, ValueError):
         return "–"
-    return "–" if math.isnan(v) else format(v, fmt)
+    return format(v, fmt) if math.isfinite(v) else "–"  # nan: not recorded; inf: no measurement either
 
 
 def _text(value: Any) -> str:
