@@ -300,3 +300,44 @@ def test_ablation_tables_from_run_results():
     assert list(final.columns) == list(results.ABLATION_FINAL_COLUMNS) and len(final) == 2
     assert final.iloc[0].tolist() == ["abl", "cosine", 1, "cosine-seed1", 2, 1_234_567, 0.91234, 0.9187, 0.9051,
                                       0.9003, 1428.4, 567.8, 10_000]
+
+
+def test_the_summary_puts_each_table_under_its_heading_with_its_header(study):
+    width = study / results.WIDTH_SWEEP / "runs"
+    for name, k, seed, acc in (("w2-s1", 2, 1, 0.905), ("w1", 1, 0, 0.87), ("w2-s0", 2, 0, 0.9)):
+        _run(width, name, config={**CONFIG, "depth": 16, "width": k, "seed": seed},
+             summary={**SUMMARY, "test_acc": acc, "params": 691_674 * k}, env={"device": "A CPU (2 cores)"},
+             epochs_done=18)
+    found = results.collect(study)
+    found.problems.append("somewhere: unreadable")
+    lines = results.summary_markdown(found).splitlines()
+
+    def under(heading: str) -> list[str]:
+        at = lines.index(heading)
+        assert lines[at - 1] == "" and lines[at + 1] == "", heading  # a blank line each side of a heading
+        return lines[at + 2:]
+
+    assert under("## Training runs")[0] == ("| run | model | params | epochs | schedule | test acc | flip-TTA | best val "
+                                            "| train time | test images | device | status |")
+    schedules = under("## Learning-rate schedule ablation")
+    assert schedules[:3] == ["- lr_schedules: WRN-10-1, 10 epochs, batch 128, on A CPU (2 cores)", "",
+                             "| ablation | schedule | runs | test acc mean ± std | min – max | flip-TTA mean | "
+                             "best val mean | train time |"]
+    widths = under("## Width sweep")
+    assert widths[0] == ("| model | params (M) | seed | epochs | batch | schedule | device | final val acc | test acc "
+                         "| train min |")
+    assert widths[2:5] == ["| WRN-16-1 | 0.692 | 0 | 18 | 128 | onecycle | A CPU (2 cores) | 90.03 | 87.0 | 23.8 |",
+                           "| WRN-16-2 | 1.383 | 0 | 18 | 128 | onecycle | A CPU (2 cores) | 90.03 | 90.0 | 23.8 |",
+                           "| WRN-16-2 | 1.383 | 1 | 18 | 128 | onecycle | A CPU (2 cores) | 90.03 | 90.5 | 23.8 |"]
+    assert under("## Throughput")[0] == ("| bench | device | mode | model | batch | train img/s | epoch (45k) s | "
+                                         "TFLOP/s | inference img/s |")
+    assert under("## Skipped") == ["- somewhere: unreadable"]
+
+
+def test_an_empty_study_says_so_under_each_heading(tmp_path):
+    lines = results.summary_markdown(results.collect(tmp_path)).splitlines()
+    for heading, empty in (("## Training runs", "No runs yet."), ("## Learning-rate schedule ablation",
+                                                                  "No ablations yet."),
+                           ("## Throughput", "No benchmarks yet.")):
+        assert lines[lines.index(heading) + 2] == empty
+    assert "## Width sweep" not in lines and "## Skipped" not in lines
