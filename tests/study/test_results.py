@@ -139,11 +139,17 @@ def test_every_cell_of_the_schedule_and_throughput_tables(study):
 
 def test_describe_counts_runs_per_group_and_status(study):
     text = results.collect(study).describe()
-    assert f"results folder: {study}" in text.splitlines()[0] and "does not exist" not in text
-    assert "1 finished in runs" in text and "1 partial in runs" in text
-    assert "3 finished in ablation:lr_schedules" in text
-    assert "ablation lr_schedules: 3 runs, schedules cosine, step" in text
-    assert "benchmarks: 1 folder(s), 1 mode rows" in text
+    assert text.splitlines() == [
+        f"results folder: {study}",
+        "runs: 3 finished in ablation:lr_schedules, 1 finished in runs, 1 partial in runs",
+        "ablation lr_schedules: 3 runs, schedules cosine, step",
+        "benchmarks: 1 folder(s), 1 mode rows"]
+    (study / "benchmarks" / "broken").mkdir()
+    broken = study / "benchmarks" / "broken"
+    assert results.collect(study).describe().splitlines()[-1] == f"skipped: {broken}: no bench.json"
+    assert results.collect(study / "missing").describe().splitlines() == [
+        f"results folder: {study / 'missing'} (does not exist yet)", "no runs yet", "no ablations yet",
+        "no benchmarks yet"]
 
 
 def test_the_index_and_the_run_notebook_show_the_same_numbers(study):
@@ -317,8 +323,8 @@ def test_the_summary_puts_each_table_under_its_heading_with_its_header(study):
         assert lines[at - 1] == "" and lines[at + 1] == "", heading  # a blank line each side of a heading
         return lines[at + 2:]
 
-    assert under("## Training runs")[0] == ("| run | model | params | epochs | schedule | test acc | flip-TTA | best val "
-                                            "| train time | test images | device | status |")
+    assert under("## Training runs")[0] == ("| run | model | params | epochs | schedule | test acc | flip-TTA | "
+                                            "best val | train time | test images | device | status |")
     schedules = under("## Learning-rate schedule ablation")
     assert schedules[:3] == ["- lr_schedules: WRN-10-1, 10 epochs, batch 128, on A CPU (2 cores)", "",
                              "| ablation | schedule | runs | test acc mean ± std | min – max | flip-TTA mean | "
@@ -341,3 +347,34 @@ def test_an_empty_study_says_so_under_each_heading(tmp_path):
                            ("## Throughput", "No benchmarks yet.")):
         assert lines[lines.index(heading) + 2] == empty
     assert "## Width sweep" not in lines and "## Skipped" not in lines
+
+
+def test_ablation_and_benchmark_files_are_read_with_their_origin_and_problems_named(tmp_path):
+    ablations, benches = tmp_path / "ablations", tmp_path / "benchmarks"
+    (ablations / "a").mkdir(parents=True)
+    pd.DataFrame([{"schedule": "cosine", "seed": 0, "test_acc": 0.5}]).to_csv(ablations / "a" / results.FINAL_CSV,
+                                                                              index=False)
+    (ablations / "b").mkdir()
+    pd.DataFrame([{"epoch": 1}]).to_csv(ablations / "b" / results.EPOCHS_CSV, index=False)  # no final.csv yet
+    (ablations / "c").mkdir()
+    (ablations / "c" / results.FINAL_CSV).write_bytes(b"\xff\xfe\x00")
+    (ablations / "d").mkdir()
+    pd.DataFrame([{"schedule": "step", "seed": 1, "test_acc": 0.6}]).to_csv(ablations / "d" / results.FINAL_CSV,
+                                                                            index=False)
+    problems = []
+    epochs, final = results.load_ablations(ablations, problems)
+    assert list(final.columns[:2]) == ["ablation", "schedule"] and list(final["ablation"]) == ["a", "d"]
+    assert list(epochs["ablation"]) == ["b"] and list(epochs.columns[:2]) == ["ablation", "epoch"]
+    assert problems[0] == f"{ablations / 'b'}: no {results.FINAL_CSV} yet (ablation unfinished?)"
+    assert problems[1].startswith(f"{ablations / 'c' / results.FINAL_CSV}: unreadable (UnicodeDecodeError: ")
+    assert len(problems) == 2
+    for name, env in (("first", {"torch": "2.11", "git_commit": "abc"}), ("second", None)):
+        (benches / name).mkdir(parents=True)
+        (benches / name / "bench.json").write_text(json.dumps({"env": env, "results": [{"mode": "bf16"}]}))
+    (benches / "third").mkdir()
+    (benches / "third" / "bench.json").write_text("{not json")
+    problems = []
+    table = results.load_benchmarks(benches, problems)
+    assert table[["name", "mode", "torch", "git_commit"]].values.tolist()[0] == ["first", "bf16", "2.11", "abc"]
+    assert table["name"].tolist() == ["first", "second"] and table[["torch", "git_commit"]].iloc[1].isna().all()
+    assert len(problems) == 1 and problems[0].startswith(str(benches / "third" / "bench.json"))
