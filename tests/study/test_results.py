@@ -378,3 +378,153 @@ def test_ablation_and_benchmark_files_are_read_with_their_origin_and_problems_na
     assert table[["name", "mode", "torch", "git_commit"]].values.tolist()[0] == ["first", "bf16", "2.11", "abc"]
     assert table["name"].tolist() == ["first", "second"] and table[["torch", "git_commit"]].iloc[1].isna().all()
     assert len(problems) == 1 and problems[0].startswith(str(benches / "third" / "bench.json"))
+
+# --------------------------------------------------------------------------- what each reader keeps and drops
+# (survivors of the second mutation pass: each test below fails on one kind of slip that the tests above let by)
+
+
+def test_collect_keeps_the_epochs_of_every_run_and_reads_results_by_default(tmp_path, monkeypatch):
+    root = tmp_path / "results"
+    _run(root / "runs", "a", config=CONFIG, summary=SUMMARY, env={}, epochs_done=2)
+    _run(root / "runs", "b", config=CONFIG, summary=None, env={}, epochs_done=3)
+    (root / "runs" / ".ipynb_checkpoints").mkdir()  # Jupyter's folder, not a run
+    (root / "runs" / "notes.txt").write_text("a file beside the runs")  # not a folder, not a run
+    found = results.collect(root)
+    assert found.problems == [] and list(found.runs["name"]) == ["a", "b"]
+    assert found.metrics["name"].value_counts().to_dict() == {"a": 2, "b": 3}
+    assert list(found.metrics.columns[:2]) == ["name", "group"] and len(found.metrics) == 5
+    monkeypatch.chdir(tmp_path)
+    assert list(results.collect().runs["name"]) == ["a", "b"]  # a notebook run from the project root
+
+
+def test_a_json_file_that_is_not_an_object_is_named_as_such(tmp_path):
+    run_dir = _run(tmp_path, "run", config=CONFIG, summary=None, env={}, epochs_done=1)
+    (run_dir / runs_io.SUMMARY).write_text("[1, 2]")
+    problems = []
+    results.read_run(run_dir, "runs", problems)
+    assert problems == [f"{run_dir / runs_io.SUMMARY}: unreadable (ValueError: not a JSON object)"]
+
+
+def test_a_field_no_benchmark_recorded_is_missing_not_blank(tmp_path):
+    (tmp_path / "one").mkdir()
+    (tmp_path / "one" / "bench.json").write_text(json.dumps({"results": [{"mode": "bf16", "batch_size": 128}]}))
+    table = results.load_benchmarks(tmp_path)
+    assert table["train_tflops"].isna().all() and table["batch_size"].tolist() == [128]
+
+
+def test_ablations_and_benchmarks_read_past_a_bad_file_with_or_without_a_problem_list(tmp_path):
+    ablations, benches = tmp_path / "ablations", tmp_path / "benchmarks"
+    tables = {"a": ("unreadable", True), "b": (2, True), "c": (1, False), "d": (0, True)}  # epochs.csv, final.csv
+    for name, (epoch_rows, has_final) in tables.items():
+        (ablations / name).mkdir(parents=True)
+        if has_final:
+            pd.DataFrame([{"schedule": "cosine", "seed": 0, "test_acc": 0.5}]).to_csv(
+                ablations / name / results.FINAL_CSV, index=False)
+        if epoch_rows == "unreadable":  # a's final.csv is still read
+            (ablations / name / results.EPOCHS_CSV).write_bytes(b"\xff\xfe\x00")
+        elif epoch_rows:  # d has no epochs.csv: its final.csv is still read
+            pd.DataFrame([{"epoch": e + 1} for e in range(epoch_rows)]).to_csv(ablations / name / results.EPOCHS_CSV,
+                                                                              index=False)
+    epochs, final = results.load_ablations(ablations)  # c is unfinished: a problem, with no list to note it in
+    assert list(final["ablation"]) == ["a", "b", "d"] and list(final.index) == [0, 1, 2]
+    assert list(epochs["ablation"]) == ["b", "b", "c"] and list(epochs.index) == [0, 1, 2]
+    (benches / "a-first").mkdir(parents=True)  # no bench.json: a problem, and the next folder is still read
+    (benches / "b-second").mkdir()
+    (benches / "b-second" / "bench.json").write_text(json.dumps({"results": [{"mode": "fp32"}, {"mode": "bf16"}]}))
+    assert results.load_benchmarks(benches)["mode"].tolist() == ["fp32", "bf16"]
+
+
+def _finals(rows: list[tuple[str, int, object]]) -> pd.DataFrame:
+    return pd.DataFrame([{"schedule": s, "seed": seed, "run": f"{s}-{seed}", "test_acc": acc, "test_acc_tta": acc,
+                          "best_val_acc": acc, "train_time_s": 100.0 if acc != "n/a" else acc} for s, seed, acc in rows])
+
+
+def test_the_schedule_table_by_schedule_without_an_ablation_column_and_past_a_cell_that_is_not_a_number():
+    final = _finals([("cosine", 1, 0.80), ("cosine", 0, 0.82), ("cosine", 2, "n/a"), ("step", 0, 0.70)])
+    table = results.schedule_table(final)
+    assert list(table.columns) == list(results.SCHEDULE_TABLE_COLUMNS) and list(table.index) == [0, 1]
+    cosine, step = table.iloc[0], table.iloc[1]
+    assert (cosine["ablation"], cosine["schedule"], cosine["runs"], cosine["seeds"]) == ("", "cosine", 3, "0,1,2")
+    assert cosine["test_acc_mean"] == pytest.approx(0.81) and cosine["test_acc_min"] == 0.80
+    assert cosine["test_acc_std"] == pytest.approx(pd.Series([0.80, 0.82]).std(ddof=1))
+    for column in ("test_acc_tta_mean", "best_val_acc_mean"):
+        assert cosine[column] == pytest.approx(0.81)
+    assert cosine["train_time_s_mean"] == pytest.approx(100.0)
+    assert (step["schedule"], step["seeds"], step["test_acc_mean"]) == ("step", "0", 0.70)
+    assert math.isnan(step["test_acc_std"])  # one seed: no spread to show
+
+
+def test_write_ablation_writes_three_tables_that_read_back_as_written(tmp_path):
+    final = _finals([("cosine", 0, 0.8123456789), ("cosine", 1, 0.8223456789)]).assign(ablation="abl")
+    epochs = pd.DataFrame([{"ablation": "abl", "schedule": "cosine", "seed": 0, "epoch": 1, "test_acc": 0.5}])
+    paths = results.write_ablation(tmp_path / "new" / "abl", epochs, final)  # its parent does not exist yet
+    assert sorted(paths) == ["by_schedule", "epochs", "final"]
+    for key, table in (("epochs", epochs), ("final", final), ("by_schedule", results.schedule_table(final))):
+        assert list(pd.read_csv(paths[key]).columns) == list(table.columns), key  # no index column
+    # six significant digits: enough for an accuracy, short enough to read
+    assert "0.812346" in paths["final"].read_text() and "0.8123456789" not in paths["final"].read_text()
+    assert "0.817346" in paths["by_schedule"].read_text() and "0.8173456789" not in paths["by_schedule"].read_text()
+    assert pd.read_csv(paths["by_schedule"])["test_acc_mean"].tolist() == [0.817346]
+
+
+def test_the_width_table_rounds_each_column_to_its_own_digits():
+    assert list(results.width_table(pd.DataFrame()).columns) == [
+        "model", "params (M)", "seed", "epochs", "batch", "schedule", "device", "final val acc", "test acc",
+        "train min"]
+    runs = pd.DataFrame([{"group": results.WIDTH_SWEEP, "status": "finished", "depth": 16, "width": 1.5, "seed": 0,
+                          "epochs": 18, "batch_size": 128, "schedule": "cosine", "device": "cpu",
+                          "params": 1_000_501, "final_val_acc": 0.123456, "test_acc": 0.654321,
+                          "train_time_s": 1234.0}])
+    row = results.width_table(runs).iloc[0]
+    assert (row["model"], row["params (M)"], row["final val acc"], row["test acc"], row["train min"]) == (
+        "WRN-16-1.5", 1.001, 12.35, 65.43, 20.6)
+
+
+def test_the_validation_table_skips_a_folder_that_holds_no_run_and_rounds_to_hundredths(tmp_path):
+    _run(tmp_path / "runs", "run", config=CONFIG, summary={**SUMMARY, "final_val_acc": 0.123456}, env={},
+         epochs_done=18)
+    (tmp_path / "runs" / "notes").mkdir()
+    table = results.validation_table([tmp_path / "runs"])
+    assert table["run"].tolist() == ["run"] and table["final val acc"].tolist() == [12.35]
+
+
+@pytest.mark.parametrize("seconds, text", [(360_000, "100.00 h"), (7_200, "2.00 h")])
+def test_duration_of_a_long_run_in_hours(seconds, text):
+    assert results.duration(seconds) == text
+
+
+def test_a_run_without_a_parameter_count_shows_a_dash_and_millions_round_at_the_second_decimal(tmp_path):
+    _run(tmp_path / "runs", "no-params", config=CONFIG, summary={"test_acc": 0.9}, env={}, epochs_done=1)
+    assert _cells(results.summary_markdown(results.collect(tmp_path)), "no-params")[2] == "– M"
+    _run(tmp_path / "runs", "params", config=CONFIG, summary={"params": 1_005_001}, env={}, epochs_done=1)
+    assert _cells(results.summary_markdown(results.collect(tmp_path)), "params")[2] == "1.01 M"
+
+
+def test_ablation_budgets_leave_out_a_run_whose_model_is_not_recorded(study):
+    found = results.collect(study)
+    first = found.runs.index[found.runs["group"] == "ablation:lr_schedules"][0]
+    found.runs.loc[first, "width"] = math.nan
+    assert results.ablation_budgets(found)[0].startswith("lr_schedules: WRN-10-1, 10 epochs")
+
+
+def test_the_summary_says_what_its_numbers_are_and_that_another_study_is_not_comparable(study):
+    found = results.collect(study)
+    text = " ".join(results.summary_markdown(found, {"CPU study": found}).split())
+    assert ("Every number below comes from a run folder, ablation table or benchmark file in that folder. Test "
+            "accuracy is the final epoch's; train time is the training steps alone (the evaluation after every "
+            "epoch is extra).") in text
+    assert "another device and other budgets, so its numbers are not comparable run for run with the sections above." in text
+
+
+def test_the_robustness_section_names_every_image_count_and_leaves_a_blank_line_before_its_table(tmp_path):
+    _assessment(tmp_path / "a", "a", ece=0.07, scaled=0.01, temperature=0.7)
+    _assessment(tmp_path / "b", "b", ece=0.07, scaled=0.01, temperature=0.7)
+    report = json.loads((tmp_path / "b" / "trust.json").read_text())
+    report["settings"]["corruption_images"] = 500
+    (tmp_path / "b" / "trust.json").write_text(json.dumps(report))
+    lines = results.trust_section(tmp_path)
+    assert "2,000, 500 test images" in lines[3] and lines[4] == "" and lines[5].startswith("| run |")
+
+
+def test_a_run_summary_table_has_a_blank_header():
+    assert results.run_markdown(SUMMARY).splitlines()[:2] == ["|  |  |", "|---|---|"]
