@@ -25,9 +25,11 @@ test: $(STAMP)
 study: $(STAMP)
 	$(PY) -m wrnlib study --profile $(or $(PROFILE),quick)
 
-# One torch thread per mutant's tests: JOBS of them share the cores.
+# One torch thread per mutant's tests (JOBS of them share the cores; more and their thread pools fight and time out),
+# on the shipped sample (CIFAR10_DIR emptied): each mutant's worker loads its data afresh, and the full set costs
+# seconds each time and pushes the slowest workers past mutmut's timeout.
 mutation: $(STAMP)
-	OMP_NUM_THREADS=1 $(VENV)/bin/mutmut run --max-children $(or $(JOBS),$(shell nproc))
+	CIFAR10_DIR= OMP_NUM_THREADS=1 $(VENV)/bin/mutmut run --max-children $(or $(JOBS),$(shell nproc))
 	$(PY) scripts/mutation_report.py
 
 # What `nbstripout --install` sets up for the filter that .gitattributes names, plus --keep-id so that the

@@ -5,7 +5,8 @@ script, which reads mutmut's per-file results (``mutants/<path>.meta``) and the 
 equivalent mutants (``tests/mutation_equivalents.toml``: mutant name -> why no test can tell it from
 the original), and writes ``results/mutation/report.md`` and ``report.json``:
 
-- per module: mutants, killed (a failing test, a timeout or a crash of the tests), survived, equivalent
+- per module: mutants, killed (a failing test, a timeout or a crash of the tests; the timeouts also counted
+  apart), survived, equivalent
   (survived and listed), needing CUDA (survived and listed with a reason that starts "CUDA only:": a GPU path
   that no test on a machine without one can reach), without tests, not yet checked, and the score: killed /
   (mutants - equivalent - needing CUDA - not checked), partial while mutants are still unchecked;
@@ -42,6 +43,7 @@ EQUIVALENTS = REPO_ROOT / "tests" / "mutation_equivalents.toml"
 
 # mutmut's exit codes (mutmut.stats.status_by_exit_code), folded into what the score needs
 KILLED_CODES = {1, 3, 24, -24, 152, 255, 36, -11, -9}  # a failing test, a timeout, or the tests' process killed
+TIMEOUT_CODES = {24, -24, 152, 255, 36}  # of those, the timeouts: shown apart, since a slow machine makes them too
 SURVIVED_CODES = {0}
 NO_TESTS_CODES = {5, 33}
 # A listed survivor whose reason starts so is not equivalent: it changes what a GPU run does, which a CPU-only
@@ -54,6 +56,7 @@ class ModuleCounts:
     module: str
     mutants: int = 0
     killed: int = 0
+    timed_out: int = 0  # of the killed: by mutmut's timeout rather than a failing test
     survived: int = 0
     equivalent: int = 0
     needs_cuda: int = 0
@@ -92,6 +95,7 @@ def count(mutants_dir: Path, equivalents: dict[str, str]) -> list[ModuleCounts]:
                 counts.not_checked += 1
             elif code in KILLED_CODES:
                 counts.killed += 1
+                counts.timed_out += code in TIMEOUT_CODES
             elif code in SURVIVED_CODES and name in equivalents:
                 if equivalents[name].startswith(CUDA_ONLY):
                     counts.needs_cuda += 1
@@ -159,7 +163,7 @@ def environment(mutants_dir: Path) -> dict[str, str]:
 def _total(counts: Iterable[ModuleCounts]) -> ModuleCounts:
     counts = list(counts)
     return ModuleCounts("all", **{k: sum(getattr(c, k) for c in counts) for k in
-                                  ("mutants", "killed", "survived", "equivalent", "needs_cuda", "no_tests",
+                                  ("mutants", "killed", "timed_out", "survived", "equivalent", "needs_cuda", "no_tests",
                                    "not_checked", "other")})
 
 
@@ -172,20 +176,21 @@ def markdown(counts: list[ModuleCounts], env: dict[str, str], equivalents: dict[
     total = _total(counts)
     if before:
         before = {**before, "all": _total(before.values())}
-    head = ["module", "mutants", "killed", "survived", "equivalent", "needs CUDA", "no tests", "not checked", "score"]
+    head = ["module", "mutants", "killed", "of which timed out", "survived", "equivalent", "needs CUDA", "no tests", "not checked", "score"]
     if before:
         head.append("score before")
     lines = ["# Mutation testing report", "",
              "Written by `scripts/mutation_report.py` from the results of `make mutation` (mutmut over the modules "
              "and fast tests that pyproject.toml's `[tool.mutmut]` names). Score: killed / (mutants - equivalent - "
              "needs CUDA - not checked); \"needs CUDA\": survivors that change only what a GPU run does, which no "
-             "test on this CPU-only machine can reach; a timeout or a crash of the tests counts as killed, a mutant "
-             "no test reaches as not killed; a module with mutants not checked yet has a partial score. "
+             "test on this CPU-only machine can reach; a timeout or a crash of the tests counts as killed (the "
+             "timeouts also apart), a mutant no test reaches as not killed; a module with mutants not checked yet has "
+             "a partial score. "
              "Equivalents are listed with their reasons in `tests/mutation_equivalents.toml`.", "",
              "Environment: " + ", ".join(f"{k} {v}" for k, v in env.items()), "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for c in [*counts, total]:
-        row = [f"`{c.module}`" if c.module != "all" else "**all**", c.mutants, c.killed, c.survived, c.equivalent,
+        row = [f"`{c.module}`" if c.module != "all" else "**all**", c.mutants, c.killed, c.timed_out, c.survived, c.equivalent,
                c.needs_cuda, c.no_tests, c.not_checked, _pct(c.score)]
         if before:
             row.append(_pct(before[c.module].score) if c.module in before else "–")

@@ -41,6 +41,7 @@ def test_counts_per_module_with_equivalents_apart(mutants):
     model = counts["wrnlib.model"]
     assert (model.mutants, model.killed, model.survived, model.equivalent, model.no_tests, model.not_checked) == \
         (6, 2, 1, 1, 1, 1)
+    assert model.timed_out == 1  # the timeout is one of the two killed, and counted apart too
     assert model.survivors == ["wrnlib.model.x_a__mutmut_2", "wrnlib.model.x_b__mutmut_2"]
     assert model.score == pytest.approx(2 / 4)  # one without tests counts as not killed, one unchecked not at all
     assert counts["wrnlib.study.results"].score == 1.0
@@ -53,7 +54,8 @@ def test_survivors_that_only_a_gpu_could_tell_apart_are_counted_apart_and_out_of
     assert (model.killed, model.survived, model.equivalent, model.needs_cuda) == (2, 0, 1, 1)
     assert model.survivors == ["wrnlib.model.x_b__mutmut_2"] and model.score == pytest.approx(2 / 3)
     text = report.markdown([model], {}, listed, [], None)
-    assert "| needs CUDA |" in text and "| `wrnlib.model` | 6 | 2 | 0 | 1 | 1 | 1 | 1 | 66.7 % |" in text
+    assert "| killed | of which timed out | survived |" in text and "| needs CUDA |" in text
+    assert "| `wrnlib.model` | 6 | 2 | 1 | 0 | 1 | 1 | 1 | 1 | 66.7 % |" in text
 
 
 def test_equivalents_that_no_longer_survive_are_stale(mutants):
