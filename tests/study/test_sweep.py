@@ -261,3 +261,36 @@ def test_describe_lists_every_failure_on_its_own_line():
     result = sweep.SweepResult(done=["x"], failed={"a": "ValueError: bad", "b": "OSError: gone"}, reused=["x"])
     assert result.describe() == ("3 runs: 0 trained, 1 read back, 2 failed\n  FAILED a: ValueError: bad\n"
                                  "  FAILED b: OSError: gone")
+
+
+def test_a_sweep_refuses_bad_settings_before_training_naming_the_fix(monkeypatch, tmp_path):
+    import re
+
+    monkeypatch.setattr(sweep, "fit", lambda *a, **k: pytest.fail("nothing may train"))
+    configs = grid(tmp_path)[0]
+    for kwargs, message in (
+            (dict(executor="slurm"), "unknown executor 'slurm'; choose one of: local, ray"),
+            (dict(existing="keep"), "existing must be one of error, resume, reuse; got 'keep'"),
+            (dict(cpus_per_run=0), "cpus_per_run must be > 0; got 0")):
+        with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+            sweep.run_sweep(configs, **kwargs)
+    with pytest.raises(ValueError, match="^two configs of the sweep write the same run folder; give each run its "
+                                         "own name$"):
+        sweep.run_sweep([configs[0], configs[0]])
+
+
+def test_the_local_executor_is_the_default_and_trains_with_cpus_per_run_threads(monkeypatch, tmp_path):
+    import torch
+
+    threads_seen = []
+    monkeypatch.setattr(sweep, "fit", lambda config, *, data, existing, on_epoch_end:
+                        threads_seen.append(torch.get_num_threads()) or config.name)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert sweep.run_sweep(grid(tmp_path)[0][:1], data="D", cpus_per_run=1).done == ["cosine-seed0"]
+        assert threads_seen == [1] and torch.get_num_threads() == 2  # this process's threads come back after
+        sweep.run_sweep(grid(tmp_path)[0][:1], data="D")  # None: the process's own threads
+        assert threads_seen == [1, 2]
+    finally:
+        torch.set_num_threads(before)
