@@ -575,7 +575,7 @@ def _rewrite_npz(folder: Path, name: str, **arrays: np.ndarray) -> Path:
         ("float_labels", "1-D"),
     ],
 )
-def test_malformed_npz_arrays(tmp_path, sample, case, expected):
+def test_malformed_npz_contents(tmp_path, sample, case, expected):
     folder = copy_sample(tmp_path / "d", manifest=False)
     with np.load(folder / "train_1.npz") as archive:
         images, labels = archive["images"], archive["labels"]
@@ -624,7 +624,7 @@ PICKLE_DAMAGE = {  # what the error must say: the problem, then the fix
     "no_data_key": f"got [b'batch_label', b'filenames', b'labels']. {READ_AGAIN}",
     "bad_shape": f"b'data' has shape ({{rows}}, 1024), expected (N, 3072). {READ_AGAIN}",
     "three_dims": f"b'data' has shape ({{rows}}, 3072, 1), expected (N, 3072). {READ_AGAIN}",
-    "not_an_array": f"b'data' has shape None, expected (N, 3072). {READ_AGAIN}",
+    "data_as_a_list": f"b'data' has shape None, expected (N, 3072). {READ_AGAIN}",
     "float_data": "b'data' has dtype float32, expected uint8 pixel values 0..255.",
 }
 
@@ -652,7 +652,7 @@ def test_corrupt_pickle(tmp_path, sample, damage):
     elif damage == "three_dims":  # the right row length, one axis too many
         batch[b"data"] = batch[b"data"][:, :, None]
         path.write_bytes(pickle.dumps(batch))
-    elif damage == "not_an_array":
+    elif damage == "data_as_a_list":
         batch[b"data"] = batch[b"data"].tolist()
         path.write_bytes(pickle.dumps(batch))
     else:

@@ -94,3 +94,23 @@ def test_the_committed_equivalents_each_name_a_mutated_module_and_a_reason():
     for name, reason in listed.items():
         assert name.rsplit(".", 1)[0] in modules, name
         assert isinstance(reason, str) and len(reason.split()) >= 3, name
+
+
+def test_the_mutation_selection_leaves_out_only_the_tests_that_need_ray():
+    """`-k "not ray"` matches substrings: a fast test named "..._arrays" would silently drop out of mutmut's runs
+    (it did: the npz tests, so their kills were never counted). Every test it deselects must be a Ray one."""
+    import re
+    import subprocess
+
+    args = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["mutmut"]["pytest_add_cli_args_test_selection"]
+    files = [a for a in args if a.endswith(".py")]
+
+    def collected(*extra: str) -> set[str]:
+        out = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                              *files, *extra], cwd=REPO, capture_output=True, text=True, check=True).stdout
+        return {line.strip() for line in out.splitlines() if "::" in line}
+
+    everything, selected = collected(), collected(*args[len(files):])
+    assert selected and selected < everything
+    dropped = sorted(everything - selected)
+    assert [t for t in dropped if not re.search(r"(^|_)ray(_|$)", t.split("::")[-1].split("[")[0])] == []
