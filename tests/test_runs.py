@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import pickle
+import re
 import subprocess
 from pathlib import Path
 
@@ -151,7 +153,9 @@ def test_record_evaluation_keeps_the_report_and_the_reproduced_numbers(tmp_path)
 @pytest.mark.parametrize("report, needle", [
     ({**REPORT, "agrees": False, "disagreement": "r: the recomputed test acc differs"},
      "r: the recomputed test acc differs. Nothing was recorded."),
-    ({k: v for k, v in REPORT.items() if k != "agrees"}, "--record keeps a full evaluation"),
+    ({k: v for k, v in REPORT.items() if k != "agrees"}, "--record keeps a full evaluation of the run's own test "
+                                                          "images with flip-TTA; drop --test-limit and --no-tta to "
+                                                          "record (nothing was recorded)"),
     ({**REPORT, "test_acc_tta": None}, "drop --test-limit and --no-tta to record"),
 ])
 def test_record_evaluation_refuses_what_it_must_not_keep_and_writes_nothing(tmp_path, report, needle):
@@ -411,3 +415,57 @@ def test_json_files_write_tuples_sets_and_paths_and_refuse_anything_else(tmp_pat
     assert json.loads((tmp_path / "a.json").read_text()) == {"t": [1, 2], "s": [3], "p": "x/y"}
     with pytest.raises(TypeError, match="^not JSON serialisable: object$"):
         runs.write_json(tmp_path / "b.json", {"o": object()})
+
+
+class _Crafted:
+    """An object a checkpoint must never hold: loading it would run the pickle's code."""
+
+
+REFUSED = ("refusing to load {}: it is not a plain tensor file, or it is truncated or corrupt ({}); nothing in it was "
+           "run. Delete it, or re-train the run")
+UNREADABLE = ("cannot read {}: it is truncated or corrupt ({}); delete it and resume from an earlier copy, or "
+              "re-train the run")
+
+
+def _load_error(path) -> str:
+    with pytest.raises(runs.CheckpointError) as raised:
+        runs.safe_torch_load(path)
+    return str(raised.value)
+
+
+def test_safe_torch_load_gives_back_tensors_and_refuses_a_pickle_that_asks_for_code(tmp_path, monkeypatch):
+    good = tmp_path / "good.pt"
+    torch.save({"w": torch.arange(3.0)}, good)
+    assert torch.equal(runs.safe_torch_load(good)["w"], torch.arange(3.0))
+    assert _load_error(tmp_path / "missing.pt") == f"{tmp_path / 'missing.pt'} does not exist"
+    crafted = tmp_path / "crafted.pt"
+    torch.save({"w": _Crafted()}, crafted)
+    start, end = REFUSED.format(crafted, "Unsupported global: GLOBAL ").split("Unsupported global: GLOBAL ")
+    said = _load_error(crafted)  # refused, not run: the detail names the class it asked for
+    assert said.startswith(start + "Unsupported global: GLOBAL ") and said.endswith(end)
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint at all")
+    assert re.fullmatch(re.escape(REFUSED.format(garbage, "@")).replace("@", r"Unsupported operand \d+"),
+                        _load_error(garbage))
+
+    def unpickling_error(*args, **kwargs):
+        raise pickle.UnpicklingError("worded in a way the message does not look for")
+
+    monkeypatch.setattr(torch, "load", unpickling_error)
+    assert _load_error(garbage) == REFUSED.format(garbage, "not a checkpoint")
+
+
+def test_safe_torch_load_names_a_damaged_file_with_the_first_line_of_what_went_wrong(tmp_path):
+    good = tmp_path / "good.pt"
+    torch.save({"w": torch.arange(3.0)}, good)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[:200])
+    with pytest.raises(RuntimeError) as torch_says:
+        torch.load(truncated, weights_only=True)
+    first_line = str(torch_says.value).strip().splitlines()[0]
+    assert len(first_line) > 160  # torch's long message, cut to its first 160 characters
+    assert _load_error(truncated) == UNREADABLE.format(truncated, first_line[:160])
+    for name, content, shown in (("empty.pt", b"", "EOFError"),  # no message: the error's type instead
+                                 ("popped.pt", b"}(.", "pop from empty list")):  # an IndexError from the unpickler
+        (tmp_path / name).write_bytes(content)
+        assert _load_error(tmp_path / name) == UNREADABLE.format(tmp_path / name, shown)

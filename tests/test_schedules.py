@@ -96,3 +96,11 @@ def test_one_cycle_stays_at_its_floor_past_the_budget_and_curves_have_500_points
     assert SCHEDULES["onecycle"](15.0, 10.0, params) == pytest.approx(0.05)  # e.g. a resumed run given more epochs
     epochs, values = lr_curve("cosine", 10.0)
     assert len(epochs) == len(values) == 500 and epochs[0] == 0.0 and epochs[-1] == 10.0
+
+
+@pytest.mark.parametrize("floor", [0.0, 0.1])
+def test_cosine_past_the_end_of_the_budget_stays_at_its_floor(floor):
+    """A resumed run given more steps than its budget (or rounding at the end) must not see the lr climb back."""
+    p = ScheduleParams(min_lr_frac=floor, warmup_epochs=0)
+    for t in (10.0, 12.5, 15.0, 20.0):
+        assert lr_multiplier("cosine", t, 10.0, p) == pytest.approx(floor, abs=1e-12)

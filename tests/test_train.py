@@ -258,3 +258,47 @@ def test_a_checkpoint_restores_the_cuda_rng_on_a_cuda_device_only(real_data, tmp
     assert calls == []  # nothing recorded, nothing to restore
     trainer.load_state_dict(state | {"rng_cuda": gpu_rng})
     assert calls == [((gpu_rng, torch.device("cuda", 0)), {})]
+
+
+def test_the_summary_names_the_run_its_epochs_its_flops_and_how_the_final_evaluation_was_made(real_data, tmp_path):
+    import time
+
+    from wrnlib.model import count_forward_flops
+
+    started = time.perf_counter()
+    result = fit(tiny(tmp_path, epochs=2), data=real_data)
+    wall = time.perf_counter() - started
+    summary = result.summary
+    assert json.loads((tmp_path / "tiny" / runs.SUMMARY).read_text()) == summary
+    assert (summary["name"], summary["epochs"]) == ("tiny", 2)
+    assert summary["forward_flops"] == count_forward_flops(result.model) > 0
+    final_eval = summary["final_eval"]
+    assert set(final_eval) == {"device", "precision", "time_s"}
+    assert final_eval["device"] == runs.device_name(torch.device("cpu"))
+    assert final_eval["precision"] == "fp32, TF32 off"  # what `wrnlib evaluate` recomputes from model_fp16.pt
+    assert 0 < final_eval["time_s"] < wall
+
+
+def test_a_final_evaluation_that_fails_stops_the_run_saying_so(real_data, tmp_path, monkeypatch):
+    real_evaluate = train_module.Trainer.evaluate
+
+    def final_loss(value):
+        def evaluate(self, images, labels, *, model=None, **kwargs):
+            out = real_evaluate(self, images, labels, model=model, **kwargs)
+            if model is None:  # the per-epoch evaluations stay as they are
+                return out
+            if isinstance(value, Exception):
+                raise value
+            return {**out, "loss": value}
+        return evaluate
+
+    monkeypatch.setattr(train_module.Trainer, "evaluate", final_loss(math.nan))
+    with pytest.raises(train_module.NonFiniteError) as raised:
+        fit(tiny(tmp_path, name="nan", epochs=2), data=real_data)
+    run_dir = tmp_path / "nan"
+    assert str(raised.value).startswith(f"test_loss became NaN or infinite in epoch 2 of run nan; the last good "
+                                        f"checkpoint (") and f") is kept in {run_dir}. Lower --lr" in str(raised.value)
+    assert not (run_dir / runs.SUMMARY).exists()
+    monkeypatch.setattr(train_module.Trainer, "evaluate", final_loss(RuntimeError("the final evaluation broke")))
+    with pytest.raises(RuntimeError, match="^the final evaluation broke$"):  # the error itself, not a later one
+        fit(tiny(tmp_path, name="broken", epochs=1), data=real_data)
