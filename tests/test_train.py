@@ -296,8 +296,8 @@ def test_a_final_evaluation_that_fails_stops_the_run_saying_so(real_data, tmp_pa
     with pytest.raises(train_module.NonFiniteError) as raised:
         fit(tiny(tmp_path, name="nan", epochs=2), data=real_data)
     run_dir = tmp_path / "nan"
-    assert str(raised.value).startswith(f"test_loss became NaN or infinite in epoch 2 of run nan; the last good "
-                                        f"checkpoint (") and f") is kept in {run_dir}. Lower --lr" in str(raised.value)
+    assert str(raised.value).startswith("test_loss became NaN or infinite in epoch 2 of run nan; the last good "
+                                        "checkpoint (") and f") is kept in {run_dir}. Lower --lr" in str(raised.value)
     assert not (run_dir / runs.SUMMARY).exists()
     monkeypatch.setattr(train_module.Trainer, "evaluate", final_loss(RuntimeError("the final evaluation broke")))
     with pytest.raises(RuntimeError, match="^the final evaluation broke$"):  # the error itself, not a later one
