@@ -163,8 +163,8 @@ def environment(mutants_dir: Path) -> dict[str, str]:
 def _total(counts: Iterable[ModuleCounts]) -> ModuleCounts:
     counts = list(counts)
     return ModuleCounts("all", **{k: sum(getattr(c, k) for c in counts) for k in
-                                  ("mutants", "killed", "timed_out", "survived", "equivalent", "needs_cuda", "no_tests",
-                                   "not_checked", "other")})
+                                  ("mutants", "killed", "timed_out", "survived", "equivalent", "needs_cuda",
+                                   "no_tests", "not_checked", "other")})
 
 
 def _pct(value: float | None) -> str:
@@ -176,7 +176,8 @@ def markdown(counts: list[ModuleCounts], env: dict[str, str], equivalents: dict[
     total = _total(counts)
     if before:
         before = {**before, "all": _total(before.values())}
-    head = ["module", "mutants", "killed", "of which timed out", "survived", "equivalent", "needs CUDA", "no tests", "not checked", "score"]
+    head = ["module", "mutants", "killed", "of which timed out", "survived", "equivalent", "needs CUDA", "no tests",
+            "not checked", "score"]
     if before:
         head.append("score before")
     lines = ["# Mutation testing report", "",
@@ -190,8 +191,8 @@ def markdown(counts: list[ModuleCounts], env: dict[str, str], equivalents: dict[
              "Environment: " + ", ".join(f"{k} {v}" for k, v in env.items()), "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for c in [*counts, total]:
-        row = [f"`{c.module}`" if c.module != "all" else "**all**", c.mutants, c.killed, c.timed_out, c.survived, c.equivalent,
-               c.needs_cuda, c.no_tests, c.not_checked, _pct(c.score)]
+        row = [f"`{c.module}`" if c.module != "all" else "**all**", c.mutants, c.killed, c.timed_out, c.survived,
+               c.equivalent, c.needs_cuda, c.no_tests, c.not_checked, _pct(c.score)]
         if before:
             row.append(_pct(before[c.module].score) if c.module in before else "–")
         lines.append("| " + " | ".join(str(x) for x in row) + " |")

@@ -436,7 +436,8 @@ def test_ablations_and_benchmarks_read_past_a_bad_file_with_or_without_a_problem
 
 def _finals(rows: list[tuple[str, int, object]]) -> pd.DataFrame:
     return pd.DataFrame([{"schedule": s, "seed": seed, "run": f"{s}-{seed}", "test_acc": acc, "test_acc_tta": acc,
-                          "best_val_acc": acc, "train_time_s": 100.0 if acc != "n/a" else acc} for s, seed, acc in rows])
+                          "best_val_acc": acc, "train_time_s": 100.0 if acc != "n/a" else acc}
+                         for s, seed, acc in rows])
 
 
 def test_the_schedule_table_by_schedule_without_an_ablation_column_and_past_a_cell_that_is_not_a_number():
@@ -513,7 +514,8 @@ def test_the_summary_says_what_its_numbers_are_and_that_another_study_is_not_com
     assert ("Every number below comes from a run folder, ablation table or benchmark file in that folder. Test "
             "accuracy is the final epoch's; train time is the training steps alone (the evaluation after every "
             "epoch is extra).") in text
-    assert "another device and other budgets, so its numbers are not comparable run for run with the sections above." in text
+    assert ("another device and other budgets, so its numbers are not comparable run for run with the sections "
+            "above.") in text
 
 
 def test_the_robustness_section_names_every_image_count_and_leaves_a_blank_line_before_its_table(tmp_path):
