@@ -469,3 +469,27 @@ def test_safe_torch_load_names_a_damaged_file_with_the_first_line_of_what_went_w
                                  ("popped.pt", b"}(.", "pop from empty list")):  # an IndexError from the unpickler
         (tmp_path / name).write_bytes(content)
         assert _load_error(tmp_path / name) == UNREADABLE.format(tmp_path / name, shown)
+
+
+def test_the_environment_records_the_machine_and_library_versions_a_run_ran_with():
+    import platform
+    import sys
+
+    import numpy
+
+    env = runs.environment(torch.device("cpu"), "sum", "sample")
+    assert env["python"] == platform.python_version() == sys.version.split()[0]
+    assert (env["torch"], env["numpy"], env["platform"]) == (torch.__version__, numpy.__version__, platform.platform())
+    assert env["cuda"] is None and env["cudnn"] is None  # a CPU run: no CUDA or cuDNN version, even in a CUDA build
+    cpu = env["cpu"]
+    assert set(cpu) == {"model", "isa", "amx_bf16", "avx512_bf16", "threads", "interop_threads"}
+    assert (cpu["model"], cpu["isa"]) == (runs.cpu_model(), torch.backends.cpu.get_cpu_capability())
+    assert (cpu["threads"], cpu["interop_threads"]) == (torch.get_num_threads(), torch.get_num_interop_threads())
+    assert (env["data_checksum"], env["data_source"]) == ("sum", "sample")
+
+
+def test_a_resume_checkpoint_without_model_weights_is_named_when_its_weights_are_asked_for(tmp_path):
+    torch.save({"epoch": 1, "model": {"w": "not a tensor"}, "optimizer": {}, "metrics": []}, tmp_path / runs.STATE)
+    with pytest.raises(runs.CheckpointError) as raised:
+        runs.load_model_weights(tmp_path)
+    assert str(raised.value) == f"{tmp_path / runs.STATE} does not hold a model's weights; re-train with --save-model"
