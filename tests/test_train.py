@@ -302,3 +302,80 @@ def test_a_final_evaluation_that_fails_stops_the_run_saying_so(real_data, tmp_pa
     monkeypatch.setattr(train_module.Trainer, "evaluate", final_loss(RuntimeError("the final evaluation broke")))
     with pytest.raises(RuntimeError, match="^the final evaluation broke$"):  # the error itself, not a later one
         fit(tiny(tmp_path, name="broken", epochs=1), data=real_data)
+
+
+class _TwoEqualRanks(train_module.distributed.Single):
+    """Stands in for two data-parallel processes that see the same numbers: this one trains on the first half of
+    each global batch, and an all-reduce doubles what it holds. It records what the trainer hands its hooks."""
+    world = 2
+
+    def __init__(self, device):
+        super().__init__(device)
+        self.rng_steps, self.synced = [], []
+
+    def shard(self, batch):
+        return batch[: len(batch) // 2]
+
+    def sum(self, tensor):
+        return tensor * self.world
+
+    def step_rng(self, step):
+        self.rng_steps.append(step)
+        return super().step_rng(step)
+
+    def sync_buffers(self, *modules):
+        self.synced.append(modules)
+
+
+def test_an_epoch_reports_its_mean_step_loss_and_the_accuracy_over_the_images_it_trained_on(real_data, tmp_path,
+                                                                                           monkeypatch):
+    real_make_step, steps_seen = train_module.make_train_step, []
+
+    def recording(*args, **kwargs):
+        step = real_make_step(*args, **kwargs)
+
+        def recorded(x, targets):
+            loss, logits = step(x, targets)
+            steps_seen.append((float(loss), int((logits.argmax(1) == targets.argmax(1)).sum()), len(targets)))
+            return loss, logits
+        return recorded
+
+    monkeypatch.setattr(train_module, "make_train_step", recording)
+    config, dist = tiny(tmp_path, ema_decay=0.9), _TwoEqualRanks(torch.device("cpu"))
+    trainer = train_module.Trainer(config, train_module.make_splits(config, real_data, dist.device), dist.device, dist)
+    steps = trainer.steps_per_epoch
+    for epoch in (0, 1):
+        steps_seen.clear()
+        row = trainer.train_epoch(epoch)
+        losses, hits, sizes = zip(*steps_seen)
+        assert sizes == (config.batch_size // 2,) * steps  # this process's half of every global batch
+        assert row["train_loss"] == pytest.approx(sum(losses) / steps, rel=1e-5)  # mean over steps and processes
+        assert row["train_acc"] == pytest.approx(sum(hits) / sum(sizes))  # over every image trained on
+        assert row["weights_finite"] == 1.0
+        assert dist.rng_steps[-steps:] == list(range(epoch * steps, (epoch + 1) * steps))  # each step its own stream
+    assert dist.synced == [(trainer.model, trainer.ema.module)] * 2  # batch-norm statistics of both, every epoch
+
+
+def test_summarize_field_by_field():
+    from wrnlib import WideResNet
+
+    rows = [{"epoch": 1, "val_acc": 0.50, "test_acc": 0.93, "images_per_s": 100.0, "eval_time_s": 2.0,
+             "train_time_s": 10.0},
+            {"epoch": 2, "val_acc": 0.70, "test_acc": 0.94, "images_per_s": 300.0, "eval_time_s": 3.0,
+             "train_time_s": 20.0},
+            {"epoch": 3, "val_acc": 0.60, "test_acc": 0.95, "images_per_s": 200.0,  # read back from an older run:
+             "train_time_s": 30.0}]                                                # no evaluation time recorded
+    config, model = TrainConfig(name="s", depth=10, width=1), WideResNet(10, 1)
+    summary = train_module.summarize(rows, config, {"acc": 0.95, "loss": 0.2}, {"acc": 0.96}, 60.0, model, 1000)
+    assert (summary["test_acc"], summary["test_loss"], summary["test_acc_tta"], summary["test_images"]) == (
+        0.95, 0.2, 0.96, 1000)
+    assert (summary["final_val_acc"], summary["best_val_acc"], summary["best_val_epoch"]) == (0.60, 0.70, 2)
+    assert (summary["train_time_s"], summary["eval_time_s"], summary["mean_images_per_s"]) == (60.0, 5.0, 200.0)
+    # the first epoch at or above each milestone (exactly at it counts)
+    assert (summary["first_crossing_94_epoch"], summary["first_crossing_94_train_time_s"]) == (2, 20.0)
+    assert (summary["first_crossing_95_epoch"], summary["first_crossing_95_train_time_s"]) == (3, 30.0)
+    no_val = [{**r, "val_acc": math.nan} for r in rows]  # no validation split: nothing to report, not NaN
+    summary = train_module.summarize(no_val, config, {"acc": 0.9, "loss": 0.3}, None, 60.0, model, 1000)
+    assert summary["final_val_acc"] is None and summary["best_val_acc"] is None and summary["test_acc_tta"] is None
+    empty = train_module.summarize([], config, {"acc": 0.1, "loss": 2.3}, None, 0.0, model, 1000)
+    assert empty["epochs"] == 0 and empty["mean_images_per_s"] is None and empty["first_crossing_94_epoch"] is None
