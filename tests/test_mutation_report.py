@@ -110,7 +110,19 @@ def test_the_mutation_selection_leaves_out_only_the_tests_that_need_ray():
                               *files, *extra], cwd=REPO, capture_output=True, text=True, check=True).stdout
         return {line.strip() for line in out.splitlines() if "::" in line}
 
+    def needs_ray(name: str) -> bool:
+        return re.search(r"(^|_)ray(_|$)", name) is not None
+
     everything, selected = collected(), collected(*args[len(files):])
     assert selected and selected < everything
     dropped = sorted(everything - selected)
-    assert [t for t in dropped if not re.search(r"(^|_)ray(_|$)", t.split("::")[-1].split("[")[0])] == []
+    assert [t for t in dropped if not needs_ray(t.split("::")[-1].split("[")[0])] == []
+    # and the other way round: a test that starts Ray (its fixture) has "ray" in its name, or every mutant it
+    # reaches would start a cluster (one did, and its mutants timed out instead of being judged)
+    import ast
+
+    for path in files:
+        for node in ast.walk(ast.parse((REPO / path).read_text())):
+            if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"):
+                if "ray_session" in {a.arg for a in node.args.args}:
+                    assert needs_ray(node.name), f"{path}::{node.name} starts Ray but mutmut's -k would keep it"

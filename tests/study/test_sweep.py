@@ -82,7 +82,7 @@ def test_ray_sweep_writes_the_tables_of_the_local_one(local_sweep, ray_session, 
     assert all((folder / "runs" / c.name / "summary.json").exists() for c in good)  # the tasks wrote the folders
 
 
-def test_runs_past_the_deadline_are_cancelled_and_reported(ray_session, tmp_path):
+def test_ray_runs_past_the_deadline_are_cancelled_and_reported(ray_session, tmp_path):
     good, _ = grid(tmp_path / "abl")
     swept = sweep.run_sweep(good[:1], "ray", timeout_s=0.01)
     assert not swept.done
