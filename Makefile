@@ -2,13 +2,14 @@
 # make study : the same environment, then execute the notebooks with the quick (CPU) profile (and their HTML pages)
 # make mutation : mutation testing of the library core with mutmut (hours on two cores, so not run by CI; it resumes
 #                 where it stopped), then results/mutation/report.md. JOBS=n sets the parallel mutants (default: cores)
+# make mutation-recheck : after new tests, judge again the survivors not listed as equivalent and the timeouts
 # make hooks : strip outputs from notebooks/*.ipynb whenever they are staged (run by the install step)
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test study mutation venv clean hooks
+.PHONY: test study mutation mutation-recheck venv clean hooks
 
 venv: $(STAMP)
 
@@ -30,6 +31,13 @@ study: $(STAMP)
 # seconds each time and pushes the slowest workers past mutmut's timeout.
 mutation: $(STAMP)
 	CIFAR10_DIR= OMP_NUM_THREADS=1 $(VENV)/bin/mutmut run --max-children $(or $(JOBS),$(shell nproc))
+	$(PY) scripts/mutation_report.py
+
+# mutmut judges a mutant once: after new tests, run again by name the survivors not listed as equivalent and the
+# timeouts (the first pass's when the machine was busy), then the report.
+mutation-recheck: $(STAMP)
+	CIFAR10_DIR= OMP_NUM_THREADS=1 $(VENV)/bin/mutmut run --max-children $(or $(JOBS),$(shell nproc)) \
+	  $$($(PY) scripts/mutation_report.py --recheck)
 	$(PY) scripts/mutation_report.py
 
 # What `nbstripout --install` sets up for the filter that .gitattributes names, plus --keep-id so that the

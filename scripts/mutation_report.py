@@ -64,6 +64,7 @@ class ModuleCounts:
     not_checked: int = 0
     other: int = 0  # skipped, interrupted, suspicious: neither a kill nor a survivor
     survivors: list[str] = field(default_factory=list)
+    timeouts: list[str] = field(default_factory=list)  # the timed-out kills, by name
     equivalents: list[str] = field(default_factory=list)  # the listed survivors (either kind) that survived here
 
     @property
@@ -95,7 +96,9 @@ def count(mutants_dir: Path, equivalents: dict[str, str]) -> list[ModuleCounts]:
                 counts.not_checked += 1
             elif code in KILLED_CODES:
                 counts.killed += 1
-                counts.timed_out += code in TIMEOUT_CODES
+                if code in TIMEOUT_CODES:
+                    counts.timed_out += 1
+                    counts.timeouts.append(name)
             elif code in SURVIVED_CODES and name in equivalents:
                 if equivalents[name].startswith(CUDA_ONLY):
                     counts.needs_cuda += 1
@@ -118,6 +121,11 @@ def count(mutants_dir: Path, equivalents: dict[str, str]) -> list[ModuleCounts]:
 def stale_equivalents(counts: list[ModuleCounts], equivalents: dict[str, str]) -> list[str]:
     """Listed equivalents that are not survivors now (killed, renumbered or gone)."""
     return sorted(set(equivalents) - {name for c in counts for name in c.equivalents})
+
+
+def recheck_names(counts: list[ModuleCounts]) -> list[str]:
+    """The survivors not listed as equivalent, and the timeouts: what a re-run may judge differently."""
+    return sorted({name for c in counts for name in (*c.survivors, *c.timeouts)})
 
 
 def from_json(modules: dict[str, dict]) -> dict[str, ModuleCounts]:
@@ -215,10 +223,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "results" / "mutation")
     parser.add_argument("--equivalents", type=Path, default=EQUIVALENTS)
     parser.add_argument("--snapshot", help="also keep these counts as <out>/<SNAPSHOT>.json (e.g. 'before')")
+    parser.add_argument("--recheck", action="store_true",
+                        help="only print the names worth running again (`make mutation-recheck`): the survivors not "
+                             "listed as equivalent (new tests may kill them; mutmut only re-runs a mutant it is "
+                             "named) and the timeouts (a busy machine makes them too)")
     args = parser.parse_args(argv)
 
     equivalents = load_equivalents(args.equivalents)
     counts = count(args.mutants, equivalents)
+    if args.recheck:
+        print(" ".join(recheck_names(counts)))
+        return 0
     env = environment(args.mutants)
     args.out.mkdir(parents=True, exist_ok=True)
     data = {"environment": env, "modules": {c.module: {**asdict(c), "score": c.score} for c in counts}}

@@ -58,6 +58,18 @@ def test_survivors_that_only_a_gpu_could_tell_apart_are_counted_apart_and_out_of
     assert "| `wrnlib.model` | 6 | 2 | 1 | 0 | 1 | 1 | 1 | 1 | 66.7 % |" in text
 
 
+def test_recheck_names_the_survivors_not_listed_and_the_timeouts(mutants, capsys):
+    counts = report.count(mutants, {"wrnlib.model.x_a__mutmut_3": "changes only a log message"})
+    # survived (0), no tests (33) and the timeout (36); not the killed, the listed or the unchecked
+    assert report.recheck_names(counts) == ["wrnlib.model.x_a__mutmut_2", "wrnlib.model.x_b__mutmut_1",
+                                            "wrnlib.model.x_b__mutmut_2"]
+    assert report.main(["--mutants", str(mutants), "--out", str(mutants / "out"), "--recheck",
+                        "--equivalents", str(mutants / "none.toml")]) == 0
+    assert capsys.readouterr().out.split() == ["wrnlib.model.x_a__mutmut_2", "wrnlib.model.x_a__mutmut_3",
+                                               "wrnlib.model.x_b__mutmut_1", "wrnlib.model.x_b__mutmut_2"]
+    assert not (mutants / "out").exists()  # names only: no report written
+
+
 def test_equivalents_that_no_longer_survive_are_stale(mutants):
     equivalents = {"wrnlib.model.x_a__mutmut_2": "r", "wrnlib.model.x_a__mutmut_1": "r", "wrnlib.model.gone": "r"}
     counts = report.count(mutants, equivalents)
