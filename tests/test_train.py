@@ -379,3 +379,102 @@ def test_summarize_field_by_field():
     assert summary["final_val_acc"] is None and summary["best_val_acc"] is None and summary["test_acc_tta"] is None
     empty = train_module.summarize([], config, {"acc": 0.1, "loss": 2.3}, None, 0.0, model, 1000)
     assert empty["epochs"] == 0 and empty["mean_images_per_s"] is None and empty["first_crossing_94_epoch"] is None
+
+
+ROW_FIELDS = {"epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "epoch_time_s",
+              "train_time_s", "eval_time_s", "images_per_s"}
+
+
+def test_every_field_of_an_epochs_row_is_what_it_says(real_data, tmp_path):
+    import time
+
+    seen = []
+    started = time.perf_counter()
+    result = fit(tiny(tmp_path, epochs=2), data=real_data, on_epoch_end=seen.append)
+    wall = time.perf_counter() - started
+    rows, steps = result.metrics, 256 // 64
+    assert seen == rows and [set(r) for r in rows] == [ROW_FIELDS] * 2
+    assert [r["epoch"] for r in rows] == [1, 2]
+    for r in rows:
+        assert 0 < r["epoch_time_s"] < wall and 0 < r["eval_time_s"] < wall
+        assert r["images_per_s"] == pytest.approx(steps * 64 / r["epoch_time_s"])
+        assert math.isfinite(r["val_loss"]) and math.isfinite(r["test_loss"]) and 0 <= r["val_acc"] <= 1
+    assert [r["train_time_s"] for r in rows] == pytest.approx([rows[0]["epoch_time_s"],
+                                                               rows[0]["epoch_time_s"] + rows[1]["epoch_time_s"]])
+
+
+def test_the_progress_bar_counts_every_step_of_the_budget_from_where_the_run_starts(real_data, tmp_path, monkeypatch):
+    bars = []
+
+    class Bar:
+        def __init__(self, **kwargs):
+            self.kwargs, self.updates, self.lines = kwargs, 0, []
+            bars.append(self)
+
+        def update(self, n=1):
+            self.updates += n
+
+        def set_postfix(self, **kwargs):
+            self.postfix = kwargs
+
+        def write(self, line):
+            self.lines.append(line)
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(train_module, "tqdm", Bar)
+    config, steps = tiny(tmp_path, epochs=3, progress=True, checkpoint_every=1), 256 // 64
+    real_train_epoch = train_module.Trainer.train_epoch
+
+    def interrupted_in_the_second_epoch(self, epoch, progress=None):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return real_train_epoch(self, epoch, progress)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(train_module.Trainer, "train_epoch", interrupted_in_the_second_epoch)
+        with pytest.raises(KeyboardInterrupt):
+            fit(config, data=real_data)
+    assert bars[0].kwargs == {"total": 3 * steps, "initial": 0, "desc": "tiny", "unit": "step", "mininterval": 2.0,
+                              "disable": False}  # at most one refresh every two seconds: a notebook stays small
+    assert bars[0].updates == steps and len(bars[0].lines) == 1  # a line per epoch, not per step
+    fit(config, data=real_data, existing="resume")  # the bar of the resumed run starts where the checkpoint is
+    assert (bars[1].kwargs["total"], bars[1].kwargs["initial"]) == (3 * steps, steps)
+    assert bars[1].updates == 2 * steps and len(bars[1].lines) == 2
+    last = runs.read_metrics(tmp_path / "tiny")[-1]
+    assert bars[1].postfix == {"loss": f"{last['train_loss']:.3f}", "val": f"{100 * last['val_acc']:.2f}%",
+                               "test": f"{100 * last['test_acc']:.2f}%", "refresh": False}  # drawn at the next tick
+
+
+def test_an_interrupted_run_says_where_it_stopped_and_how_to_continue(real_data, tmp_path, monkeypatch, capsys):
+    real_train_epoch = train_module.Trainer.train_epoch
+
+    def interrupted_in_the_second_epoch(self, epoch, progress=None):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return real_train_epoch(self, epoch, progress)
+
+    monkeypatch.setattr(train_module.Trainer, "train_epoch", interrupted_in_the_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        fit(tiny(tmp_path, epochs=3, checkpoint_every=1), data=real_data)
+    run_dir = tmp_path / "tiny"
+    assert capsys.readouterr().out == (
+        f"\nInterrupted during epoch 2. The checkpoint at the end of epoch 1 is intact in {run_dir}; continue with "
+        f"`python -m wrnlib train --resume --name tiny --out-dir {tmp_path}`.\n")
+
+
+def test_a_nan_validation_loss_stops_the_run_naming_its_epoch(real_data, tmp_path, monkeypatch):
+    real_evaluate_epoch, calls = train_module.Trainer.evaluate_epoch, []
+
+    def nan_in_the_second_epoch(self, images, labels):
+        out = real_evaluate_epoch(self, images, labels)
+        calls.append(1)
+        return {**out, "loss": math.nan} if len(calls) == 3 else out  # epoch 2's validation (val, test per epoch)
+
+    monkeypatch.setattr(train_module.Trainer, "evaluate_epoch", nan_in_the_second_epoch)
+    with pytest.raises(train_module.NonFiniteError) as raised:
+        fit(tiny(tmp_path, epochs=3, checkpoint_every=1), data=real_data)
+    run_dir = tmp_path / "tiny"
+    assert str(raised.value).startswith(f"val_loss became NaN or infinite in epoch 2 of run tiny; the last good "
+                                        f"checkpoint (end of epoch 1) is kept in {run_dir}.")
