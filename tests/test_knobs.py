@@ -742,7 +742,7 @@ def test_sync_bn_converts_batch_norm_in_a_data_parallel_process_and_is_a_no_op_a
 # --------------------------------------------------------------------------- the run folder
 
 
-@pytest.mark.parametrize("every", [0, 1, 2])
+@pytest.mark.parametrize("every", [0, 1, 2, 3])
 def test_checkpoints_are_written_every_checkpoint_every_epochs(real_data, tmp_path, monkeypatch, every):
     """checkpoint_every: a resume checkpoint after every that-many epochs, and always at the end (0: only there)."""
     saved = []

@@ -478,3 +478,25 @@ def test_a_nan_validation_loss_stops_the_run_naming_its_epoch(real_data, tmp_pat
     run_dir = tmp_path / "tiny"
     assert str(raised.value).startswith(f"val_loss became NaN or infinite in epoch 2 of run tiny; the last good "
                                         f"checkpoint (end of epoch 1) is kept in {run_dir}.")
+
+
+@pytest.mark.parametrize("row, val_size, named", [
+    ({"train_loss": math.nan, "lr": 0.1}, 100, "train_loss"),
+    ({"train_loss": 1.0, "lr": math.inf}, 100, "lr"),
+    ({"train_loss": 1.0, "lr": 0.1, "weights_finite": 0.0}, 100, "weights"),
+    ({"train_loss": math.nan, "lr": 0.1, "weights_finite": 0.0}, 100, "train_loss and weights"),
+    ({"val_loss": math.nan, "test_loss": 1.0}, 100, "val_loss"),
+    ({"val_loss": 1.0, "test_loss": -math.inf}, 100, "test_loss"),
+    ({"val_loss": math.nan, "test_loss": 1.0}, 0, None),  # no validation split: its NaN loss is no failure
+    ({"train_loss": 1.0, "lr": 0.1, "weights_finite": 1.0}, 100, None),
+])
+def test_check_finite_names_everything_that_became_nan_or_infinite(tmp_path, row, val_size, named):
+    config = TrainConfig(name="r", out_dir=str(tmp_path), val_size=val_size)
+    if named is None:
+        train_module._check_finite(row, 4, config, tmp_path / "r")
+        return
+    with pytest.raises(train_module.NonFiniteError) as raised:
+        train_module._check_finite(row, 4, config, tmp_path / "r")
+    assert str(raised.value) == (f"{named} became NaN or infinite in epoch 5 of run r; the last good checkpoint "
+                                 f"(none yet) is kept in {tmp_path / 'r'}. Lower --lr, add --warmup-epochs, or use "
+                                 "--precision fp32 to find the cause.")
