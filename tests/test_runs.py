@@ -456,19 +456,22 @@ def test_safe_torch_load_gives_back_tensors_and_refuses_a_pickle_that_asks_for_c
 
 
 def test_safe_torch_load_names_a_damaged_file_with_the_first_line_of_what_went_wrong(tmp_path):
+    """Whatever torch's reader raises for damaged bytes (the type and wording vary between torch versions), the
+    error is a CheckpointError naming the file and the first line of torch's message, cut at 160 characters, or
+    its type when it has none: a truncated zip (a RuntimeError), an empty file, and an unpickler's IndexError."""
     good = tmp_path / "good.pt"
     torch.save({"w": torch.arange(3.0)}, good)
-    truncated = tmp_path / "truncated.pt"
-    truncated.write_bytes(good.read_bytes()[:200])
-    with pytest.raises(RuntimeError) as torch_says:
-        torch.load(truncated, weights_only=True)
-    first_line = str(torch_says.value).strip().splitlines()[0]
-    assert len(first_line) > 160  # torch's long message, cut to its first 160 characters
-    assert _load_error(truncated) == UNREADABLE.format(truncated, first_line[:160])
-    for name, content, shown in (("empty.pt", b"", "EOFError"),  # no message: the error's type instead
-                                 ("popped.pt", b"}(.", "pop from empty list")):  # an IndexError from the unpickler
-        (tmp_path / name).write_bytes(content)
-        assert _load_error(tmp_path / name) == UNREADABLE.format(tmp_path / name, shown)
+    for name, content in (("truncated.pt", good.read_bytes()[:200]), ("empty.pt", b""), ("popped.pt", b"}(.")):
+        path = tmp_path / name
+        path.write_bytes(content)
+        with pytest.raises(Exception) as torch_says:
+            torch.load(path, weights_only=True)
+        said = _load_error(path)
+        if isinstance(torch_says.value, pickle.UnpicklingError):
+            assert said.startswith(f"refusing to load {path}: "), said
+            continue
+        text = str(torch_says.value).strip()
+        assert said == UNREADABLE.format(path, text.splitlines()[0][:160] if text else type(torch_says.value).__name__)
 
 
 def test_the_environment_records_the_machine_and_library_versions_a_run_ran_with():
