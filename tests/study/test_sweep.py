@@ -294,3 +294,25 @@ def test_the_local_executor_is_the_default_and_trains_with_cpus_per_run_threads(
         assert threads_seen == [1, 2]
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_cluster_executors_outcomes_are_gathered_by_run_in_config_order(monkeypatch, tmp_path):
+    """What the cluster executor hands back (run name -> ("ok", result) or ("error", message)) becomes the sweep's
+    result; a finished run is not sent at all but read back here. The cluster itself is stood in for."""
+    good = grid(tmp_path)[0][:3]
+    finished = good[0].run_dir
+    finished.mkdir(parents=True)
+    good[0].save(finished / runs_io.CONFIG)
+    (finished / runs_io.SUMMARY).write_text("{}")
+    sent = []
+
+    def run_on_cluster(todo, *, existing, gpus_per_run, cpus_per_run, timeout_s):
+        sent.append(([c.name for c in todo], existing, gpus_per_run, cpus_per_run, timeout_s))
+        return {good[1].name: ("ok", "result-1"), good[2].name: ("error", "ValueError: no good")}
+
+    monkeypatch.setattr(cluster, "run_on_ray", run_on_cluster)
+    monkeypatch.setattr(sweep, "fit", lambda config, *, existing: f"read back {config.name} ({existing})")
+    swept = sweep.run_sweep(good, "ray", existing="resume", gpus_per_run=0.5, cpus_per_run=2, timeout_s=9.0)
+    assert sent == [([good[1].name, good[2].name], "resume", 0.5, 2, 9.0)]
+    assert swept.done == [f"read back {good[0].name} (resume)", "result-1"]
+    assert swept.failed == {good[2].name: "ValueError: no good"} and swept.reused == [good[0].name]
