@@ -425,17 +425,12 @@ def test_the_progress_bar_counts_every_step_of_the_budget_from_where_the_run_sta
 
     monkeypatch.setattr(train_module, "tqdm", Bar)
     config, steps = tiny(tmp_path, epochs=3, progress=True, checkpoint_every=1), 256 // 64
-    real_train_epoch = train_module.Trainer.train_epoch
 
-    def interrupted_in_the_second_epoch(self, epoch, progress=None):
-        if epoch == 1:
-            raise KeyboardInterrupt
-        return real_train_epoch(self, epoch, progress)
+    def stop(row):
+        raise KeyboardInterrupt
 
-    with monkeypatch.context() as patched:
-        patched.setattr(train_module.Trainer, "train_epoch", interrupted_in_the_second_epoch)
-        with pytest.raises(KeyboardInterrupt):
-            fit(config, data=real_data)
+    with pytest.raises(KeyboardInterrupt):  # stopped after its first epoch
+        fit(config, data=real_data, on_epoch_end=stop)
     assert bars[0].kwargs == {"total": 3 * steps, "initial": 0, "desc": "tiny", "unit": "step", "mininterval": 2.0,
                               "disable": False}  # at most one refresh every two seconds: a notebook stays small
     assert bars[0].updates == steps and len(bars[0].lines) == 1  # a line per epoch, not per step
