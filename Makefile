@@ -35,9 +35,10 @@ mutation: $(STAMP)
 
 # mutmut judges a mutant once: after new tests, run again by name the survivors not listed as equivalent and the
 # timeouts (the first pass's when the machine was busy), then the report.
+# With no names mutmut would run every unchecked mutant instead, so an empty list runs nothing.
 mutation-recheck: $(STAMP)
-	CIFAR10_DIR= OMP_NUM_THREADS=1 $(VENV)/bin/mutmut run --max-children $(or $(JOBS),$(shell nproc)) \
-	  $$($(PY) scripts/mutation_report.py --recheck)
+	names="$$($(PY) scripts/mutation_report.py --recheck)"; test -z "$$names" || \
+	  CIFAR10_DIR= OMP_NUM_THREADS=1 $(VENV)/bin/mutmut run --max-children $(or $(JOBS),$(shell nproc)) $$names
 	$(PY) scripts/mutation_report.py
 
 # What `nbstripout --install` sets up for the filter that .gitattributes names, plus --keep-id so that the
