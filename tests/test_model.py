@@ -63,6 +63,18 @@ def test_parameters_and_flops_match_analytic_formulas(depth, width):
     assert forward_flops(depth, width, num_classes=100) == count_forward_flops(WideResNet(depth, width, 100))
 
 
+def test_flops_are_counted_on_the_models_own_device_and_dtype_and_its_mode_is_kept():
+    """A bf16 model and one on the meta device (no memory, so any width can be sized) count as the float32 one."""
+    expected = analytic_flops(10, 1)
+    bf16 = WideResNet(10, 1).to(torch.bfloat16)
+    with torch.device("meta"):
+        meta = WideResNet(10, 1)
+    assert count_forward_flops(bf16) == count_forward_flops(meta) == expected
+    assert bf16.training and meta.training  # counted in eval mode, then put back as it was
+    bf16.eval()
+    assert count_forward_flops(bf16) == expected and not bf16.training
+
+
 @pytest.mark.parametrize("depth,width", [(10, 1), (16, 2.5)])
 def test_activation_estimate_counts_what_it_says_from_the_models_own_shapes(depth, width):
     """About four tensors of each block's output size, and three of the stem's, in bf16 (2 bytes) by default."""
