@@ -239,7 +239,8 @@ def test_rough_epoch_seconds_is_the_epochs_flops_at_the_measured_rate(monkeypatc
 
 
 def test_a_checkpoint_restores_the_cuda_rng_on_a_cuda_device_only(real_data, tmp_path, monkeypatch):
-    """A GPU run's CUDA RNG goes back into the GPU it resumes on; a CPU resume leaves CUDA alone.
+    """A GPU run's checkpoint keeps its GPU's CUDA RNG, which goes back into the GPU it resumes on; a CPU resume
+    leaves CUDA alone.
 
     No GPU here, so torch.cuda.set_rng_state is recorded rather than called, and the trainer is
     told it is on a GPU; everything else in the checkpoint loads on the CPU either way.
@@ -248,6 +249,11 @@ def test_a_checkpoint_restores_the_cuda_rng_on_a_cuda_device_only(real_data, tmp
     trainer = train_module.Trainer(tiny(tmp_path), train_module.make_splits(tiny(tmp_path), real_data, cpu), cpu)
     state = trainer.state_dict(3, [{"epoch": 3}], 1.5)
     assert state["rng_cuda"] is None  # a CPU run has no CUDA RNG to keep
+    assert state["config"] == tiny(tmp_path).to_dict()  # the checkpoint says what it was trained with
+    trainer.device = torch.device("cuda", 0)
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device: ("the rng of", device))
+    assert trainer.state_dict(3, [], 1.5)["rng_cuda"] == ("the rng of", torch.device("cuda", 0))
+    trainer.device = cpu
     calls = []
     monkeypatch.setattr(torch.cuda, "set_rng_state", lambda *args, **kwargs: calls.append((args, kwargs)))
     gpu_rng = torch.arange(16, dtype=torch.uint8)
@@ -495,3 +501,47 @@ def test_check_finite_names_everything_that_became_nan_or_infinite(tmp_path, row
     assert str(raised.value) == (f"{named} became NaN or infinite in epoch 5 of run r; the last good checkpoint "
                                  f"(none yet) is kept in {tmp_path / 'r'}. Lower --lr, add --warmup-epochs, or use "
                                  "--precision fp32 to find the cause.")
+
+
+def test_a_cpu_trainer_keeps_freed_memory_for_its_next_step(real_data, tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(train_module, "keep_freed_memory", lambda: calls.append(1))
+    cpu = torch.device("cpu")
+    train_module.Trainer(tiny(tmp_path), train_module.make_splits(tiny(tmp_path), real_data, cpu), cpu)
+    assert calls == [1]
+
+
+def test_fit_trains_in_the_process_context_it_set_up_and_records_the_run(real_data, tmp_path, monkeypatch):
+    """The trainer gets the context distributed.setup made (a stand-in for two processes here), and env.json records
+    the precision and the test set's checksum beside the machine and the process count."""
+    dist = _TwoEqualRanks(torch.device("cpu"))
+    monkeypatch.setattr(train_module.distributed, "setup", lambda config: dist)
+    config = tiny(tmp_path, epochs=1)
+    result = fit(config, data=real_data)
+    assert result.run_dir == config.run_dir == tmp_path / "tiny"
+    assert len(dist.synced) == 1  # the epoch's batch-norm sync went through it
+    env = json.loads((config.run_dir / runs.ENV).read_text())
+    assert env["precision"] == train_module.choose_precision(config.precision, dist.device)[1]
+    assert env["test_data_checksum"] == real_data.test_checksum and env["processes"] == 1
+
+
+def test_a_resume_rewinds_the_metrics_that_ran_ahead_of_its_checkpoint(real_data, tmp_path, monkeypatch):
+    """metrics.csv is written every epoch, the checkpoint every checkpoint_every epochs: a resumed run starts at the
+    checkpoint, so if it is stopped again before its next one, metrics.csv holds no epoch it will train again."""
+    config = tiny(tmp_path, epochs=4, checkpoint_every=2)
+
+    def stop_after_epoch_3(row):
+        if row["epoch"] == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(config, data=real_data, on_epoch_end=stop_after_epoch_3)
+    assert [r["epoch"] for r in runs.read_metrics(config.run_dir)] == [1, 2, 3]
+
+    def interrupted(self, epoch, progress=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module.Trainer, "train_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        fit(config, data=real_data, existing="resume")
+    assert [r["epoch"] for r in runs.read_metrics(config.run_dir)] == [1, 2]
