@@ -1,6 +1,8 @@
 """The training engine end to end on real CIFAR-10 images (CPU)."""
+import contextlib
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -110,11 +112,58 @@ def test_an_existing_run_is_never_overwritten(real_data, tmp_path):
 
 
 def test_resume_errors_are_specific(real_data, tmp_path):
+    with pytest.raises(ValueError) as raised:
+        fit(tiny(tmp_path), existing="keep", data=real_data)
+    assert str(raised.value) == "existing must be one of error, resume, reuse; got 'keep'"
     with pytest.raises(FileNotFoundError, match="without --resume"):
         fit(tiny(tmp_path), existing="resume", data=real_data)
     fit(tiny(tmp_path, epochs=1), data=real_data)
-    with pytest.raises(ValueError, match=r"lr: saved 0.1 vs requested 0.3"):
-        fit(tiny(tmp_path, epochs=1, lr=0.3), existing="resume", data=real_data)
+    with pytest.raises(ValueError) as raised:
+        fit(tiny(tmp_path, epochs=1, lr=0.3, momentum=0.8), existing="resume", data=real_data)
+    assert str(raised.value) == (
+        f"{tmp_path / 'tiny'} exists with other settings (lr: saved 0.1 vs requested 0.3, momentum: saved 0.9 vs "
+        f"requested 0.8); use the saved settings, or start a new run under another --name (nothing was changed)")
+
+
+def test_fit_refuses_a_run_folder_that_another_process_is_training(real_data, tmp_path):
+    with runs.folder_lock(tmp_path / "tiny"):  # flock: a second open of the lock file conflicts, as another process's
+        with pytest.raises(runs.FolderLockedError, match="^" + re.escape(f"{tmp_path / 'tiny'} is in use")):
+            fit(tiny(tmp_path), data=real_data)
+
+
+def test_fit_says_what_it_does_with_each_kind_of_folder_it_finds(real_data, tmp_path, monkeypatch, capsys):
+    config, run_dir = tiny(tmp_path, checkpoint_every=1), tmp_path / "tiny"
+    run_dir.mkdir()
+    (run_dir / "notes.txt").write_text("mine")
+    with pytest.raises(RunExistsError) as raised:  # a folder that is not a run
+        fit(config, data=real_data, existing="reuse")
+    assert str(raised.value) == (f"{run_dir} exists but is not a run folder (no {runs.CONFIG}); choose another "
+                                 f"--name or --out-dir (nothing was changed)")
+    assert [p.name for p in run_dir.iterdir()] == ["notes.txt"]
+    (run_dir / "notes.txt").unlink()
+
+    def interrupted(self, epoch, progress=None):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:  # stopped in its first epoch: no checkpoint
+        patch.setattr(train_module.Trainer, "train_epoch", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            fit(config, data=real_data)
+    assert runs.status(run_dir) == "unstarted"
+    capsys.readouterr()
+
+    def stop_after_the_first_epoch(row):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(config, data=real_data, on_epoch_end=stop_after_the_first_epoch)
+    assert capsys.readouterr().out == (f"{run_dir} holds a run that stopped before its first checkpoint: starting "
+                                       f"it again\n")
+    resumed = fit(config, data=real_data, existing="resume")
+    assert capsys.readouterr().out == f"{run_dir} was interrupted: resuming it\n"
+    read_back = fit(config, data=real_data, existing="resume")
+    assert capsys.readouterr().out == f"{run_dir} is already finished: reading it back instead of training again\n"
+    assert read_back.metrics == runs.read_metrics(run_dir) and len(resumed.metrics) == 2
 
 
 @pytest.mark.parametrize("overrides,error,needle", [
@@ -332,6 +381,9 @@ class _TwoEqualRanks(train_module.distributed.Single):
     def sync_buffers(self, *modules):
         self.synced.append(modules)
 
+    def same_data(self, checksum):
+        self.data_checked = [*getattr(self, "data_checked", []), checksum]
+
 
 def test_an_epoch_reports_its_mean_step_loss_and_the_accuracy_over_the_images_it_trained_on(real_data, tmp_path,
                                                                                            monkeypatch):
@@ -523,6 +575,7 @@ def test_fit_trains_in_the_process_context_it_set_up_and_records_the_run(real_da
     env = json.loads((config.run_dir / runs.ENV).read_text())
     assert env["precision"] == train_module.choose_precision(config.precision, dist.device)[1]
     assert env["test_data_checksum"] == real_data.test_checksum and env["processes"] == 1
+    assert dist.data_checked == [real_data.checksum]  # every process checks it loaded the same training data
 
 
 def test_a_resume_rewinds_the_metrics_that_ran_ahead_of_its_checkpoint(real_data, tmp_path, monkeypatch):
@@ -545,3 +598,23 @@ def test_a_resume_rewinds_the_metrics_that_ran_ahead_of_its_checkpoint(real_data
     with pytest.raises(KeyboardInterrupt):
         fit(config, data=real_data, existing="resume")
     assert [r["epoch"] for r in runs.read_metrics(config.run_dir)] == [1, 2]
+
+
+def test_sam_keeps_its_first_backward_local_with_the_contexts_no_sync(real_data, tmp_path):
+    """Under DDP, SAM's perturbing backward runs inside no_sync of the forward the trainer trains with."""
+    entered = []
+
+    class NoSyncRecorded(_TwoEqualRanks):
+        def no_sync(self, forward):
+            entered.append(forward)
+
+            @contextlib.contextmanager
+            def local():
+                entered.append("step")
+                yield
+            return local
+
+    config, dist = tiny(tmp_path, optimizer="sam"), NoSyncRecorded(torch.device("cpu"))
+    trainer = train_module.Trainer(config, train_module.make_splits(config, real_data, dist.device), dist.device, dist)
+    trainer.train_epoch(0)
+    assert entered == [trainer.model] + ["step"] * trainer.steps_per_epoch

@@ -177,9 +177,7 @@ def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def _fmt(value: Any) -> Any:
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return "" if value is None else value
+    return f"{value:.6g}" if isinstance(value, float) else value  # csv writes None (a missing value) as ""
 
 
 # --------------------------------------------------------------------------- one writer per folder
