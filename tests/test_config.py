@@ -85,6 +85,7 @@ BOUNDARIES = [
     ({"name": "é" * 100}, None),  # 200 bytes
     ({"name": "é" * 100 + "x"}, "name is 201 bytes long; a folder name can have at most 200: choose a shorter --name"),
     ({"dropout": 0.5, "depth": 10, "width": 0.5}, None),
+    ({"dropout": 1.0}, "dropout must be a probability in [0, 1); got 1.0"),
 ]
 
 

@@ -93,6 +93,15 @@ def test_model_ema_averages_with_warmup_and_tracks_a_constant_model():
     assert not ema.module.weight.requires_grad
 
 
+def test_sgd_uses_the_multi_tensor_kernel_on_the_cpu_and_nesterov_only_with_momentum():
+    model = WideResNet(10, 1)
+    sgd = make_sgd(model, 0.1, 0.9, True, 5e-4, False)
+    assert sgd.defaults["foreach"] is True and not sgd.defaults["fused"]  # fused is the CUDA choice
+    assert sgd.defaults["nesterov"] is True and sgd.defaults["momentum"] == 0.9
+    plain = make_sgd(model, 0.1, 0.0, True, 5e-4, False)  # torch refuses Nesterov without momentum
+    assert plain.defaults["nesterov"] is False and plain.defaults["momentum"] == 0.0
+
+
 def test_bad_optimizer_settings():
     with pytest.raises(ValueError, match="rho"):
         SAM(torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1), rho=0)

@@ -5,6 +5,7 @@ import json
 import pickle
 import re
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -173,6 +174,17 @@ def test_is_locked_exactly_while_a_lock_is_held(tmp_path):
     with runs.folder_lock(folder):
         assert runs.is_locked(folder)
     assert runs.lock_path(folder).exists() and not runs.is_locked(folder)  # the file stays, the lock does not
+
+
+def test_a_folders_lock_file_is_one_for_every_spelling_of_it_in_the_machines_shared_lock_folder(tmp_path, monkeypatch):
+    """Every wrnlib process (of any checkout or version) must meet at the same file for the same folder."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "r").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "r")
+    path = runs.lock_path(tmp_path / "r")
+    assert runs.lock_path("r") == runs.lock_path(tmp_path / "link") == path != runs.lock_path(tmp_path / "s")
+    assert path.parent == Path(tempfile.gettempdir()) / "wrnlib-locks"
+    assert re.fullmatch(r"[0-9a-f]{32}\.lock", path.name)  # a fixed-length name, whatever the folder's path
 
 
 @pytest.mark.parametrize("kept", ["fp16", "state", "none"])
