@@ -618,3 +618,11 @@ def test_sam_keeps_its_first_backward_local_with_the_contexts_no_sync(real_data,
     trainer = train_module.Trainer(config, train_module.make_splits(config, real_data, dist.device), dist.device, dist)
     trainer.train_epoch(0)
     assert entered == [trainer.model] + ["step"] * trainer.steps_per_epoch
+
+
+def test_a_train_limit_or_batch_of_every_training_image_is_allowed_and_takes_them_all(real_data, tmp_path):
+    cpu = torch.device("cpu")
+    full = train_module.make_splits(tiny(tmp_path, train_limit=0), real_data, cpu)
+    n = len(full.train_y)
+    same = train_module.make_splits(tiny(tmp_path, train_limit=n, batch_size=n), real_data, cpu)
+    assert torch.equal(same.train_x, full.train_x) and torch.equal(same.train_y, full.train_y)
