@@ -327,3 +327,35 @@ def test_describe_names_each_stage_in_the_order_applied():
                                "cutmix(alpha=0.5, p=0.25)")
     assert A.BatchAugment(crop_padding=0, flip=False).describe() == "normalize"
     assert repr(A.BatchAugment(crop_padding=0, flip=False)) == "BatchAugment(normalize, dtype=torch.float32)"
+
+
+def test_the_pipelines_defaults_are_a_default_training_configs_and_from_config_passes_the_rest_through():
+    from wrnlib.config import TrainConfig
+
+    plain, config = A.BatchAugment(), TrainConfig()
+    assert {n: getattr(plain, n) for n in A.BatchAugment.CONFIG_FIELDS} == \
+           {n: getattr(config, n) for n in A.BatchAugment.CONFIG_FIELDS}
+    images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+    torch.manual_seed(3)
+    default = A.random_crop(images)
+    torch.manual_seed(3)
+    assert torch.equal(default, A.random_crop(images, config.crop_padding, config.pad_mode))
+    made = A.BatchAugment.from_config(config, dtype=torch.bfloat16, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    assert (made.dtype, made.mean, made.std) == (torch.bfloat16, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+
+
+def test_evaluation_normalises_with_the_pipelines_own_mean_and_std():
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    aug = A.BatchAugment(mean=(0.5, 0.4, 0.3), std=(0.25, 0.5, 1.0))
+    expected = (images.float() / 255 - torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1)) / \
+        torch.tensor([0.25, 0.5, 1.0]).view(1, 3, 1, 1)
+    assert torch.allclose(aug.eval_transform(images), expected, atol=1e-6)
+
+
+def test_labels_of_any_integer_dtype_give_the_same_one_hot_targets():
+    images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
+    labels = torch.tensor([0, 9, 3, 3, 5, 1])
+    aug = A.BatchAugment(crop_padding=0, flip=False)
+    for dtype in (torch.uint8, torch.int32, torch.int64):
+        _, targets = aug(images, labels.to(dtype))
+        assert torch.equal(targets, torch.eye(10)[labels]), dtype

@@ -68,25 +68,44 @@ def test_warmup_ramps_linearly_on_every_schedule(name):
     assert lr_multiplier(name, 2, 20, p) == pytest.approx(lr_multiplier(name, 2, 20, P))
 
 
-def test_unknown_schedule_lists_the_known_ones():
-    with pytest.raises(ValueError) as err:
-        validate_schedule("linear-decay", 10, P)
-    for name in SCHEDULES:
-        assert name in str(err.value)
+_STEP = "step schedule needs 0 < step_gamma <= 1 and milestones strictly inside (0, 1) as fractions of the budget; "
+_ONECYCLE = "onecycle needs 0 < onecycle_peak < 1 and 0 <= onecycle_start <= 1; "
+SP = ScheduleParams
 
 
-@pytest.mark.parametrize("name,params,needle", [
-    ("cosine", ScheduleParams(warmup_epochs=11), "warmup_epochs"),
-    ("cosine", ScheduleParams(min_lr_frac=2), "min_lr_frac"),
-    ("step", ScheduleParams(step_gamma=0), "step_gamma"),
-    ("step", ScheduleParams(step_milestones=(0.5, 1.5)), "milestones"),
-    ("sgdr", ScheduleParams(sgdr_t0=0), "sgdr_t0"),
-    ("sgdr", ScheduleParams(sgdr_tmult=0.5), "Tmult"),
-    ("onecycle", ScheduleParams(onecycle_peak=1.0), "onecycle_peak"),
+# (schedule, epochs, params, the error exactly or None): each limit at its edge, and just past it
+@pytest.mark.parametrize("name,epochs,params,error", [
+    ("linear-decay", 10, P,
+     "unknown lr schedule 'linear-decay'; known schedules: constant, step, cosine, sgdr, onecycle"),
+    ("cosine", 0.5, P, None), ("cosine", 0, P, "the epoch budget must be > 0; got 0"),
+    ("cosine", 10, SP(warmup_epochs=0), None), ("cosine", 10, SP(warmup_epochs=10), None),
+    ("cosine", 10, SP(warmup_epochs=11), "warmup_epochs must be in [0, epochs=10]; got 11"),
+    ("cosine", 10, SP(warmup_epochs=-1), "warmup_epochs must be in [0, epochs=10]; got -1"),
+    ("cosine", 10, SP(min_lr_frac=0.0), None), ("cosine", 10, SP(min_lr_frac=1.0), None),
+    ("cosine", 10, SP(min_lr_frac=2), "min_lr_frac must be in [0, 1]; got 2"),
+    ("cosine", 10, SP(min_lr_frac=-0.5), "min_lr_frac must be in [0, 1]; got -0.5"),
+    ("step", 10, SP(step_gamma=1.0, step_milestones=(0.01, 0.99)), None),
+    ("step", 10, SP(step_gamma=0), _STEP + "got gamma=0, milestones=(0.3, 0.6, 0.8)"),
+    ("step", 10, SP(step_gamma=1.5), _STEP + "got gamma=1.5, milestones=(0.3, 0.6, 0.8)"),
+    ("step", 10, SP(step_milestones=(0.0, 0.5)), _STEP + "got gamma=0.2, milestones=(0.0, 0.5)"),
+    ("step", 10, SP(step_milestones=(0.5, 1.0)), _STEP + "got gamma=0.2, milestones=(0.5, 1.0)"),
+    ("sgdr", 10, SP(sgdr_t0=0.5, sgdr_tmult=1.0), None),
+    ("sgdr", 10, SP(sgdr_t0=0), "sgdr needs sgdr_t0 > 0 epochs and sgdr_tmult >= 1; got T0=0, Tmult=2.0"),
+    ("sgdr", 10, SP(sgdr_tmult=0.5), "sgdr needs sgdr_t0 > 0 epochs and sgdr_tmult >= 1; got T0=10.0, Tmult=0.5"),
+    ("onecycle", 10, SP(onecycle_peak=0.99, onecycle_start=0.0), None),
+    ("onecycle", 10, SP(onecycle_peak=0.01, onecycle_start=1.0), None),
+    ("onecycle", 10, SP(onecycle_peak=0.0), _ONECYCLE + "got peak=0.0, start=0.1"),
+    ("onecycle", 10, SP(onecycle_peak=1.0), _ONECYCLE + "got peak=1.0, start=0.1"),
+    ("onecycle", 10, SP(onecycle_start=1.5), _ONECYCLE + "got peak=0.25, start=1.5"),
+    ("onecycle", 10, SP(onecycle_start=-0.1), _ONECYCLE + "got peak=0.25, start=-0.1"),
 ])
-def test_bad_schedule_parameters(name, params, needle):
-    with pytest.raises(ValueError, match=needle):
-        validate_schedule(name, 10, params)
+def test_each_schedule_limit_is_where_its_error_says(name, epochs, params, error):
+    if error is None:
+        validate_schedule(name, epochs, params)
+        return
+    with pytest.raises(ValueError) as raised:
+        validate_schedule(name, epochs, params)
+    assert str(raised.value) == error
 
 
 def test_one_cycle_stays_at_its_floor_past_the_budget_and_curves_have_500_points():
