@@ -359,3 +359,12 @@ def test_labels_of_any_integer_dtype_give_the_same_one_hot_targets():
     for dtype in (torch.uint8, torch.int32, torch.int64):
         _, targets = aug(images, labels.to(dtype))
         assert torch.equal(targets, torch.eye(10)[labels]), dtype
+
+
+def test_reflect_padding_must_be_smaller_than_the_image_and_zero_padding_need_not_be():
+    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    assert A.random_crop(images, 31, "reflect").shape == images.shape  # as F.pad(mode="reflect") allows
+    assert A.random_crop(images, 40, "constant").shape == images.shape
+    with pytest.raises(ValueError) as raised:
+        A.random_crop(images, 32, "reflect")
+    assert str(raised.value) == "padding=32 too large for reflect padding of 32x32 images"
