@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import re
 import subprocess
@@ -96,6 +97,39 @@ def test_git_commit_marks_edited_and_new_files_as_dirty(tmp_path, monkeypatch):
     assert runs.git_commit(package) == head + "-dirty"
     monkeypatch.setenv("WRNLIB_GIT_COMMIT", "abc123")
     assert runs.git_commit(package) == "abc123"
+
+
+def test_git_commit_ignores_touched_and_ignored_files_and_says_unknown_without_a_repository(tmp_path, monkeypatch):
+    monkeypatch.delenv("WRNLIB_GIT_COMMIT", raising=False)
+    package = tmp_path / "repo" / "pkg"
+    package.mkdir(parents=True)
+    (package / "a.py").write_text("x = 1\n")
+    (package / ".gitignore").write_text("*.pyc\n")
+    _git(package.parent, "init", "-q")
+    _git(package.parent, "add", ".")
+    _git(package.parent, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=package, capture_output=True, text=True).stdout.strip()
+    os.utime(package / "a.py", (2_000_000_000, 2_000_000_000))  # touched, not changed
+    (package / "a.cpython-311.pyc").write_bytes(b"\0")  # ignored: not code that is part of the tree
+    assert runs.git_commit(package) == head
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    assert runs.git_commit(outside) == "unknown"  # no repository around it
+    monkeypatch.setenv("PATH", str(tmp_path / "no-git-here"))
+    assert runs.git_commit(package) == "unknown"  # no git on this machine
+
+
+def test_cpu_model_is_the_kernels_model_name_else_the_architecture(tmp_path, monkeypatch):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9B45 128-Core Processor\n")
+    monkeypatch.setattr(runs, "Path", lambda path: info if path == "/proc/cpuinfo" else Path(path))
+    assert runs.cpu_model() == "AMD EPYC 9B45 128-Core Processor"
+    info.unlink()  # an OS without /proc/cpuinfo
+    monkeypatch.setattr(runs.platform, "processor", lambda: "")
+    monkeypatch.setattr(runs.platform, "machine", lambda: "arm64")
+    assert runs.cpu_model() == "arm64 CPU"
+    monkeypatch.setattr(runs.platform, "processor", lambda: "arm")
+    assert runs.cpu_model() == "arm CPU"
 
 
 def test_record_evaluation_keeps_the_training_devices_number_labelled(tmp_path):
