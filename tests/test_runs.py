@@ -1,6 +1,7 @@
 """Run folders: their status, what fit writes there, the commit it records, and safe reading back."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pickle
@@ -542,3 +543,42 @@ def test_a_resume_checkpoint_without_model_weights_is_named_when_its_weights_are
     with pytest.raises(runs.CheckpointError) as raised:
         runs.load_model_weights(tmp_path)
     assert str(raised.value) == f"{tmp_path / runs.STATE} does not hold a model's weights; re-train with --save-model"
+
+
+_NO_SPACE = OSError(errno.ENOSPC, "No space left on device")
+# torch.save reports a short write as a RuntimeError from its zip writer, over several lines
+_SHORT_WRITE = RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 64 vs 0\nframe #0: ...")
+
+
+@pytest.mark.parametrize("error, reason, code", [
+    (_NO_SPACE, "No space left on device", errno.ENOSPC),
+    (_SHORT_WRITE, "[enforce fail at inline_container.cc:603] . unexpected pos 64 vs 0", None),
+])
+def test_a_failed_write_leaves_no_partial_file_keeps_the_previous_one_and_says_why(tmp_path, error, reason, code):
+    path = tmp_path / "state.pt"
+
+    def fails_half_way(f):
+        assert f.name == str(path) + ".tmp"  # written beside it under the name clear_unstarted knows
+        f.write(b"partial")
+        raise error
+
+    advice = "free disk space or check the folder's permissions"
+    with pytest.raises(OSError) as raised:
+        runs._atomic(path, fails_half_way)
+    assert (raised.value.errno, raised.value.strerror) == (code, f"could not write {path} ({reason}); nothing was "
+                                                                 f"written; {advice}")
+    assert list(tmp_path.iterdir()) == []
+    path.write_bytes(b"old")
+    with pytest.raises(OSError) as raised:
+        runs._atomic(path, fails_half_way)
+    assert raised.value.strerror == f"could not write {path} ({reason}); the previous file is intact; {advice}"
+    assert [p.name for p in tmp_path.iterdir()] == ["state.pt"] and path.read_bytes() == b"old"
+
+
+def test_a_write_into_a_missing_folder_says_so(tmp_path):
+    path = tmp_path / "gone" / "config.json"
+    with pytest.raises(OSError) as raised:
+        runs.write_json(path, {"a": 1})
+    assert (raised.value.errno, raised.value.strerror) == (errno.ENOENT, (
+        f"could not write {path} (No such file or directory); nothing was written; free disk space or check the "
+        f"folder's permissions"))
