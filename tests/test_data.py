@@ -810,3 +810,14 @@ def test_the_default_cache_is_read_as_asked(tmp_path, monkeypatch, test_only):
     sample = load_cifar10(sample_dir())
     assert loaded.source == str(cache.resolve()) and torch.equal(loaded.test_images, sample.test_images)
     assert len(loaded.train_images) == (0 if test_only else len(sample.train_images))
+
+
+def test_the_test_subset_is_the_whole_set_by_default_or_at_its_size_and_else_the_seed_0_stratified_draw(real_data):
+    from wrnlib import data as data_module
+
+    images, labels = real_data.test_images, real_data.test_labels
+    for whole in (data_module.test_subset(real_data), data_module.test_subset(real_data, len(labels))):
+        assert torch.equal(whole[0], images) and torch.equal(whole[1], labels)
+    _, keep = train_val_split(labels, 40, 0)  # seed 0 always: every run with test_limit=40 sees these images
+    subset = data_module.test_subset(real_data, 40)
+    assert torch.equal(subset[0], images[keep]) and torch.equal(subset[1], labels[keep])
