@@ -20,7 +20,10 @@ def test_devices(monkeypatch):
     with pytest.raises(ValueError, match="not supported"):
         resolve_device("meta")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert resolve_device("auto") == torch.device("cpu")
+    assert resolve_device("auto") == resolve_device() == torch.device("cpu")  # auto is the default
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device() == torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ValueError, match="no CUDA GPU is visible"):
         resolve_device("cuda")
 
