@@ -582,3 +582,22 @@ def test_a_write_into_a_missing_folder_says_so(tmp_path):
     assert (raised.value.errno, raised.value.strerror) == (errno.ENOENT, (
         f"could not write {path} (No such file or directory); nothing was written; free disk space or check the "
         f"folder's permissions"))
+
+
+def test_a_run_folder_that_fails_to_start_leaves_what_was_there_before(tmp_path):
+    config = TrainConfig(name="r", out_dir=str(tmp_path))
+    unwritable_env = {"device": object()}  # env.json cannot hold it: the start fails after config.json
+    with pytest.raises(TypeError, match="not JSON serialisable: object"):
+        runs.start_run_folder(config, unwritable_env)
+    assert not config.run_dir.exists()  # made by the start, so removed with it
+    config.run_dir.mkdir()
+    with pytest.raises(TypeError):
+        runs.start_run_folder(config, unwritable_env)
+    assert config.run_dir.is_dir() and list(config.run_dir.iterdir()) == []  # there before: kept, emptied
+
+
+def test_json_and_metrics_are_written_for_readable_diffs(tmp_path):
+    runs.write_json(tmp_path / "a.json", {"a": [1]})
+    assert (tmp_path / "a.json").read_bytes() == b'{\n  "a": [\n    1\n  ]\n}\n'  # two-space indent, final newline
+    runs.write_metrics(tmp_path / runs.METRICS, [{"epoch": 1, "train_loss": 0.5}])
+    assert b"\r" not in (tmp_path / runs.METRICS).read_bytes()  # Unix line ends, as git keeps them
