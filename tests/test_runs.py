@@ -599,5 +599,7 @@ def test_a_run_folder_that_fails_to_start_leaves_what_was_there_before(tmp_path)
 def test_json_and_metrics_are_written_for_readable_diffs(tmp_path):
     runs.write_json(tmp_path / "a.json", {"a": [1]})
     assert (tmp_path / "a.json").read_bytes() == b'{\n  "a": [\n    1\n  ]\n}\n'  # two-space indent, final newline
-    runs.write_metrics(tmp_path / runs.METRICS, [{"epoch": 1, "train_loss": 0.5}])
-    assert b"\r" not in (tmp_path / runs.METRICS).read_bytes()  # Unix line ends, as git keeps them
+    runs.write_metrics(tmp_path / runs.METRICS, [{"epoch": 1, "train_loss": 0.123456789}])
+    written = (tmp_path / runs.METRICS).read_bytes()
+    assert b"\r" not in written  # Unix line ends, as git keeps them
+    assert b",0.123457," in written and b"0.1234567" not in written  # six significant digits
