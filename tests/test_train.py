@@ -111,6 +111,11 @@ def test_an_existing_run_is_never_overwritten(real_data, tmp_path):
     assert (tmp_path / "tiny" / runs.METRICS).read_bytes() == metrics
 
 
+def _interrupted_at_once(self, epoch, progress=None):
+    """Stands in for Trainer.train_epoch stopped by Ctrl-C before its first step."""
+    raise KeyboardInterrupt
+
+
 def test_resume_errors_are_specific(real_data, tmp_path):
     with pytest.raises(ValueError) as raised:
         fit(tiny(tmp_path), existing="keep", data=real_data)
@@ -142,11 +147,8 @@ def test_fit_says_what_it_does_with_each_kind_of_folder_it_finds(real_data, tmp_
     assert [p.name for p in run_dir.iterdir()] == ["notes.txt"]
     (run_dir / "notes.txt").unlink()
 
-    def interrupted(self, epoch, progress=None):
-        raise KeyboardInterrupt
-
     with monkeypatch.context() as patch:  # stopped in its first epoch: no checkpoint
-        patch.setattr(train_module.Trainer, "train_epoch", interrupted)
+        patch.setattr(train_module.Trainer, "train_epoch", _interrupted_at_once)
         with pytest.raises(KeyboardInterrupt):
             fit(config, data=real_data)
     assert runs.status(run_dir) == "unstarted"
@@ -366,7 +368,7 @@ class _TwoEqualRanks(train_module.distributed.Single):
 
     def __init__(self, device):
         super().__init__(device)
-        self.rng_steps, self.synced = [], []
+        self.rng_steps, self.synced, self.data_checked = [], [], []
 
     def shard(self, batch):
         return batch[: len(batch) // 2]
@@ -382,7 +384,7 @@ class _TwoEqualRanks(train_module.distributed.Single):
         self.synced.append(modules)
 
     def same_data(self, checksum):
-        self.data_checked = [*getattr(self, "data_checked", []), checksum]
+        self.data_checked.append(checksum)
 
 
 def test_an_epoch_reports_its_mean_step_loss_and_the_accuracy_over_the_images_it_trained_on(real_data, tmp_path,
@@ -591,10 +593,7 @@ def test_a_resume_rewinds_the_metrics_that_ran_ahead_of_its_checkpoint(real_data
         fit(config, data=real_data, on_epoch_end=stop_after_epoch_3)
     assert [r["epoch"] for r in runs.read_metrics(config.run_dir)] == [1, 2, 3]
 
-    def interrupted(self, epoch, progress=None):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(train_module.Trainer, "train_epoch", interrupted)
+    monkeypatch.setattr(train_module.Trainer, "train_epoch", _interrupted_at_once)
     with pytest.raises(KeyboardInterrupt):
         fit(config, data=real_data, existing="resume")
     assert [r["epoch"] for r in runs.read_metrics(config.run_dir)] == [1, 2]
