@@ -340,6 +340,11 @@ def test_the_pipelines_defaults_are_a_default_training_configs_and_from_config_p
     default = A.random_crop(images)
     torch.manual_seed(3)
     assert torch.equal(default, A.random_crop(images, config.crop_padding, config.pad_mode))
+    many = torch.randint(0, 256, (96, 3, 32, 32), dtype=torch.uint8)
+    torch.manual_seed(4)
+    default = A.apply_policy(many, "autoaugment")
+    torch.manual_seed(4)
+    assert torch.equal(default, A.apply_policy(many, "autoaugment", config.policy_group))
     made = A.BatchAugment.from_config(config, dtype=torch.bfloat16, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
     assert (made.dtype, made.mean, made.std) == (torch.bfloat16, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
 

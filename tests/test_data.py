@@ -726,6 +726,22 @@ def test_split_partition_size_and_stratification(val_size):
     assert ((val_counts - counts * val_size / n).abs() < 1).all()
 
 
+def test_split_quotas_go_by_largest_remainder_with_ties_to_the_lower_class():
+    def val_counts(counts, val_size):
+        labels = torch.cat([torch.full((c,), k) for k, c in enumerate(counts)])
+        return labels[train_val_split(labels, val_size, seed=0)[1]].bincount(minlength=len(counts)).tolist()
+
+    # shares 3.0, 1.5, 0.5: the one image left over goes to the larger remainder (a tie here: class 1 comes first),
+    # not to the largest share
+    assert val_counts([6, 3, 1], 5) == [3, 2, 0]
+    assert val_counts([1, 1, 1, 1], 2) == [1, 1, 0, 0]  # all tied: the lowest classes
+    assert val_counts([2, 5, 3], 3) == [1, 1, 1]  # shares 0.6, 1.5, 0.9: remainders .9 and .6 get the two left
+    # many classes tied (torch.sort is not stable on long tensors unless asked): still the lowest classes
+    labels = torch.arange(1000).repeat(3)
+    _, val_idx = train_val_split(labels, 1500, seed=0)
+    assert labels[val_idx].bincount().tolist() == [2] * 500 + [1] * 500
+
+
 def test_split_on_sample_is_exactly_balanced(sample):
     _, val_idx = train_val_split(sample.train_labels, 10 * 13, seed=3)
     assert sample.train_labels[val_idx].bincount(minlength=10).tolist() == [13] * 10
