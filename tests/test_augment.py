@@ -97,6 +97,10 @@ def test_normalize_roundtrip_and_stats(real):
     assert (y.std((0, 2, 3)) - 1).abs().max() < 0.1
     yb = A.normalize(x[:8], torch.tensor(A.CIFAR10_MEAN), torch.tensor(A.CIFAR10_STD), dtype=torch.bfloat16)
     assert yb.dtype == torch.bfloat16 and torch.allclose(yb.float(), y[:8], atol=0.05)
+    # statistics in float64 (numpy's, or a float64 tensor) still normalise in float32: the same bits
+    for mean, std in ((np.array(A.CIFAR10_MEAN), np.array(A.CIFAR10_STD)),
+                      (torch.tensor(A.CIFAR10_MEAN, dtype=torch.float64), torch.tensor(A.CIFAR10_STD).double())):
+        assert torch.equal(A.normalize(x, mean, std), y)
 
 
 @pytest.mark.parametrize("size", [8, 5])

@@ -13,8 +13,16 @@ def test_round_trip_through_json(tmp_path):
     assert json.loads((tmp_path / "c.json").read_text())["step_milestones"] == [0.5, 0.75]
 
 
-def test_default_name_describes_the_model():
-    assert TrainConfig(depth=16, width=2.5).name.startswith("wrn16-2.5-")
+def test_default_name_describes_the_model_and_when_it_was_made():
+    import datetime
+    import re
+
+    before = datetime.datetime.now().replace(microsecond=0)
+    name = TrainConfig(depth=16, width=2.5).name
+    after = datetime.datetime.now()
+    stamp = re.fullmatch(r"wrn16-2\.5-(\d{8}-\d{6})", name)
+    assert stamp, name
+    assert before <= datetime.datetime.strptime(stamp[1], "%Y%m%d-%H%M%S") <= after  # local time, to the second
 
 
 def test_unknown_fields_are_rejected_by_name():
