@@ -139,10 +139,31 @@ def test_initialisation_follows_wrn_reference():
     conv = model.stages[2][1].conv2  # 224 -> 224, 3x3: plenty of samples
     fan_out = conv.out_channels * 9
     assert conv.weight.std().item() == pytest.approx(math.sqrt(2 / fan_out), rel=0.02)
+    # He-normal on fan_out, also where it differs from fan_in (the widening convs and the 1x1 projections)
+    widening = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.in_channels != m.out_channels
+                and m.weight.numel() >= 5000]
+    assert len(widening) == 5  # the first conv of each stage, and the projections of the last two
+    for m in widening:
+        fan_out = m.out_channels * m.kernel_size[0] * m.kernel_size[1]
+        assert m.weight.std().item() == pytest.approx(math.sqrt(2 / fan_out), rel=0.05), m
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
             assert torch.all(m.weight == 1) and torch.all(m.bias == 0)
     assert torch.all(model.fc.bias == 0)
+
+
+def test_defaults_are_the_studys_network_without_dropout():
+    from wrnlib.config import TrainConfig
+
+    default, config = WideResNet(), TrainConfig()
+    assert (default.depth, default.width, default.fc.out_features) == (config.depth, config.width, 10)
+    assert config.dropout == 0 and not any(isinstance(m, nn.Dropout) for m in default.modules())
+    assert isinstance(PreActBlock(8, 8, 1).dropout, nn.Identity)
+
+
+def test_dropout_is_in_every_block():
+    model = WideResNet(16, 1, dropout=0.3)  # two blocks per stage: the first and the rest are built apart
+    assert [m.p for m in model.modules() if isinstance(m, nn.Dropout)] == [0.3] * 6
 
 
 def test_dropout_only_in_training():
