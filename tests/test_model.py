@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from wrnlib.model import (PreActBlock, WideResNet, activation_bytes_per_image, count_forward_flops,
-                          count_parameters, forward_flops, model_stats, param_count, stage_widths)
+                          count_parameters, forward_flops, model_stats, param_count, stage_widths,
+                          validate_architecture)
 
 
 def analytic_params(depth: int, width: float, classes: int = 10) -> int:
@@ -60,6 +61,8 @@ def test_parameters_and_flops_match_analytic_formulas(depth, width):
     assert stats.train_flops == 3 * stats.forward_flops
     # the closed form the explorer and the time estimates use, against torch's count on the model itself
     assert forward_flops(depth, width) == count_forward_flops(model) == stats.forward_flops
+    closed_forms = (forward_flops(depth, width), param_count(depth, width))
+    assert all(type(n) is int for n in (stats.params, stats.forward_flops, stats.activation_bytes, *closed_forms))
     assert forward_flops(depth, width, num_classes=100) == count_forward_flops(WideResNet(depth, width, 100))
 
 
@@ -178,10 +181,27 @@ def test_dropout_only_in_training():
     assert not torch.allclose(a, model(x))
 
 
+def test_the_size_limit_counts_every_parameter_and_says_how_big_the_net_would_be():
+    import wrnlib.model as model_module
+
+    # WRN-22-86.46 is just under the limit with CIFAR-10's 10 classes (the default), over it with 11
+    under, params = model_module._param_count(22, 86.46, 10), model_module._param_count(22, 86.46, 11)
+    assert under <= model_module.MAX_PARAMS < params == under + stage_widths(86.46)[2] + 1  # one more fc row
+    assert param_count(22, 86.46) == under
+    validate_architecture(22, 86.46)
+    with pytest.raises(ValueError) as over:
+        validate_architecture(22, 86.46, 11)
+    assert str(over.value) == (f"WRN-22-86.46 would have about {params:,} parameters ({4 * params / 2**30:,.0f} GiB of "
+                               f"float32 weights), more than the 2,000,000,000 wrnlib builds; choose a smaller depth "
+                               f"or width")
+    validate_architecture(10, 0.0313)  # the smallest widths: 16 k just over one half rounds to one channel
+
+
 @pytest.mark.parametrize("kwargs,needle", [
     ({"depth": 27}, "6n + 4"), ({"depth": 4}, "6n + 4"), ({"depth": -2}, "6n + 4"), ({"depth": 28.0}, "6n + 4"),
-    ({"width": 0}, "width"), ({"width": -1.5}, "width"), ({"width": float("nan")}, "width"),
+    ({"width": 0}, "finite number > 0"), ({"width": -1.5}, "width"), ({"width": float("nan")}, "width"),
     ({"width": float("inf")}, "width"), ({"width": "3.5"}, "width"), ({"width": 0.01}, "too small"),
+    ({"width": 0.03}, "too small"), ({"width": 1 / 32}, "too small"),  # 16 k = 0.5 rounds (half to even) to 0
     ({"num_classes": 1}, "num_classes"), ({"dropout": 1.0}, "dropout"),
 ])
 def test_bad_architectures_raise_clear_errors(kwargs, needle):

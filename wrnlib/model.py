@@ -33,7 +33,7 @@ def validate_architecture(depth: int, width: float, num_classes: int = 10, dropo
                          f"e.g. 1, 3.5 or 10; got {width!r}")
     if round(STAGE_BASE_CHANNELS[0] * width) < 1:
         raise ValueError(f"width {width!r} is too small: the first stage would have no channels "
-                         f"(16 * k must round to at least 1, so k >= 1/32)")
+                         f"(16 * k must round to at least 1, so k > 1/32)")
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"num_classes must be an integer >= 2; got {num_classes!r}")
     if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
