@@ -195,6 +195,9 @@ def test_the_size_limit_counts_every_parameter_and_says_how_big_the_net_would_be
                                f"float32 weights), more than the 2,000,000,000 wrnlib builds; choose a smaller depth "
                                f"or width")
     validate_architecture(10, 0.0313)  # the smallest widths: 16 k just over one half rounds to one channel
+    assert model_module._param_count(16, 43.328125, 605_393) == model_module.MAX_PARAMS
+    validate_architecture(16, 43.328125, 605_393)  # the limit itself is allowed
+    validate_architecture(10, 1, 2)  # two classes are enough
 
 
 @pytest.mark.parametrize("kwargs,needle", [
@@ -202,7 +205,7 @@ def test_the_size_limit_counts_every_parameter_and_says_how_big_the_net_would_be
     ({"width": 0}, "finite number > 0"), ({"width": -1.5}, "width"), ({"width": float("nan")}, "width"),
     ({"width": float("inf")}, "width"), ({"width": "3.5"}, "width"), ({"width": 0.01}, "too small"),
     ({"width": 0.03}, "too small"), ({"width": 1 / 32}, "too small"),  # 16 k = 0.5 rounds (half to even) to 0
-    ({"num_classes": 1}, "num_classes"), ({"dropout": 1.0}, "dropout"),
+    ({"num_classes": 1}, "num_classes"), ({"num_classes": 10.0}, "num_classes"), ({"dropout": 1.0}, "dropout"),
 ])
 def test_bad_architectures_raise_clear_errors(kwargs, needle):
     args = {"depth": 28, "width": 3.5} | kwargs
