@@ -333,6 +333,16 @@ def test_describe_names_each_stage_in_the_order_applied():
     assert repr(A.BatchAugment(crop_padding=0, flip=False)) == "BatchAugment(normalize, dtype=torch.float32)"
 
 
+def test_apply_policys_default_group_is_the_training_configs():
+    from wrnlib.config import TrainConfig
+
+    many = torch.randint(0, 256, (96, 3, 32, 32), dtype=torch.uint8)
+    torch.manual_seed(4)
+    default = A.apply_policy(many, "autoaugment")
+    torch.manual_seed(4)
+    assert torch.equal(default, A.apply_policy(many, "autoaugment", TrainConfig().policy_group))
+
+
 def test_the_pipelines_defaults_are_a_default_training_configs_and_from_config_passes_the_rest_through():
     from wrnlib.config import TrainConfig
 
@@ -344,11 +354,6 @@ def test_the_pipelines_defaults_are_a_default_training_configs_and_from_config_p
     default = A.random_crop(images)
     torch.manual_seed(3)
     assert torch.equal(default, A.random_crop(images, config.crop_padding, config.pad_mode))
-    many = torch.randint(0, 256, (96, 3, 32, 32), dtype=torch.uint8)
-    torch.manual_seed(4)
-    default = A.apply_policy(many, "autoaugment")
-    torch.manual_seed(4)
-    assert torch.equal(default, A.apply_policy(many, "autoaugment", config.policy_group))
     made = A.BatchAugment.from_config(config, dtype=torch.bfloat16, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
     assert (made.dtype, made.mean, made.std) == (torch.bfloat16, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
 
