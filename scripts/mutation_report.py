@@ -155,7 +155,9 @@ def _version(package: str) -> str:
 
 
 def environment(mutants_dir: Path) -> dict[str, str]:
-    """The report's environment; ``tested_commit``: the commit mutmut copied the tests and code from (its stats)."""
+    """The report's environment. ``full_run_commit``: the commit of mutmut's last full run, where the pass began
+    (its stats' baseline); the runs by name since then re-tested survivors, timeouts and changed functions with
+    the code and tests of their own commit, up to ``report_commit``."""
     stats = mutants_dir / "mutmut-stats.json"
     tested = json.loads(stats.read_text()).get("git_commit") if stats.exists() else None
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
@@ -163,7 +165,7 @@ def environment(mutants_dir: Path) -> dict[str, str]:
                            capture_output=True, text=True).stdout.strip()
     return {"mutmut": _version("mutmut"), "torch": _version("torch"), "python": platform.python_version(),
             "machine": f"{cpu_model()}, {os.cpu_count()} cores",
-            "tested_commit": tested or "unknown",
+            "full_run_commit": tested or "unknown",
             "report_commit": commit + (" (with uncommitted changes to wrnlib/ or tests/)" if dirty else ""),
             "written": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
