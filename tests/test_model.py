@@ -191,9 +191,9 @@ def test_the_size_limit_counts_every_parameter_and_says_how_big_the_net_would_be
     validate_architecture(22, 86.46)
     with pytest.raises(ValueError) as over:
         validate_architecture(22, 86.46, 11)
-    assert str(over.value) == (f"WRN-22-86.46 would have about {params:,} parameters ({4 * params / 2**30:,.0f} GiB of "
-                               f"float32 weights), more than the 2,000,000,000 wrnlib builds; choose a smaller depth "
-                               f"or width")
+    # 2.0e9 float32 weights are 8.0e9 bytes, 7.45 GiB
+    assert str(over.value) == (f"WRN-22-86.46 would have about {params:,} parameters (7 GiB of float32 weights), more "
+                               f"than the 2,000,000,000 wrnlib builds; choose a smaller depth or width")
     validate_architecture(10, 0.0313)  # the smallest widths: 16 k just over one half rounds to one channel
     assert model_module._param_count(16, 43.328125, 605_393) == model_module.MAX_PARAMS
     validate_architecture(16, 43.328125, 605_393)  # the limit itself is allowed

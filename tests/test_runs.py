@@ -322,7 +322,7 @@ def test_every_field_of_an_evaluation_is_what_it_says(kept_run, monkeypatch, cap
 
     monkeypatch.setattr(engine, "evaluate", spy)
     monkeypatch.setattr(engine, "keep_freed_memory", lambda: freed.append(True))
-    # a fixed commit: asking git twice could differ (a slow git says "unknown" after its timeout)
+    # a fixed commit to compare with: in CI a second call to git once answered "unknown" where the first had not
     monkeypatch.setenv("WRNLIB_GIT_COMMIT", "0123abc")
     (kept_run / runs.SUMMARY).write_text(json.dumps({"test_acc": 0.5, "test_acc_tta": 0.25, "test_images": 40}))
     report = runs.evaluate_run(kept_run, data_dir="sample", device="cpu", batch_size=7, progress=True,
