@@ -17,7 +17,7 @@ import pytest
 from wrnlib import TrainConfig
 from wrnlib import runs as runs_io
 from wrnlib.cli import main
-from wrnlib.study import cluster, sweep
+from wrnlib.study import cluster, runner, sweep
 from wrnlib.study.results import BY_SCHEDULE_CSV, EPOCHS_CSV, FINAL_CSV
 
 TABLES = (EPOCHS_CSV, FINAL_CSV, BY_SCHEDULE_CSV)
@@ -89,11 +89,12 @@ def test_ray_runs_past_the_deadline_are_cancelled_and_reported(ray_session, tmp_
     assert swept.failed == {"cosine-seed0": "TimeoutError: did not finish within 0.01 s; cancelled"}
 
 
-def test_a_sweep_over_finished_runs_reads_them_back_and_rewrites_the_same_tables(local_sweep, tmp_path):
+def test_a_sweep_over_finished_runs_reads_them_back_and_rewrites_the_same_tables(local_sweep, monkeypatch):
     folder, _ = local_sweep
     before = {t: (folder / t).read_bytes() for t in TABLES}
     good, _ = grid(folder)
-    swept = sweep.run_sweep(good, "ray")  # nothing left to train: no task, and no Ray needed
+    monkeypatch.setitem(sys.modules, "ray", None)  # nothing left to train: no task, and no Ray needed
+    swept = sweep.run_sweep(good, "ray")
     assert swept.reused == [c.name for c in good] and not swept.failed
     sweep.write_tables(swept.done, folder, "abl")
     assert {t: (folder / t).read_bytes() for t in TABLES} == before
@@ -239,6 +240,15 @@ def test_profile_settings_take_the_common_settings_notebook_03_declares():
     settings = sweep.profile_settings("full")
     assert settings["device"] == "auto" and "data_dir" in settings  # from the profile's "common"
     assert "figures_dir" in settings and "results_root" not in settings  # 03 declares the one, not the other
+
+
+def test_profile_settings_without_the_notebooks_take_only_the_ablations_own_names(monkeypatch):
+    """An install without the notebooks folder cannot read what 03 declares: the profile's "common" then reaches
+    the sweep only under the names the ablation itself defines, none of which "common" holds; 03's own all do."""
+    monkeypatch.setattr(runner, "find_notebooks", lambda *a, **k: {})
+    settings = sweep.profile_settings("quick")
+    assert not {"device", "data_dir", "figures_dir", "seed"} & set(settings)
+    assert settings["ablation_dir"] == "results/quick/ablations" and settings["epochs"] == 2
 
 
 def test_a_second_sweep_of_the_same_ablation_is_refused_saying_why(monkeypatch, tmp_path):
