@@ -71,6 +71,20 @@ def test_random_crop_zero_padding_identity(real):
         A.random_crop(x, 4, "edge")
 
 
+def test_zero_padding_wider_than_the_image_crops_windows_of_the_zero_padded_image():
+    """Zero padding, unlike reflection, may exceed the image (torchvision's RandomCrop allows it): a shift past the
+    edge gives a window of zeros, never an index error or a pixel wrapped round from the far side."""
+    g = torch.Generator().manual_seed(0)
+    images, padding = torch.randint(1, 256, (64, 3, 4, 4), generator=g, dtype=torch.uint8), 9  # no zero pixel
+    torch.manual_seed(0)
+    out = A.random_crop(images, padding, "constant")
+    padded = torch.nn.functional.pad(images, [padding] * 4)
+    windows = [[padded[i, :, dy:dy + 4, dx:dx + 4] for dy in range(2 * padding + 1) for dx in range(2 * padding + 1)]
+               for i in range(len(images))]
+    assert all(any(torch.equal(out[i], w) for w in windows[i]) for i in range(len(images)))
+    assert (out.flatten(1) == 0).all(1).any()  # some crops fell wholly outside the image
+
+
 def test_flip(real):
     x = real[0]
     mask = torch.rand(len(x)) < 0.5
