@@ -5,7 +5,10 @@ that prove its effect on the code path `fit` takes (the trainer's model, optimis
 training loop, evaluations and run folder), or, for a knob that acts only under torchrun, at the
 place it is documented to act. Tests that already existed and prove an effect well are named
 there instead of repeated here. ``test_every_train_config_field_has_a_knob_effect_test`` fails,
-naming the field, when a new field has no entry.
+naming the field, when a new field has no entry; ``test_every_value_of_a_knob_with_a_fixed_set_of_values_is_exercised``
+when an allowed value (a new schedule, policy, ..., either side of a switch) is accepted but never run by its
+knob test; and ``test_every_option_of_what_fit_builds_is_a_tested_field_with_the_same_default`` when the model,
+optimiser, training step, augmentation or schedule gains an option that no field sets (``FED_BY``).
 
 The tests below watch `fit` from inside (``Watch``: the training step it builds, every optimiser
 step, every evaluation) and recompute what the knob must do independently of the code under test.
@@ -18,6 +21,7 @@ from __future__ import annotations
 import ast
 import collections
 import dataclasses
+import inspect
 import json
 import math
 import os
@@ -35,8 +39,10 @@ from wrnlib import distributed, runs
 from wrnlib.augment import BatchAugment
 from wrnlib.config import TrainConfig
 from wrnlib.data import CIFAR10_MEAN, CIFAR10_STD, DataError, load_cifar10, sample_dir
+from wrnlib.engine import make_train_step
 from wrnlib.model import PreActBlock, WideResNet
-from wrnlib.optim import SAM
+from wrnlib.optim import SAM, ModelEMA, make_sgd
+from wrnlib.schedules import ScheduleParams
 from wrnlib.train import fit
 
 REPO = Path(__file__).resolve().parents[1]
@@ -172,8 +178,91 @@ def test_every_test_the_registry_names_exists():
     here = Path(__file__).relative_to(REPO).as_posix()
     named = {r.partition("::")[2] for refs in KNOB_TESTS.values() for r in refs if r.startswith(here + "::")}
     registry_tests = {"test_every_train_config_field_has_a_knob_effect_test",
-                      "test_every_test_the_registry_names_exists"}
+                      "test_every_test_the_registry_names_exists",
+                      "test_every_value_of_a_knob_with_a_fixed_set_of_values_is_exercised",
+                      "test_every_option_of_what_fit_builds_is_a_tested_field_with_the_same_default"}
     assert _defined_tests(Path(__file__)) - registry_tests - named == set()
+
+
+PARAM = type(pytest.param())  # a parametrisation's row written as pytest.param(...)
+
+
+def _exercised_values(field: str) -> set:
+    """The values this file's knob tests for ``field`` run it with, read from their parametrize marks: a
+    parameter named after the field, or a ``knobs`` parameter of dicts of fields."""
+    here = Path(__file__).relative_to(REPO).as_posix() + "::"
+    values = set()
+    for reference in KNOB_TESTS[field]:
+        if not reference.startswith(here):
+            continue
+        for mark in getattr(globals()[reference[len(here):]], "pytestmark", []):
+            if mark.name != "parametrize":
+                continue
+            names, rows = mark.args[0], mark.args[1]
+            names = [n.strip() for n in names.split(",")] if isinstance(names, str) else list(names)
+            for row in rows:
+                row = row.values if isinstance(row, PARAM) else row
+                row = dict(zip(names, row if len(names) > 1 else [row]))
+                if field in row:
+                    values.add(row[field])
+                elif isinstance(row.get("knobs"), dict) and field in row["knobs"]:
+                    values.add(row["knobs"][field])
+    return values
+
+
+def test_every_value_of_a_knob_with_a_fixed_set_of_values_is_exercised():
+    """A new schedule, policy, mix, pad mode, optimiser or precision (or either side of a switch) is run by
+    its knob test, not just accepted: the test's parametrisation covers every allowed value."""
+    for f in dataclasses.fields(TrainConfig):
+        allowed = f.metadata["choices"] or ((True, False) if f.type == "bool" else None)
+        if allowed is None:
+            continue
+        exercised = _exercised_values(f.name)
+        missing = [v for v in allowed if v not in exercised]
+        assert not missing, (f"{f.name}={missing} is allowed but no knob test of tests/test_knobs.py named in "
+                             f"KNOB_TESTS[{f.name!r}] runs it: add it to that test's parametrisation")
+        assert exercised <= set(allowed), f"{f.name}: the knob tests run {exercised - set(allowed)}, not allowed"
+
+
+# Every option of what fit builds from a config, mapped to the TrainConfig field that sets it (so its knob test
+# covers it), or to why no field does. A new option fails the test below until it is wired to a field or explained.
+FED_BY = {
+    WideResNet: dict(depth="depth", width="width", dropout="dropout",
+                     num_classes="not a knob: the data's 10 classes"),
+    make_sgd: dict(model="not a knob: the model built above", lr="lr", momentum="momentum", nesterov="nesterov",
+                   weight_decay="weight_decay", decay_bn_bias="decay_bn_bias"),
+    SAM: dict(base="not a knob: the SGD built above", rho="sam_rho"),
+    ModelEMA: dict(model="not a knob: the model built above", decay="ema_decay"),
+    make_train_step: dict(model="not a knob: the model built above",
+                          forward="not a knob: the model, wrapped for torchrun and compiled as configured",
+                          optimizer="optimizer", device="device", bf16="precision", label_smoothing="label_smoothing",
+                          no_sync="not a knob: torchrun's gradient sync, off for SAM's first backward"),
+    BatchAugment: {**{name: name for name in BatchAugment.CONFIG_FIELDS},
+                   "num_classes": "not a knob: the data's 10 classes",
+                   "mean": "not a knob: CIFAR-10's channel means", "std": "not a knob: CIFAR-10's channel stds",
+                   "dtype": "not a knob: fp32, which autocast casts as precision asks"},
+    ScheduleParams: {f.name: f.name for f in dataclasses.fields(ScheduleParams)},
+}
+
+
+@pytest.mark.parametrize("built", FED_BY, ids=lambda built: built.__name__)
+def test_every_option_of_what_fit_builds_is_a_tested_field_with_the_same_default(built):
+    """The model, optimiser, SAM, EMA, training step, augmentation and schedule take no option that a config
+    cannot set (or that the table above does not explain), and a part built by hand with its own defaults
+    is the part a default config builds."""
+    params = {name: p for name, p in inspect.signature(built).parameters.items() if name != "self"}
+    fed = FED_BY[built]
+    assert set(params) == set(fed), (f"{built.__name__} takes {sorted(set(params) - set(fed))} and no longer "
+                                     f"takes {sorted(set(fed) - set(params))}: wire each new option to a "
+                                     f"TrainConfig field with a knob test, or say in FED_BY why none sets it")
+    for option, field in fed.items():
+        if field.startswith("not a knob: "):
+            continue
+        assert KNOB_TESTS.get(field), f"{built.__name__}({option}=...) is set by {field!r}, which has no knob test"
+        default = params[option].default
+        if default is not inspect.Parameter.empty:
+            assert default == DEFAULTS[field], (f"{built.__name__}'s {option} defaults to {default!r}, the "
+                                                f"config's {field} to {DEFAULTS[field]!r}")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -446,23 +535,30 @@ def test_channels_last_sets_the_memory_format_of_weights_and_inputs(real_data, t
                for x in inputs)
 
 
-@pytest.mark.parametrize("precision,native", [("fp32", True), ("bf16", False)])
+@pytest.mark.parametrize("precision,native", [("fp32", True), ("bf16", False), ("auto", True), ("auto", False)])
 def test_the_training_step_and_evaluations_run_in_the_configured_precision(real_data, tmp_path, monkeypatch,
                                                                            precision, native):
-    """precision: the explicit choice holds where "auto" would choose the other (the processor is pretended
-    to have native bf16, or not); the per-epoch evaluations follow it, the final one is fp32."""
+    """precision: the explicit choice holds where "auto" would choose the other, and "auto" is bf16 exactly
+    where the processor computes it natively (pretended here, either way); the per-epoch evaluations follow
+    the choice, the final one is fp32, and env.json says why the precision was chosen."""
     monkeypatch.setattr(engine, "cpu_bf16_support", lambda: {"amx_bf16": False, "avx512_bf16": native})
-    assert engine.choose_precision("auto", CPU)[0] is native  # precondition: auto would choose the other
+    bf16 = precision == "bf16" or (precision == "auto" and native)
+    if precision != "auto":
+        assert engine.choose_precision("auto", CPU)[0] is native  # precondition: auto would choose the other
     dtypes = []
     watch = Watch(monkeypatch)
     watch.on_build.append(lambda model, optimizer: model.fc.register_forward_hook(
         lambda m, inputs, output: dtypes.append((m.training, output.dtype))))
-    fit(tiny(tmp_path, precision=precision), data=real_data)
-    want = torch.bfloat16 if precision == "bf16" else torch.float32
+    config = tiny(tmp_path, precision=precision)
+    fit(config, data=real_data)
+    want = torch.bfloat16 if bf16 else torch.float32
     assert [d for training, d in dtypes if training] == [want] * 2
     # val and test after the epoch, then the final test (later forwards: counting FLOPs for the summary)
     assert [d for training, d in dtypes if not training][:3] == [want, want, torch.float32]
-    assert [e["kwargs"]["bf16"] for e in watch.evals] == [precision == "bf16"] * 2 + [False]
+    assert [e["kwargs"]["bf16"] for e in watch.evals] == [bf16] * 2 + [False]
+    recorded = json.loads((config.run_dir / "env.json").read_text())["precision"]
+    assert recorded.startswith("bf16" if bf16 else "fp32")
+    assert ("auto:" in recorded) is (precision == "auto") and ("asked for" in recorded) is (precision != "auto")
 
 
 # --------------------------------------------------------------------------- the schedule
@@ -856,22 +952,22 @@ def _window_shifts(out: torch.Tensor, images: torch.Tensor, padding: int, mode: 
     return found
 
 
-@pytest.mark.parametrize("padding,mode", [(0, "reflect"), (2, "constant"), (3, "reflect"), (4, "constant")])
-def test_crop_padding_and_pad_mode_shift_each_image_within_the_padding(real_data, padding, mode):
+@pytest.mark.parametrize("crop_padding,pad_mode", [(0, "reflect"), (2, "constant"), (3, "reflect"), (4, "constant")])
+def test_crop_padding_and_pad_mode_shift_each_image_within_the_padding(real_data, crop_padding, pad_mode):
     """crop_padding, pad_mode: each image is a 32x32 window of the original padded by crop_padding pixels in
     pad_mode, at shifts covering exactly [-crop_padding, crop_padding] (0: the images themselves)."""
     images, labels = real_data.test_images[:256], real_data.test_labels[:256]
     torch.manual_seed(0)
-    x, _ = augment_from(crop_padding=padding, pad_mode=mode)(images, labels)
+    x, _ = augment_from(crop_padding=crop_padding, pad_mode=pad_mode)(images, labels)
     out = to_uint8(x)
-    if padding == 0:
+    if crop_padding == 0:
         assert torch.equal(out, images)
         return
-    shifts = _window_shifts(out, images, padding, mode)
+    shifts = _window_shifts(out, images, crop_padding, pad_mode)
     assert (shifts > -99).all(), "an image is no window of the padded original"
-    span = set(range(-padding, padding + 1))
+    span = set(range(-crop_padding, crop_padding + 1))
     assert set(shifts[:, 0].tolist()) == span and set(shifts[:, 1].tolist()) == span
-    other = _window_shifts(out, images, padding, "reflect" if mode == "constant" else "constant")
+    other = _window_shifts(out, images, crop_padding, "reflect" if pad_mode == "constant" else "constant")
     assert (other[:, 0] > -99).float().mean() < 0.5  # the other padding would have given other images
 
 
