@@ -190,12 +190,11 @@ PARAM = type(pytest.param())  # a parametrisation's row written as pytest.param(
 def _exercised_values(field: str) -> set:
     """The values this file's knob tests for ``field`` run it with, read from their parametrize marks: a
     parameter named after the field, or a ``knobs`` parameter of dicts of fields."""
-    here = Path(__file__).relative_to(REPO).as_posix() + "::"
     values = set()
     for reference in KNOB_TESTS[field]:
-        if not reference.startswith(here):
+        if not reference.startswith(K):
             continue
-        for mark in getattr(globals()[reference[len(here):]], "pytestmark", []):
+        for mark in getattr(globals()[reference[len(K):]], "pytestmark", []):
             if mark.name != "parametrize":
                 continue
             names, rows = mark.args[0], mark.args[1]
