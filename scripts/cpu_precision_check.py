@@ -19,7 +19,8 @@ import sys
 from pathlib import Path
 
 from wrnlib import TrainConfig, fit
-from wrnlib import runs
+from wrnlib import runfolder as runs
+from wrnlib.files import read_json
 
 RECIPE = dict(depth=16, width=2.0, batch_size=128, lr=0.1, warmup_epochs=1.0, schedule="cosine", device="cpu",
               val_size=5000, tta=False, checkpoint_every=1)
@@ -46,8 +47,8 @@ def table(out: Path, precisions: list[str], seeds: list[int], epochs: int) -> st
             if runs.status(run_dir) != "finished":
                 lines.append(f"| {precision} | {seed} | (not finished) | | | | |")
                 continue
-            s = runs.read_json(run_dir / runs.SUMMARY)
-            env = runs.read_json(run_dir / runs.ENV)
+            s = read_json(run_dir / runs.SUMMARY)
+            env = read_json(run_dir / runs.ENV)
             accs.setdefault(precision, []).append(s["test_acc"])
             lines.append(f"| {precision} | {seed} | {100 * s['test_acc']:.2f} % | {100 * s['final_val_acc']:.2f} % | "
                          f"{s['train_time_s'] / 60:.1f} min | {s['mean_images_per_s']:.0f} | {env['device']} |")

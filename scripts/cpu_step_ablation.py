@@ -41,7 +41,7 @@ def measure(settings: dict, depth: int, width: float, batch_size: int, steps: in
 
     import torch
 
-    from wrnlib import engine
+    from wrnlib import device as devices, engine
     from wrnlib.augment import BatchAugment
     from wrnlib.model import WideResNet, count_forward_flops
     from wrnlib.optim import parameter_groups
@@ -50,7 +50,7 @@ def measure(settings: dict, depth: int, width: float, batch_size: int, steps: in
     if settings.get("threads"):
         torch.set_num_threads(settings["threads"])
     if settings.get("keep_memory"):
-        engine.keep_freed_memory()
+        devices.keep_freed_memory()
     batch_size = settings.get("batch_size", batch_size)
     device = torch.device("cpu")
     memory_format = torch.channels_last if settings["channels_last"] else torch.contiguous_format
@@ -127,12 +127,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         import torch
 
-        from wrnlib import runs
+        from wrnlib.files import write_json
+        from wrnlib.provenance import environment
 
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        env = runs.environment(torch.device("cpu"), "n/a (shipped sample images)", "sample")
-        runs.write_json(out / "ablation.json", {"env": env, "args": vars(args) | {"child": None},
+        env = environment(torch.device("cpu"), "n/a (shipped sample images)", "sample")
+        write_json(out / "ablation.json", {"env": env, "args": vars(args) | {"child": None},
                                                 "variants": {n: VARIANTS[n] for n in names}, "measured": measured})
         (out / "ablation.md").write_text(f"Device: {env['device']}, torch {env['torch']}, commit "
                                          f"{env['git_commit']}\n\n{text}")

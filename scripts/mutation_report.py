@@ -37,7 +37,7 @@ from typing import Iterable
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from wrnlib.runs import cpu_model  # noqa: E402  (needs the path above)
+from wrnlib.device import cpu_model  # noqa: E402  (needs the path above)
 
 EQUIVALENTS = REPO_ROOT / "tests" / "mutation_equivalents.toml"
 

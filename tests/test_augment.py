@@ -270,40 +270,16 @@ def test_batch_augment_mix_prob_zero_and_identity(real):
     assert torch.equal(x, A.normalize(imgs)) and torch.equal(t, _onehot(y))
 
 
-@pytest.mark.parametrize("name,value", [
-    ("crop_padding", -1), ("crop_padding", 2.0), ("pad_mode", "edge"), ("flip", 1),
-    ("policy", "randaugment"), ("policy_group", 0), ("cutout", -3), ("mix", "cutout"),
-    ("mix_alpha", 0.0), ("mix_prob", 1.5), ("num_classes", 1), ("mean", (0.5, 0.5)),
-    ("std", (0.2, 0.0, 0.2)), ("dtype", torch.int64),
-])
-def test_bad_arguments(name, value):
-    with pytest.raises(ValueError, match=name):
-        A.BatchAugment(**{name: value})
-
-
 @pytest.mark.parametrize("kwargs, error", [
-    ({"crop_padding": 31, "pad_mode": "constant"}, None), ({"crop_padding": 0}, None),
-    ({"crop_padding": 32}, "crop_padding=32 is invalid: expected an int in [0, 31]"),
-    ({"crop_padding": True}, "crop_padding=True is invalid: expected an int in [0, 31]"),
+    ({"pad_mode": "constant", "policy": "trivialaugment", "mix": "cutmix"}, None),
     ({"pad_mode": "edge"}, "pad_mode='edge' is invalid: expected one of ('reflect', 'constant')"),
-    ({"flip": 1}, "flip=1 is invalid: expected True or False"),
     ({"policy": "randaugment"}, "policy='randaugment' is invalid: expected one of ('none', 'autoaugment', "
                                 "'trivialaugment')"),
-    ({"policy_group": 1}, None), ({"policy_group": 0}, "policy_group=0 is invalid: expected an int >= 1"),
-    ({"cutout": 0}, None), ({"cutout": -1}, "cutout=-1 is invalid: expected an int >= 0 (0 disables)"),
     ({"mix": "cutout"}, "mix='cutout' is invalid: expected one of ('none', 'mixup', 'cutmix')"),
-    ({"mix_alpha": 1e-3}, None), ({"mix_alpha": 0.0}, "mix_alpha=0.0 is invalid: expected a finite number > 0"),
-    ({"mix_alpha": float("inf")}, "mix_alpha=inf is invalid: expected a finite number > 0"),
-    ({"mix_prob": 0}, None), ({"mix_prob": 1}, None),
-    ({"mix_prob": -0.1}, "mix_prob=-0.1 is invalid: expected a number in [0, 1]"),
-    ({"num_classes": 2}, None), ({"num_classes": 1}, "num_classes=1 is invalid: expected an int >= 2"),
-    ({"mean": [0.0, 0.0, 0.0]}, None),
-    ({"mean": (0.5, 0.5)}, "mean=(0.5, 0.5) is invalid: expected a sequence of 3 finite numbers"),
-    ({"std": (0.2, 0.0, 0.2)}, "std=(0.2, 0.0, 0.2) is invalid: expected a sequence of 3 finite numbers > 0"),
-    ({"dtype": torch.float16}, None),
-    ({"dtype": torch.int64}, "dtype=torch.int64 is invalid: expected torch.float32, torch.float16 or torch.bfloat16"),
 ])
-def test_each_setting_is_checked_at_its_edges_with_what_is_allowed(kwargs, error):
+def test_a_choice_that_is_not_one_of_the_known_ones_is_refused_naming_them(kwargs, error):
+    """Numbers and switches are checked once, by TrainConfig.validate (tests/test_config.py); a misspelt choice is
+    refused here too, since it would otherwise silently run another augmentation."""
     if error is None:
         assert A.BatchAugment(**kwargs).describe()
         return

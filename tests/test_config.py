@@ -86,6 +86,9 @@ BOUNDARIES = [
     ({"checkpoint_every": -1}, "checkpoint_every must be an integer >= 0; got -1"),
     ({"cutout": -1}, "cutout must be an integer >= 0; got -1"),
     ({"crop_padding": -1}, "crop_padding must be an integer >= 0; got -1"),
+    ({"crop_padding": 31}, None), ({"crop_padding": 40, "pad_mode": "constant"}, None),  # zero padding may be wider
+    ({"crop_padding": 32}, "crop_padding must be < 32 (the image side) with reflect padding; got 32: lower "
+                           "--crop-padding or use --pad-mode constant"),
     ({"schedule": "linear"}, "unknown schedule 'linear'; choose one of: constant, step, cosine, sgdr, onecycle"),
     ({"name": "a\\b"}, "name must be a plain folder name (no '/'); got 'a\\\\b'"),
     ({"name": "."}, "name must be a plain folder name (no '/'); got '.'"),

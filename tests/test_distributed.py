@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from wrnlib import TrainConfig, WideResNet, distributed, fit, runs
+from wrnlib import TrainConfig, WideResNet, distributed, fit
+from wrnlib import runfolder
 from wrnlib.cli import main
-from wrnlib.runs import evaluate_run
+from wrnlib.evaluation import evaluate_run
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).resolve().parent / "ddp_worker.py"
@@ -50,7 +51,7 @@ def tiny(out_dir: Path, name: str, **overrides) -> TrainConfig:
 
 
 def weights(run_dir: Path, part: str = "model") -> dict[str, torch.Tensor]:
-    state = torch.load(run_dir / runs.STATE, weights_only=True)
+    state = torch.load(run_dir / runfolder.STATE, weights_only=True)
     return state["ema"]["module"] if part == "ema" else state[part]
 
 
@@ -61,25 +62,27 @@ def trainable(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def test_ddp_with_sync_bn_matches_one_process_at_the_same_global_batch(tmp_path):
     """2 processes x 32 images with SyncBatchNorm = 1 process x 64 images, up to rounding; one run folder."""
     ddp_dir = tmp_path / "ddp"
-    config = tiny(ddp_dir, "ddp", sync_bn=True)
+    # fp32: bf16's rounding (AMX or AVX512 kernels, one thread or two) would hide what SyncBatchNorm changes
+    config = tiny(ddp_dir, "ddp", sync_bn=True, precision="fp32")
     flags = ["--device", "cpu", "--data-dir", "sample", "--depth", "10", "--width", "1", "--epochs", "2",
              "--batch-size", "64", "--lr", "0.02", "--val-size", "100", "--train-limit", "128", "--test-limit",
-             "200", "--warmup-epochs", "0", "--no-progress", "--sync-bn", "--out-dir", str(ddp_dir), "--name", "ddp"]
+             "200", "--warmup-epochs", "0", "--no-progress", "--sync-bn", "--precision", "fp32", "--out-dir",
+             str(ddp_dir), "--name", "ddp"]
     launched = torchrun("-m", "wrnlib", "train", *flags, cwd=tmp_path)
     assert launched.returncode == 0, why(launched)
     assert launched.stdout.count("final test accuracy") == 1  # rank 0 speaks for the run
-    single = fit(tiny(tmp_path / "single", "single"))
+    single = fit(tiny(tmp_path / "single", "single", precision="fp32"))
 
     # one complete run folder, written by rank 0 alone, readable like any other
     assert [p.name for p in ddp_dir.iterdir()] == ["ddp"]
     run_dir = ddp_dir / "ddp"
-    assert sorted(p.name for p in run_dir.iterdir()) == sorted([runs.CONFIG, runs.ENV, runs.METRICS, runs.SUMMARY,
-                                                                runs.STATE])
-    assert runs.load_config(run_dir) == config
-    env = json.loads((run_dir / runs.ENV).read_text())
+    assert sorted(p.name for p in run_dir.iterdir()) == sorted([runfolder.CONFIG, runfolder.ENV, runfolder.METRICS, runfolder.SUMMARY,
+                                                                runfolder.STATE])
+    assert runfolder.load_config(run_dir) == config
+    env = json.loads((run_dir / runfolder.ENV).read_text())
     threads = max(1, len(os.sched_getaffinity(0)) // 2)  # the machine's cores, shared by its 2 processes
     assert env["processes"] == 2 and env["backend"] == "gloo" and f"{threads} threads" in env["device"]
-    summary = json.loads((run_dir / runs.SUMMARY).read_text())
+    summary = json.loads((run_dir / runfolder.SUMMARY).read_text())
     assert evaluate_run(run_dir)["test_acc"] == summary["test_acc"]
 
     # the weights: every difference is rounding, far below what one training step changes
@@ -90,7 +93,7 @@ def test_ddp_with_sync_bn_matches_one_process_at_the_same_global_batch(tmp_path)
     gap = max((a[k] - b[k]).abs().max().item() for k in b)
     assert gap <= 0.05 * moved, (gap, moved)  # measured: gap ~1 % of moved; without SyncBatchNorm ~30 %
     # the metrics are the global batch's, summed over the processes
-    rows = runs.read_metrics(run_dir)
+    rows = runfolder.read_metrics(run_dir)
     for ours, theirs in zip(rows, single.metrics):
         for key in ("train_loss", "val_loss", "test_loss"):
             assert ours[key] == pytest.approx(theirs[key], rel=1e-3), key
@@ -113,8 +116,8 @@ def test_a_failing_process_stops_all_and_the_run_resumes_exactly(tmp_path):
     assert "RuntimeError: injected failure on rank 1 after epoch 1" in failed.stderr
     assert time.perf_counter() - t0 < 120  # stopped, not hung until a collective's timeout
     run_dir = tmp_path / "runs" / "resumed"
-    assert torch.load(run_dir / runs.STATE, weights_only=True)["epoch"] == 1
-    assert not (run_dir / runs.SUMMARY).exists()
+    assert torch.load(run_dir / runfolder.STATE, weights_only=True)["epoch"] == 1
+    assert not (run_dir / runfolder.SUMMARY).exists()
 
     resumed = torchrun("-m", "wrnlib", "train", "--config", str(tmp_path / "resumed.json"), "--resume", cwd=tmp_path)
     assert resumed.returncode == 0, why(resumed)
@@ -124,10 +127,10 @@ def test_a_failing_process_stops_all_and_the_run_resumes_exactly(tmp_path):
         a, b = weights(straight_dir, part), weights(run_dir, part)
         assert all(torch.equal(a[k], b[k]) for k in a), part
     timing = {"epoch_time_s", "train_time_s", "eval_time_s", "images_per_s"}
-    assert [{k: v for k, v in row.items() if k not in timing} for row in runs.read_metrics(run_dir)] == \
-        [{k: v for k, v in row.items() if k not in timing} for row in runs.read_metrics(straight_dir)]
-    assert json.loads((run_dir / runs.SUMMARY).read_text())["test_acc"] == \
-        json.loads((straight_dir / runs.SUMMARY).read_text())["test_acc"]
+    assert [{k: v for k, v in row.items() if k not in timing} for row in runfolder.read_metrics(run_dir)] == \
+        [{k: v for k, v in row.items() if k not in timing} for row in runfolder.read_metrics(straight_dir)]
+    assert json.loads((run_dir / runfolder.SUMMARY).read_text())["test_acc"] == \
+        json.loads((straight_dir / runfolder.SUMMARY).read_text())["test_acc"]
 
 
 def test_sam_first_backward_stays_local(tmp_path):

@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from wrnlib import TrainConfig, fit, runs
+from wrnlib import TrainConfig, fit
+from wrnlib import checkpoints, files, runfolder
 from wrnlib.cli import main
 from wrnlib.study import runner
 
@@ -107,11 +108,11 @@ class Payload:
 
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch's note on the crafted file's protocol
-@pytest.mark.parametrize("target", [runs.STATE, runs.MODEL_FP16])
+@pytest.mark.parametrize("target", [runfolder.STATE, runfolder.MODEL_FP16])
 def test_a_crafted_checkpoint_is_refused_and_runs_nothing(finished_run, tmp_path, capsys, target):
     run = copy_run(finished_run, tmp_path)
     marker = tmp_path / "code-ran"
-    (run / runs.MODEL_FP16).unlink()  # so that evaluate reads the target
+    (run / runfolder.MODEL_FP16).unlink()  # so that evaluate reads the target
     with open(run / target, "wb") as f:
         pickle.dump({"model": Payload(marker)}, f)
     before = snapshot(tmp_path)
@@ -122,27 +123,27 @@ def test_a_crafted_checkpoint_is_refused_and_runs_nothing(finished_run, tmp_path
 
 def test_a_truncated_model_file_is_a_clear_error(finished_run, tmp_path, capsys):
     run = copy_run(finished_run, tmp_path)
-    data = (run / runs.MODEL_FP16).read_bytes()
-    (run / runs.MODEL_FP16).write_bytes(data[:len(data) // 3])
+    data = (run / runfolder.MODEL_FP16).read_bytes()
+    (run / runfolder.MODEL_FP16).write_bytes(data[:len(data) // 3])
     before = snapshot(tmp_path)
-    fails_cleanly(capsys, ["evaluate", str(run), "--device", "cpu"], "truncated or corrupt", runs.MODEL_FP16)
+    fails_cleanly(capsys, ["evaluate", str(run), "--device", "cpu"], "truncated or corrupt", runfolder.MODEL_FP16)
     assert snapshot(tmp_path) == before
 
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage"])
 def test_a_damaged_resume_checkpoint_is_a_clear_error(interrupted_run, tmp_path, capsys, damage):
     run = copy_run(interrupted_run, tmp_path)
-    data = (run / runs.STATE).read_bytes()
-    (run / runs.STATE).write_bytes(data[:1000] if damage == "truncate" else os.urandom(5000))
+    data = (run / runfolder.STATE).read_bytes()
+    (run / runfolder.STATE).write_bytes(data[:1000] if damage == "truncate" else os.urandom(5000))
     before = snapshot(tmp_path)
     fails_cleanly(capsys, ["train", "--resume", "--name", run.name, "--out-dir", str(run.parent)],
-                  "truncated or corrupt", runs.STATE)
+                  "truncated or corrupt", runfolder.STATE)
     assert snapshot(tmp_path) == before
 
 
 def test_weights_of_another_model_are_a_clear_error(finished_run, tmp_path, capsys):
     run = copy_run(finished_run, tmp_path)
-    runs.save_fp16_model(torch.nn.Linear(3, 2), run / runs.MODEL_FP16)
+    checkpoints.save_fp16(torch.nn.Linear(3, 2), run / runfolder.MODEL_FP16)
     before = snapshot(tmp_path)
     fails_cleanly(capsys, ["evaluate", str(run), "--device", "cpu"], "do not fit WRN-10-1")
     assert snapshot(tmp_path) == before
@@ -156,17 +157,17 @@ def test_a_run_killed_before_its_first_checkpoint_restarts_under_the_same_name(t
             "--out-dir", str(tmp_path), "--name", "killed"]
     proc = subprocess.Popen([sys.executable, "-m", "wrnlib", *args], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    config = tmp_path / "killed" / runs.CONFIG
+    config = tmp_path / "killed" / runfolder.CONFIG
     deadline = time.monotonic() + 120
     while not config.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    assert config.exists() and not (tmp_path / "killed" / runs.STATE).exists()
+    assert config.exists() and not (tmp_path / "killed" / runfolder.STATE).exists()
     again = cli_subprocess(["train", *TINY, "--epochs", "1", "--out-dir", str(tmp_path), "--name", "killed"])
     assert again.returncode == 0, again.stderr
     assert "stopped before its first checkpoint: starting it again" in again.stdout
-    assert (tmp_path / "killed" / runs.SUMMARY).exists()
+    assert (tmp_path / "killed" / runfolder.SUMMARY).exists()
 
 
 def test_a_full_disk_keeps_the_previous_checkpoint_and_leaves_no_temporary_file(interrupted_run, tmp_path):
@@ -179,7 +180,7 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_leaves_no_temporary_file(
 
     proc = cli_subprocess(["train", "--resume", "--name", run.name, "--out-dir", str(run.parent)],
                           preexec=small_files)
-    one_error_line(proc, "could not write", runs.STATE, "the previous file is intact", "free disk space")
+    one_error_line(proc, "could not write", runfolder.STATE, "the previous file is intact", "free disk space")
     assert not list(run.glob("*.tmp"))
     assert snapshot(tmp_path) == before
     assert cli_subprocess(["train", "--resume", "--name", run.name, "--out-dir", str(run.parent)]).returncode == 0
@@ -252,7 +253,7 @@ def test_weights_that_blow_up_stop_the_run(tmp_path, capsys):
     fails_cleanly(capsys, ["train", *TINY, "--epochs", "2", "--out-dir", str(tmp_path), "--name", "x",
                            "--lr", "1e30", "--warmup-epochs", "0"],
                   "became NaN or infinite", "epoch 1", "lower --lr")
-    assert not (tmp_path / "x" / runs.SUMMARY).exists()
+    assert not (tmp_path / "x" / runfolder.SUMMARY).exists()
 
 
 @pytest.mark.parametrize("field,value,needle", [
@@ -315,7 +316,7 @@ def test_missing_data_points_to_the_fix_that_the_command_has(finished_run, tmp_p
     monkeypatch.delenv("CIFAR10_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     run = copy_run(finished_run, tmp_path)
-    runs.write_json(run / runs.CONFIG, runs.load_config(run).to_dict() | {"data_dir": None})
+    files.write_json(run / runfolder.CONFIG, runfolder.load_config(run).to_dict() | {"data_dir": None})
     err = fails_cleanly(capsys, ["evaluate", str(run)], "No CIFAR-10 found", "--download")
     assert "--download" in err  # and evaluate has that flag:
     assert main(["evaluate", "--help"]) == 0 and "--download" in capsys.readouterr().out

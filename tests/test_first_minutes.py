@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from wrnlib import runs
+from wrnlib import evaluation, runfolder
 from wrnlib.cli import main
 from wrnlib.config import TrainConfig
 from wrnlib.data import sample_dir
 from wrnlib.study import notebook
-from wrnlib.train import rough_duration, fit
+from wrnlib import fit
+from wrnlib.progress import rough_duration
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,7 +32,7 @@ def two_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     fit(tiny(root, "a", epochs=1, lr=0.01))
     fit(tiny(root, "b", epochs=3, lr=0.1, seed=1))
-    a, b = (json.loads((root / n / runs.SUMMARY).read_text())["test_acc"] for n in "ab")
+    a, b = (json.loads((root / n / runfolder.SUMMARY).read_text())["test_acc"] for n in "ab")
     assert abs(a - b) * 600 > 10, "the two runs must differ to test disagreement"
     return root
 
@@ -39,14 +40,14 @@ def two_runs(tmp_path_factory):
 def test_weights_of_another_run_are_reported_and_never_recorded(two_runs, tmp_path, capsys):
     swapped = tmp_path / "a"
     shutil.copytree(two_runs / "a", swapped)
-    shutil.copy(two_runs / "b" / runs.MODEL_FP16, swapped / runs.MODEL_FP16)
-    before = (swapped / runs.SUMMARY).read_text()
-    report = runs.evaluate_run(swapped, device="cpu")
+    shutil.copy(two_runs / "b" / runfolder.MODEL_FP16, swapped / runfolder.MODEL_FP16)
+    before = (swapped / runfolder.SUMMARY).read_text()
+    report = evaluation.evaluate_run(swapped, device="cpu")
     assert report["agrees"] is False and "do not belong to the run" in report["disagreement"]
     rc = main(["evaluate", str(swapped), "--device", "cpu", "--record"])
     captured = capsys.readouterr()
     assert rc == 2 and "Nothing was recorded" in captured.err and "do not belong" in captured.err
-    assert (swapped / runs.SUMMARY).read_text() == before and not (swapped / runs.EVALUATION).exists()
+    assert (swapped / runfolder.SUMMARY).read_text() == before and not (swapped / runfolder.EVALUATION).exists()
     assert main(["evaluate", str(swapped), "--device", "cpu"]) == 1  # a plain evaluate says so too
     assert "warning:" in capsys.readouterr().err
 
@@ -55,17 +56,17 @@ def test_its_own_weights_agree_and_are_recorded(two_runs, tmp_path, capsys):
     own = tmp_path / "b"
     shutil.copytree(two_runs / "b", own)
     assert main(["evaluate", str(own), "--device", "cpu", "--record"]) == 0
-    assert json.loads((own / runs.EVALUATION).read_text())["agrees"] is True
+    assert json.loads((own / runfolder.EVALUATION).read_text())["agrees"] is True
 
 
 def test_other_test_images_are_named_as_the_cause(two_runs, tmp_path):
     moved = tmp_path / "a"
     shutil.copytree(two_runs / "a", moved)
-    env = json.loads((moved / runs.ENV).read_text())
+    env = json.loads((moved / runfolder.ENV).read_text())
     env["test_data_checksum"] = "0" * 64  # as if the run had been scored on other images
-    (moved / runs.ENV).write_text(json.dumps(env))
-    shutil.copy(two_runs / "b" / runs.MODEL_FP16, moved / runs.MODEL_FP16)
-    assert "test images differ" in runs.evaluate_run(moved, device="cpu")["disagreement"]
+    (moved / runfolder.ENV).write_text(json.dumps(env))
+    shutil.copy(two_runs / "b" / runfolder.MODEL_FP16, moved / runfolder.MODEL_FP16)
+    assert "test images differ" in evaluation.evaluate_run(moved, device="cpu")["disagreement"]
 
 
 def test_a_quick_look_reads_only_the_test_file_and_is_not_recorded(two_runs, tmp_path, capsys):
@@ -88,7 +89,7 @@ def test_train_on_the_sample_fits_the_split_like_the_notebooks(tmp_path, capsys)
                  "--width", "1", "--epochs", "1", "--train-limit", "256", "--batch-size", "64", "--device", "cpu",
                  "--no-progress"]) == 0
     assert "val_size 5,000 -> 200" in capsys.readouterr().out
-    assert runs.load_config(tmp_path / "s").val_size == 200
+    assert runfolder.load_config(tmp_path / "s").val_size == 200
     # an explicit choice is kept, and its error names the fix
     assert main(["train", "--data-dir", "sample", "--out-dir", str(tmp_path), "--name", "t", "--val-size",
                  "5000", "--depth", "10", "--width", "1", "--epochs", "1", "--device", "cpu"]) == 2

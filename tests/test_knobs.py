@@ -33,9 +33,10 @@ import pytest
 import torch
 from torch import nn
 
+import wrnlib.device as devices
 import wrnlib.engine as engine
 import wrnlib.train as train_module
-from wrnlib import distributed, runs
+from wrnlib import checkpoints, distributed, runfolder
 from wrnlib.augment import BatchAugment
 from wrnlib.config import TrainConfig
 from wrnlib.data import CIFAR10_MEAN, CIFAR10_STD, DataError, load_cifar10, sample_dir
@@ -540,10 +541,10 @@ def test_the_training_step_and_evaluations_run_in_the_configured_precision(real_
     """precision: the explicit choice holds where "auto" would choose the other, and "auto" is bf16 exactly
     where the processor computes it natively (pretended here, either way); the per-epoch evaluations follow
     the choice, the final one is fp32, and env.json says why the precision was chosen."""
-    monkeypatch.setattr(engine, "cpu_bf16_support", lambda: {"amx_bf16": False, "avx512_bf16": native})
+    monkeypatch.setattr(devices, "cpu_bf16_support", lambda: {"amx_bf16": False, "avx512_bf16": native})
     bf16 = precision == "bf16" or (precision == "auto" and native)
     if precision != "auto":
-        assert engine.choose_precision("auto", CPU)[0] is native  # precondition: auto would choose the other
+        assert devices.choose_precision("auto", CPU)[0] is native  # precondition: auto would choose the other
     dtypes = []
     watch = Watch(monkeypatch)
     watch.on_build.append(lambda model, optimizer: model.fc.register_forward_hook(
@@ -797,12 +798,12 @@ def test_the_device_knob_chooses_where_fit_trains(real_data, tmp_path, monkeypat
     """device: "cpu" trains on the CPU even where "auto" would take a GPU; "cuda" on a machine without one is
     refused before anything is written."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # "auto" would now choose CUDA
-    assert engine.resolve_device("auto").type == "cuda"
+    assert devices.resolve_device("auto").type == "cuda"
     watch = Watch(monkeypatch, fake_step=True)
     fit(tiny(tmp_path, name="on-cpu", device="cpu"), data=real_data)
     assert {s["x"].device.type for s in watch.steps} == {"cpu"}
     assert {p.device.type for p in watch.built[0]["model"].parameters()} == {"cpu"}
-    assert json.loads((tmp_path / "on-cpu" / runs.ENV).read_text())["device_type"] == "cpu"
+    assert json.loads((tmp_path / "on-cpu" / runfolder.ENV).read_text())["device_type"] == "cpu"
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ValueError, match="no CUDA GPU is visible"):
@@ -841,13 +842,14 @@ def test_sync_bn_converts_batch_norm_in_a_data_parallel_process_and_is_a_no_op_a
 def test_checkpoints_are_written_every_checkpoint_every_epochs(real_data, tmp_path, monkeypatch, every):
     """checkpoint_every: a resume checkpoint after every that-many epochs, and always at the end (0: only there)."""
     saved = []
-    real_save = runs.save_checkpoint
+    real_save = checkpoints.save
 
-    def save(state, run_dir):
-        saved.append(state["epoch"])
-        return real_save(state, run_dir)
+    def save(state, path):
+        if path.name == runfolder.STATE:  # not the fp16 weights
+            saved.append(state["epoch"])
+        return real_save(state, path)
 
-    monkeypatch.setattr(runs, "save_checkpoint", save)
+    monkeypatch.setattr(checkpoints, "save", save)
     Watch(monkeypatch, fake_step=True)
     fit(tiny(tmp_path, epochs=5, checkpoint_every=every), data=real_data)
     assert saved == [e for e in range(1, 6) if e == 5 or (every and e % every == 0)]
@@ -859,7 +861,7 @@ def test_save_model_writes_the_evaluated_weights_in_fp16(real_data, tmp_path, mo
     buffers; without it no such file is written."""
     Watch(monkeypatch)
     result = fit(tiny(tmp_path, save_model=save_model, ema_decay=0.2), data=real_data)
-    path = tmp_path / "knob" / runs.MODEL_FP16
+    path = tmp_path / "knob" / runfolder.MODEL_FP16
     assert path.exists() is save_model
     if save_model:
         weights = torch.load(path, weights_only=True)
@@ -898,7 +900,7 @@ def test_data_dir_is_the_data_fit_trains_on(tmp_path, monkeypatch):
     monkeypatch.setenv("CIFAR10_DIR", str(tmp_path / "not-here"))
     watch = Watch(monkeypatch, fake_step=True)
     fit(tiny(tmp_path / "runs", data_dir=str(folder), crop_padding=0, flip=False))
-    env = json.loads((tmp_path / "runs" / "knob" / runs.ENV).read_text())
+    env = json.loads((tmp_path / "runs" / "knob" / runfolder.ENV).read_text())
     assert env["data_source"] == str(folder.resolve())
     assert env["data_checksum"] == load_cifar10(folder).checksum != sample.checksum
     inverted = set(map(bytes, (255 - sample.train_images).flatten(1).numpy()))
@@ -927,7 +929,7 @@ def test_download_fetches_into_the_cache_only_when_asked(tmp_path, monkeypatch, 
     if download:
         fit(config)
         assert fetched == [(str(cache), True, True), (str(cache), False, True)]
-        assert json.loads((tmp_path / "runs" / "knob" / runs.ENV).read_text())["data_source"] == str(cache.resolve())
+        assert json.loads((tmp_path / "runs" / "knob" / runfolder.ENV).read_text())["data_source"] == str(cache.resolve())
         assert len(watch.steps) == 2
     else:
         with pytest.raises(DataError, match="--download"):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from wrnlib import runs
+from wrnlib import evaluation, files, runfolder
 from wrnlib.model import param_count
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,7 +32,7 @@ def _train(out: Path, name: str, width: int, epochs: int = 3) -> subprocess.Pope
 
 def _wait_until_locked(folder: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
-    while not runs.is_locked(folder):
+    while not files.is_locked(folder):
         assert proc.poll() is None, f"the first process ended before it locked {folder}: {proc.communicate()}"
         assert time.monotonic() < deadline, f"{folder} was never locked"
         time.sleep(0.05)
@@ -49,11 +49,11 @@ def test_two_trainings_of_one_name_with_other_settings_one_trains_the_other_is_r
     assert len(err2.strip().splitlines()) == 1  # one line: the folder, and that another process trains it
     # the folder holds the first run only, consistently: its config, its summary, its weights
     run_dir = tmp_path / "same"
-    assert runs.load_config(run_dir).width == 1
-    summary = json.loads((run_dir / runs.SUMMARY).read_text())
+    assert runfolder.load_config(run_dir).width == 1
+    summary = json.loads((run_dir / runfolder.SUMMARY).read_text())
     assert summary["params"] == param_count(10, 1) and summary["epochs"] == 3
-    assert runs.evaluate_run(run_dir, data_dir="sample", device="cpu")["test_acc"] == summary["test_acc"]
-    assert not runs.is_locked(run_dir)
+    assert evaluation.evaluate_run(run_dir, data_dir="sample", device="cpu")["test_acc"] == summary["test_acc"]
+    assert not files.is_locked(run_dir)
 
 
 def test_two_trainings_started_at_once_exactly_one_trains(tmp_path):
@@ -62,8 +62,8 @@ def test_two_trainings_started_at_once_exactly_one_trains(tmp_path):
     assert sorted(code for code, _ in outcomes) == [0, 2], outcomes
     loser = next(err for code, err in outcomes if code == 2)
     assert LOCKED in loser, loser
-    assert runs.status(tmp_path / "race") == "finished"
-    assert len(runs.read_metrics(tmp_path / "race")) == 4
+    assert runfolder.status(tmp_path / "race") == "finished"
+    assert len(runfolder.read_metrics(tmp_path / "race")) == 4
 
 
 def test_a_killed_run_leaves_no_stale_lock(tmp_path):
@@ -71,9 +71,9 @@ def test_a_killed_run_leaves_no_stale_lock(tmp_path):
     _wait_until_locked(tmp_path / "killed", first)
     first.kill()
     first.wait(timeout=60)
-    assert not runs.is_locked(tmp_path / "killed")
-    with runs.folder_lock(tmp_path / "killed"):  # and the next process may take it
-        assert runs.is_locked(tmp_path / "killed")
+    assert not files.is_locked(tmp_path / "killed")
+    with files.folder_lock(tmp_path / "killed"):  # and the next process may take it
+        assert files.is_locked(tmp_path / "killed")
 
 
 def test_two_studies_at_once_the_second_is_refused(tmp_path):
@@ -90,15 +90,15 @@ def test_two_studies_at_once_the_second_is_refused(tmp_path):
     assert first.returncode == 0, out1 + err1
     assert second.returncode == 2 and LOCKED in err2 and "running a study" in err2, err2
     assert not (tmp_path / "executed" / "quick" / "02_train.failed.ipynb").exists()
-    assert runs.status(tmp_path / "results" / "runs" / "quick-wrn10-1") == "finished"
+    assert runfolder.status(tmp_path / "results" / "runs" / "quick-wrn10-1") == "finished"
 
 
 def test_a_sweep_refuses_an_ablation_folder_in_use(tmp_path):
     from wrnlib.study import sweep
 
     folder = tmp_path / "ablations" / "lr"
-    with runs.folder_lock(folder):
-        with pytest.raises(runs.FolderLockedError, match="running this ablation"):
+    with files.folder_lock(folder):
+        with pytest.raises(files.FolderLockedError, match="running this ablation"):
             sweep.sweep_command(None, overrides={"ablation_dir": str(tmp_path / "ablations"), "ablation_name": "lr",
                                                  "schedules": ["cosine"], "seeds": [0]},
                                 shared={"data_dir": "sample", "depth": 10, "width": 1.0, "epochs": 1,

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-import wrnlib.engine as engine
+import wrnlib.device as device
+import wrnlib.progress as progress
 import wrnlib.train as train_module
-from wrnlib import runs
+from wrnlib import evaluation, fit, runfolder
 from wrnlib.config import TrainConfig
 from wrnlib.model import forward_flops
-from wrnlib.train import Trainer, fit, make_splits
 
 CPU = torch.device("cpu")
 REPO = Path(__file__).resolve().parents[1]
@@ -22,20 +22,26 @@ NONE = {"amx_bf16": False, "avx512_bf16": False}
 
 
 def fake_cpu(monkeypatch, **support):
-    monkeypatch.setattr(engine, "cpu_bf16_support", lambda: NONE | support)
+    monkeypatch.setattr(device, "cpu_bf16_support", lambda: NONE | support)
 
 
 @pytest.mark.parametrize("native", [True, False])
 def test_the_trainer_trains_in_the_chosen_precision(real_data, tmp_path, monkeypatch, native):
     """The step itself runs under bf16 autocast exactly when auto chose bf16."""
     fake_cpu(monkeypatch, avx512_bf16=native)
-    config = TrainConfig(name="p", out_dir=str(tmp_path), depth=10, width=1, batch_size=32, val_size=100,
+    config = TrainConfig(name="p", out_dir=str(tmp_path), depth=10, width=1, epochs=1, batch_size=32, val_size=100,
                          train_limit=64, test_limit=100, device="cpu", progress=False)
-    trainer = Trainer(config, make_splits(config, real_data, CPU), CPU)
-    dtypes = []
-    trainer.model.fc.register_forward_hook(lambda module, inputs, output: dtypes.append(output.dtype))
-    trainer.train_epoch(0)
-    assert trainer.bf16 is native
+    dtypes, real_make_step = [], train_module.make_train_step
+
+    def recording(model, *args, bf16, **kwargs):
+        model.fc.register_forward_hook(lambda module, inputs, output: dtypes.append(output.dtype) if module.training
+                                       else None)
+        assert bf16 is native
+        return real_make_step(model, *args, bf16=bf16, **kwargs)
+
+    monkeypatch.setattr(train_module, "make_train_step", recording)
+    fit(config, data=real_data)
+    assert len(dtypes) == 64 // 32  # every training step
     assert set(dtypes) == {torch.bfloat16 if native else torch.float32}
 
 
@@ -46,24 +52,24 @@ def test_the_run_records_the_choice_and_the_cpu_and_evaluates_in_fp32(real_data,
     result = fit(config, data=real_data)
     start = capsys.readouterr().out.splitlines()[0]
     assert "bf16 autocast (auto: this CPU computes bf16 natively, AMX-BF16)" in start
-    env = json.loads((tmp_path / "rec" / runs.ENV).read_text())
+    env = json.loads((tmp_path / "rec" / runfolder.ENV).read_text())
     assert env["precision"].startswith("bf16 autocast (auto")
     assert env["cpu"]["amx_bf16"] is True and env["cpu"]["isa"] == torch.backends.cpu.get_cpu_capability()
     assert env["cpu"]["threads"] == torch.get_num_threads()
     # the final number is fp32 whatever trained it, so `evaluate` reproduces it
     assert result.summary["final_eval"]["precision"].startswith("fp32")
-    assert runs.evaluate_run(tmp_path / "rec", data_dir=real_data.source)["test_acc"] == result.summary["test_acc"]
+    assert evaluation.evaluate_run(tmp_path / "rec", data_dir=real_data.source)["test_acc"] == result.summary["test_acc"]
 
 
 def test_the_time_estimate_uses_the_rate_of_the_chosen_precision(monkeypatch):
     config = TrainConfig(depth=16, width=2, device="cpu")
     fake_cpu(monkeypatch, avx512_bf16=True)
-    bf16_seconds = train_module.rough_epoch_seconds(config, 45_000, 15_000, CPU)
+    bf16_seconds = progress.rough_epoch_seconds(config, 45_000, 15_000, CPU)
     fake_cpu(monkeypatch)
-    fp32_seconds = train_module.rough_epoch_seconds(config, 45_000, 15_000, CPU)
-    rates = train_module.CPU_FLOPS_PER_THREAD
+    fp32_seconds = progress.rough_epoch_seconds(config, 45_000, 15_000, CPU)
+    rates = progress.CPU_FLOPS_PER_THREAD
     assert fp32_seconds / bf16_seconds == pytest.approx(rates["bf16"] / rates["fp32"])
-    assert train_module.rough_epoch_seconds(replace(config, precision="fp32"), 45_000, 0, CPU) == pytest.approx(
+    assert progress.rough_epoch_seconds(replace(config, precision="fp32"), 45_000, 0, CPU) == pytest.approx(
         forward_flops(16, 2) * 3 * 45_000 / (rates["fp32"] * torch.get_num_threads()))
 
 
@@ -72,7 +78,7 @@ def test_the_cpu_rates_behind_the_estimates_are_the_committed_benchmarks():
     threads = bench["env"]["cpu"]["threads"]
     measured = {r["mode"]: r["train_tflops"] * 1e12 / threads for r in bench["results"]}
     for precision, mode in (("fp32", "fp32"), ("bf16", "bf16")):
-        assert train_module.CPU_FLOPS_PER_THREAD[precision] == pytest.approx(measured[mode], rel=0.15)
+        assert progress.CPU_FLOPS_PER_THREAD[precision] == pytest.approx(measured[mode], rel=0.15)
 
 
 def test_keeping_freed_memory_ends_the_page_faults_of_each_step():
@@ -80,7 +86,7 @@ def test_keeping_freed_memory_ends_the_page_faults_of_each_step():
     mmap threshold, 32 MB) is reused, not mapped and faulted in again page by page."""
     child = textwrap.dedent("""
         import resource, torch
-        from wrnlib import engine
+        from wrnlib import device
         def faults():
             before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             for _ in range(20):
@@ -88,7 +94,7 @@ def test_keeping_freed_memory_ends_the_page_faults_of_each_step():
             return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
         faults()
         default = faults()
-        assert engine.keep_freed_memory()
+        assert device.keep_freed_memory()
         faults()
         print(default, faults())
     """)

@@ -13,68 +13,68 @@ from pathlib import Path
 import pytest
 import torch
 
-from wrnlib import runs
+from wrnlib import checkpoints, device, evaluation, files, provenance, runfolder
 from wrnlib.config import TrainConfig
 
 
 def test_status_follows_the_life_of_a_run_folder(tmp_path):
     run = tmp_path / "r"
-    assert runs.status(run) == "absent"
+    assert runfolder.status(run) == "absent"
     run.mkdir()
-    assert runs.status(run) == "absent"  # an empty folder holds nothing
+    assert runfolder.status(run) == "absent"  # an empty folder holds nothing
     (run / "notes.txt").write_text("x")
-    assert runs.status(run) == "foreign"
-    runs.start_run_folder(TrainConfig(name="r", out_dir=str(tmp_path)), {"device": "cpu"})
-    assert runs.status(run) == "unstarted"
-    runs.save_checkpoint({"epoch": 1}, run)
-    assert runs.status(run) == "interrupted"
-    runs.write_json(run / runs.SUMMARY, {})
-    assert runs.status(run) == "finished"
+    assert runfolder.status(run) == "foreign"
+    runfolder.create(TrainConfig(name="r", out_dir=str(tmp_path)), {"device": "cpu"})
+    assert runfolder.status(run) == "unstarted"
+    checkpoints.save({"epoch": 1}, run / runfolder.STATE)
+    assert runfolder.status(run) == "interrupted"
+    files.write_json(run / runfolder.SUMMARY, {})
+    assert runfolder.status(run) == "finished"
 
 
 def test_the_saved_config_has_no_machine_path_and_loads_where_the_folder_is(tmp_path):
     config = TrainConfig(name="r", out_dir=str(tmp_path / "far" / "away"), depth=16)
-    runs.start_run_folder(config, {"device": "cpu"})
-    saved = json.loads((config.run_dir / runs.CONFIG).read_text())
+    runfolder.create(config, {"device": "cpu"})
+    saved = json.loads((config.run_dir / runfolder.CONFIG).read_text())
     assert "out_dir" not in saved and saved["depth"] == 16
     moved = tmp_path / "elsewhere" / "r"
     moved.parent.mkdir()
     config.run_dir.rename(moved)
-    loaded = runs.load_config(moved)
+    loaded = runfolder.load_config(moved)
     assert loaded.run_dir == moved and loaded.depth == 16
 
 
 def test_clearing_an_unstarted_run_keeps_other_files(tmp_path):
     config = TrainConfig(name="r", out_dir=str(tmp_path))
-    runs.start_run_folder(config, {"device": "cpu"})
+    runfolder.create(config, {"device": "cpu"})
     (config.run_dir / "mine.txt").write_text("keep")
-    runs.clear_unstarted(config.run_dir)
+    runfolder.clear_unstarted(config.run_dir)
     assert sorted(p.name for p in config.run_dir.iterdir()) == ["mine.txt"]
 
 
 def test_an_atomic_write_that_fails_leaves_the_old_file_and_no_temporary(tmp_path):
     path = tmp_path / "f.json"
-    runs.write_json(path, {"v": 1})
+    files.write_json(path, {"v": 1})
 
     class Unserialisable:
         pass
 
     with pytest.raises(TypeError):
-        runs.write_json(path, {"v": Unserialisable()})
+        files.write_json(path, {"v": Unserialisable()})
     assert json.loads(path.read_text()) == {"v": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.json"]
 
 
 def test_checkpoints_round_trip_and_foreign_files_are_refused(tmp_path):
     state = {"epoch": 3, "model": {"w": torch.arange(4.0)}, "optimizer": {}, "metrics": [{"epoch": 3}]}
-    runs.save_checkpoint(state, tmp_path)
-    loaded = runs.load_checkpoint(tmp_path)
+    checkpoints.save(state, tmp_path / runfolder.STATE)
+    loaded = checkpoints.load_checkpoint(tmp_path / runfolder.STATE)
     assert loaded["epoch"] == 3 and torch.equal(loaded["model"]["w"], torch.arange(4.0))
-    assert runs.checkpoint_epoch(tmp_path) == "end of epoch 3"
-    torch.save({"something": torch.zeros(1)}, tmp_path / runs.STATE)
-    with pytest.raises(runs.CheckpointError, match="not a wrnlib resume checkpoint"):
-        runs.load_checkpoint(tmp_path)
-    assert runs.checkpoint_epoch(tmp_path) == "unreadable"
+    assert runfolder.checkpoint_epoch(tmp_path) == 3
+    torch.save({"something": torch.zeros(1)}, tmp_path / runfolder.STATE)
+    with pytest.raises(checkpoints.CheckpointError, match="not a wrnlib resume checkpoint"):
+        checkpoints.load_checkpoint(tmp_path / runfolder.STATE)
+    assert runfolder.checkpoint_epoch(tmp_path) is None  # unreadable: no epoch to continue from
 
 
 def _git(repo, *args):
@@ -90,14 +90,14 @@ def test_git_commit_marks_edited_and_new_files_as_dirty(tmp_path, monkeypatch):
     _git(tmp_path, "add", ".")
     _git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
-    assert runs.git_commit(package) == head
+    assert provenance.git_commit(package) == head
     (package / "a.py").write_text("x = 2\n")
-    assert runs.git_commit(package) == head + "-dirty"
+    assert provenance.git_commit(package) == head + "-dirty"
     _git(tmp_path, "checkout", "-q", "--", ".")
     (package / "new.py").write_text("y = 1\n")
-    assert runs.git_commit(package) == head + "-dirty"
+    assert provenance.git_commit(package) == head + "-dirty"
     monkeypatch.setenv("WRNLIB_GIT_COMMIT", "abc123")
-    assert runs.git_commit(package) == "abc123"
+    assert provenance.git_commit(package) == "abc123"
 
 
 def test_git_commit_ignores_touched_and_ignored_files_and_says_unknown_without_a_repository(tmp_path, monkeypatch):
@@ -112,37 +112,37 @@ def test_git_commit_ignores_touched_and_ignored_files_and_says_unknown_without_a
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=package, capture_output=True, text=True).stdout.strip()
     os.utime(package / "a.py", (2_000_000_000, 2_000_000_000))  # touched, not changed
     (package / "a.cpython-311.pyc").write_bytes(b"\0")  # ignored: not code that is part of the tree
-    assert runs.git_commit(package) == head
+    assert provenance.git_commit(package) == head
     outside = tmp_path / "elsewhere"
     outside.mkdir()
-    assert runs.git_commit(outside) == "unknown"  # no repository around it
+    assert provenance.git_commit(outside) == "unknown"  # no repository around it
     monkeypatch.setenv("PATH", str(tmp_path / "no-git-here"))
-    assert runs.git_commit(package) == "unknown"  # no git on this machine
+    assert provenance.git_commit(package) == "unknown"  # no git on this machine
 
 
 def test_cpu_model_is_the_kernels_model_name_else_the_architecture(tmp_path, monkeypatch):
     info = tmp_path / "cpuinfo"
     info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9B45 128-Core Processor\n")
-    monkeypatch.setattr(runs, "Path", lambda path: info if path == "/proc/cpuinfo" else Path(path))
-    assert runs.cpu_model() == "AMD EPYC 9B45 128-Core Processor"
+    monkeypatch.setattr(device, "Path", lambda path: info if path == "/proc/cpuinfo" else Path(path))
+    assert device.cpu_model() == "AMD EPYC 9B45 128-Core Processor"
     info.unlink()  # an OS without /proc/cpuinfo
-    monkeypatch.setattr(runs.platform, "processor", lambda: "")
-    monkeypatch.setattr(runs.platform, "machine", lambda: "arm64")
-    assert runs.cpu_model() == "arm64 CPU"
-    monkeypatch.setattr(runs.platform, "processor", lambda: "arm")
-    assert runs.cpu_model() == "arm CPU"
+    monkeypatch.setattr(device.platform, "processor", lambda: "")
+    monkeypatch.setattr(device.platform, "machine", lambda: "arm64")
+    assert device.cpu_model() == "arm64 CPU"
+    monkeypatch.setattr(device.platform, "processor", lambda: "arm")
+    assert device.cpu_model() == "arm CPU"
 
 
 def test_record_evaluation_keeps_the_training_devices_number_labelled(tmp_path):
-    runs.write_json(tmp_path / runs.SUMMARY, {"test_acc": 0.9556, "test_acc_tta": 0.9619})
+    files.write_json(tmp_path / runfolder.SUMMARY, {"test_acc": 0.9556, "test_acc_tta": 0.9619})
     report = {"test_acc": 0.9556, "test_acc_tta": 0.9618, "device": "x86_64 CPU", "agrees": True}
-    runs.record_evaluation(tmp_path, report)
-    summary = json.loads((tmp_path / runs.SUMMARY).read_text())
+    evaluation.record_evaluation(tmp_path, report)
+    summary = json.loads((tmp_path / runfolder.SUMMARY).read_text())
     assert summary["test_acc"] == 0.9556 and "test_acc_on_training_device" not in summary
     assert summary["test_acc_tta"] == 0.9618 and summary["test_acc_tta_on_training_device"] == 0.9619
-    assert json.loads((tmp_path / runs.EVALUATION).read_text()) == report
-    runs.record_evaluation(tmp_path, report)  # again: the training device's number is not lost
-    assert json.loads((tmp_path / runs.SUMMARY).read_text())["test_acc_tta_on_training_device"] == 0.9619
+    assert json.loads((tmp_path / runfolder.EVALUATION).read_text()) == report
+    evaluation.record_evaluation(tmp_path, report)  # again: the training device's number is not lost
+    assert json.loads((tmp_path / runfolder.SUMMARY).read_text())["test_acc_tta_on_training_device"] == 0.9619
 
 
 # --------------------------------------------------------------------------- small helpers that write the folder
@@ -150,25 +150,25 @@ def test_record_evaluation_keeps_the_training_devices_number_labelled(tmp_path):
 
 def test_json_holds_tuples_sets_and_paths_and_refuses_the_rest(tmp_path):
     path = tmp_path / "x.json"
-    runs.write_json(path, {"t": (1, 2), "s": {3}, "p": tmp_path / "a"})
+    files.write_json(path, {"t": (1, 2), "s": {3}, "p": tmp_path / "a"})
     assert json.loads(path.read_text()) == {"t": [1, 2], "s": [3], "p": str(tmp_path / "a")}
     with pytest.raises(TypeError, match="not JSON serialisable: complex"):
-        runs.write_json(path, {"z": 1j})
+        files.write_json(path, {"z": 1j})
 
 
 def test_clear_unstarted_removes_what_a_start_writes_and_nothing_else(tmp_path):
     run = tmp_path / "r"
-    runs.start_run_folder(TrainConfig(name="r", out_dir=str(tmp_path)), {"device": "cpu"})
-    for name in (runs.METRICS, runs.STATE + ".tmp", runs.STATE, runs.MODEL_FP16, "notes.txt"):
+    runfolder.create(TrainConfig(name="r", out_dir=str(tmp_path)), {"device": "cpu"})
+    for name in (runfolder.METRICS, runfolder.STATE + ".tmp", runfolder.STATE, runfolder.MODEL_FP16, "notes.txt"):
         (run / name).write_text("x")
-    runs.clear_unstarted(run)
-    assert sorted(p.name for p in run.iterdir()) == sorted([runs.STATE, runs.MODEL_FP16, "notes.txt"])
+    runfolder.clear_unstarted(run)
+    assert sorted(p.name for p in run.iterdir()) == sorted([runfolder.STATE, runfolder.MODEL_FP16, "notes.txt"])
 
 
 def _finished(tmp_path, **summary):
     run = tmp_path / "r"
     run.mkdir()
-    runs.write_json(run / runs.SUMMARY, {"test_acc": 0.9, "test_acc_tta": 0.91, **summary})
+    files.write_json(run / runfolder.SUMMARY, {"test_acc": 0.9, "test_acc_tta": 0.91, **summary})
     return run
 
 
@@ -177,13 +177,13 @@ REPORT = {"agrees": True, "test_acc": 0.9012, "test_acc_tta": 0.91, "device": "c
 
 def test_record_evaluation_keeps_the_report_and_the_reproduced_numbers(tmp_path):
     run = _finished(tmp_path)
-    runs.record_evaluation(run, REPORT)
-    assert runs.read_json(run / runs.EVALUATION) == REPORT
-    summary = runs.read_json(run / runs.SUMMARY)
+    evaluation.record_evaluation(run, REPORT)
+    assert files.read_json(run / runfolder.EVALUATION) == REPORT
+    summary = files.read_json(run / runfolder.SUMMARY)
     # the reproduced number replaces the training device's, which stays beside it, labelled; an equal one is kept
     assert summary["test_acc"] == 0.9012 and summary["test_acc_on_training_device"] == 0.9
     assert summary["test_acc_tta"] == 0.91 and "test_acc_tta_on_training_device" not in summary
-    assert summary["reproduced_by"] == {"file": runs.EVALUATION, "device": "cpu"}
+    assert summary["reproduced_by"] == {"file": runfolder.EVALUATION, "device": "cpu"}
 
 
 @pytest.mark.parametrize("report, needle", [
@@ -196,19 +196,19 @@ def test_record_evaluation_keeps_the_report_and_the_reproduced_numbers(tmp_path)
 ])
 def test_record_evaluation_refuses_what_it_must_not_keep_and_writes_nothing(tmp_path, report, needle):
     run = _finished(tmp_path)
-    before = (run / runs.SUMMARY).read_bytes()
+    before = (run / runfolder.SUMMARY).read_bytes()
     with pytest.raises(ValueError) as raised:
-        runs.record_evaluation(run, report)
+        evaluation.record_evaluation(run, report)
     assert needle in str(raised.value)
-    assert (run / runs.SUMMARY).read_bytes() == before and not (run / runs.EVALUATION).exists()
+    assert (run / runfolder.SUMMARY).read_bytes() == before and not (run / runfolder.EVALUATION).exists()
 
 
 def test_is_locked_exactly_while_a_lock_is_held(tmp_path):
     folder = tmp_path / "r"
-    assert not runs.is_locked(folder)  # no lock file yet
-    with runs.folder_lock(folder):
-        assert runs.is_locked(folder)
-    assert runs.lock_path(folder).exists() and not runs.is_locked(folder)  # the file stays, the lock does not
+    assert not files.is_locked(folder)  # no lock file yet
+    with files.folder_lock(folder):
+        assert files.is_locked(folder)
+    assert files.lock_path(folder).exists() and not files.is_locked(folder)  # the file stays, the lock does not
 
 
 def test_a_folders_lock_file_is_one_for_every_spelling_of_it_in_the_machines_shared_lock_folder(tmp_path, monkeypatch):
@@ -216,8 +216,8 @@ def test_a_folders_lock_file_is_one_for_every_spelling_of_it_in_the_machines_sha
     monkeypatch.chdir(tmp_path)
     (tmp_path / "r").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "r")
-    path = runs.lock_path(tmp_path / "r")
-    assert runs.lock_path("r") == runs.lock_path(tmp_path / "link") == path != runs.lock_path(tmp_path / "s")
+    path = files.lock_path(tmp_path / "r")
+    assert files.lock_path("r") == files.lock_path(tmp_path / "link") == path != files.lock_path(tmp_path / "s")
     assert path.parent == Path(tempfile.gettempdir()) / "wrnlib-locks"
     assert re.fullmatch(r"[0-9a-f]{32}\.lock", path.name)  # a fixed-length name, whatever the folder's path
 
@@ -226,24 +226,24 @@ def test_a_folders_lock_file_is_one_for_every_spelling_of_it_in_the_machines_sha
 def test_read_result_reads_a_finished_run_back_with_the_weights_it_kept(tmp_path, monkeypatch, kept):
     from wrnlib.model import WideResNet
 
-    real = runs.load_run_model
+    real = runfolder.load_run_model
     config = TrainConfig(name="r", out_dir=str(tmp_path), depth=10, width=1)
     run = tmp_path / "r"
-    runs.start_run_folder(config, {"device": "cpu"})
-    runs.write_metrics(run / runs.METRICS, [{"epoch": 1, "lr": 0.1, "train_loss": 2.0, "train_acc": 0.25,
+    runfolder.create(config, {"device": "cpu"})
+    runfolder.write_metrics(run / runfolder.METRICS, [{"epoch": 1, "lr": 0.1, "train_loss": 2.0, "train_acc": 0.25,
                                              "val_loss": 2.1, "val_acc": 0.2, "test_loss": 2.2, "test_acc": 0.3}])
-    runs.write_json(run / runs.SUMMARY, {"test_acc": 0.3})
+    files.write_json(run / runfolder.SUMMARY, {"test_acc": 0.3})
     model = WideResNet(10, 1, 10)
     if kept == "fp16":
-        runs.save_fp16_model(model, run / runs.MODEL_FP16)
+        checkpoints.save_fp16(model, run / runfolder.MODEL_FP16)
     elif kept == "state":
-        runs.save_checkpoint({"epoch": 1, "model": model.state_dict(), "optimizer": {}, "metrics": []}, run)
+        checkpoints.save({"epoch": 1, "model": model.state_dict(), "optimizer": {}, "metrics": []}, run / runfolder.STATE)
     asked = []  # the device the model is loaded on: the CPU, even where a GPU is visible
-    monkeypatch.setattr(runs, "load_run_model", lambda *args, **kwargs: asked.append((args, kwargs)) or real(
+    monkeypatch.setattr(runfolder, "load_run_model", lambda *args, **kwargs: asked.append((args, kwargs)) or real(
         *args, **kwargs))
-    result = runs.read_result(run)
+    result = runfolder.read_result(run)
     assert asked == ([] if kept == "none" else [((run,), {"device": "cpu"})])
-    assert result.run_dir == run and result.config == runs.load_config(run) and result.summary == {"test_acc": 0.3}
+    assert result.run_dir == run and result.config == runfolder.load_config(run) and result.summary == {"test_acc": 0.3}
     assert [m["test_acc"] for m in result.metrics] == [0.3]
     if kept == "none":
         assert result.model is None
@@ -253,15 +253,15 @@ def test_read_result_reads_a_finished_run_back_with_the_weights_it_kept(tmp_path
     for key, value in result.model.state_dict().items():
         want = expected[key].half().float() if kept == "fp16" and value.is_floating_point() else expected[key]
         assert value.device.type == "cpu" and torch.equal(value, want), key
-    assert runs.read_result(run, with_model=False).model is None
+    assert runfolder.read_result(run, with_model=False).model is None
 
 
 def test_checkpoint_epoch_names_the_checkpoint_or_its_absence(tmp_path):
-    assert runs.checkpoint_epoch(tmp_path) == "none yet"
-    runs.save_checkpoint({"epoch": 4, "model": {}, "optimizer": {}, "metrics": []}, tmp_path)
-    assert runs.checkpoint_epoch(tmp_path) == "end of epoch 4"
-    (tmp_path / runs.STATE).write_bytes(b"not a checkpoint")
-    assert runs.checkpoint_epoch(tmp_path) == "unreadable"
+    assert runfolder.checkpoint_epoch(tmp_path) is None
+    checkpoints.save({"epoch": 4, "model": {}, "optimizer": {}, "metrics": []}, tmp_path / runfolder.STATE)
+    assert runfolder.checkpoint_epoch(tmp_path) == 4
+    (tmp_path / runfolder.STATE).write_bytes(b"not a checkpoint")
+    assert runfolder.checkpoint_epoch(tmp_path) is None  # unreadable: no epoch to continue from
 
 
 @pytest.fixture
@@ -270,24 +270,24 @@ def kept_run(tmp_path):
     from wrnlib.model import WideResNet
 
     config = TrainConfig(name="kept", out_dir=str(tmp_path), depth=10, width=1, data_dir="/nowhere", test_limit=40)
-    runs.start_run_folder(config, {"device": "cpu"})
+    runfolder.create(config, {"device": "cpu"})
     torch.manual_seed(0)
-    runs.save_fp16_model(WideResNet(10, 1, 10), tmp_path / "kept" / runs.MODEL_FP16)
+    checkpoints.save_fp16(WideResNet(10, 1, 10), tmp_path / "kept" / runfolder.MODEL_FP16)
     return tmp_path / "kept"
 
 
-@pytest.mark.parametrize("kwargs, needle", [
-    ({"batch_size": 0}, "batch size must be an integer >= 1; got 0"),
-    ({"batch_size": True}, "batch size must be an integer >= 1; got True"),
-    ({"batch_size": 8.0}, "batch size must be an integer >= 1; got 8.0"),
-    ({"test_limit": -1}, "--test-limit must be an integer >= 0 (0: all test images); got -1"),
-    ({"test_limit": True}, "got True"),
-    ({"test_limit": "5"}, "got '5'"),
+@pytest.mark.parametrize("flags, needle", [
+    (["--batch-size", "0"], "argument --batch-size: expected an integer >= 1, got 0"),
+    (["--batch-size", "8.0"], "argument --batch-size: expected an integer >= 1, got '8.0'"),
+    (["--test-limit", "-1"], "argument --test-limit: expected an integer >= 0, got -1"),
+    (["--test-limit", "five"], "argument --test-limit: expected an integer >= 0, got 'five'"),
 ])
-def test_evaluate_run_refuses_bad_settings_before_loading_anything(kept_run, kwargs, needle):
-    with pytest.raises(ValueError) as raised:
-        runs.evaluate_run(kept_run, device="cpu", **kwargs)
-    assert needle in str(raised.value)
+def test_evaluate_refuses_bad_settings_before_loading_anything(kept_run, monkeypatch, capsys, flags, needle):
+    from wrnlib.cli import main
+
+    monkeypatch.setattr(evaluation, "load_run_model", lambda *args, **kwargs: pytest.fail("loaded the run"))
+    assert main(["evaluate", str(kept_run), "--device", "cpu", *flags]) == 2
+    assert capsys.readouterr().err == f"error: {needle} (see `python -m wrnlib evaluate --help`)\n"
 
 
 def test_evaluate_run_reads_the_test_set_it_is_given_at_the_edges_of_its_settings(kept_run):
@@ -295,16 +295,16 @@ def test_evaluate_run_reads_the_test_set_it_is_given_at_the_edges_of_its_setting
 
     sample = load_cifar10("sample", test_only=True)
     # batch size 1 and a limit of 5 are allowed; data_dir overrides the config's (which does not exist here)
-    report = runs.evaluate_run(kept_run, data_dir="sample", device="cpu", batch_size=1, test_limit=5, tta=False)
+    report = evaluation.evaluate_run(kept_run, data_dir="sample", device="cpu", batch_size=1, test_limit=5, tta=False)
     assert report["test_images"] == 5 and report["test_acc_tta"] is None
     # 0 means every test image; None means the images the run was scored on (its config's test_limit)
-    assert runs.evaluate_run(kept_run, data_dir="sample", device="cpu", test_limit=0)["test_images"] == len(
+    assert evaluation.evaluate_run(kept_run, data_dir="sample", device="cpu", test_limit=0)["test_images"] == len(
         sample.test_labels)
-    assert runs.evaluate_run(kept_run, data_dir="sample", device="cpu")["test_images"] == 40
+    assert evaluation.evaluate_run(kept_run, data_dir="sample", device="cpu")["test_images"] == 40
     assert report["test_data_checksum"] == sample.test_checksum
     if not torch.cuda.is_available():  # a GPU asked for where none is visible: an error, not a CPU evaluation
         with pytest.raises(ValueError, match="no CUDA GPU is visible"):
-            runs.evaluate_run(kept_run, data_dir="sample", device="cuda")
+            evaluation.evaluate_run(kept_run, data_dir="sample", device="cuda")
 
 
 def test_every_field_of_an_evaluation_is_what_it_says(kept_run, monkeypatch, capsys):
@@ -320,12 +320,12 @@ def test_every_field_of_an_evaluation_is_what_it_says(kept_run, monkeypatch, cap
         calls.append((model, images, labels, kwargs, result))
         return result
 
-    monkeypatch.setattr(engine, "evaluate", spy)
-    monkeypatch.setattr(engine, "keep_freed_memory", lambda: freed.append(True))
+    monkeypatch.setattr(evaluation, "evaluate", spy)
+    monkeypatch.setattr(evaluation, "keep_freed_memory", lambda: freed.append(True))
     # a fixed commit to compare with: in CI a second call to git once answered "unknown" where the first had not
     monkeypatch.setenv("WRNLIB_GIT_COMMIT", "0123abc")
-    (kept_run / runs.SUMMARY).write_text(json.dumps({"test_acc": 0.5, "test_acc_tta": 0.25, "test_images": 40}))
-    report = runs.evaluate_run(kept_run, data_dir="sample", device="cpu", batch_size=7, progress=True,
+    (kept_run / runfolder.SUMMARY).write_text(json.dumps({"test_acc": 0.5, "test_acc_tta": 0.25, "test_images": 40}))
+    report = evaluation.evaluate_run(kept_run, data_dir="sample", device="cpu", batch_size=7, progress=True,
                                on_start=lambda config, images: started.append((config.name, images)))
     assert started == [("kept", 40)] and freed == [True]  # on the CPU, freed activations stay mapped
     (model, images, labels, plain_kwargs, plain), (_, _, _, flip_kwargs, flipped) = calls
@@ -335,21 +335,21 @@ def test_every_field_of_an_evaluation_is_what_it_says(kept_run, monkeypatch, cap
     assert flip_kwargs == {"batch_size": 7, "tta": True, "progress": "flip-TTA"}
     assert not model.training and next(model.parameters()).dtype == torch.float32
     assert report == {
-        "run": str(kept_run), "device": runs.device_name(torch.device("cpu")), "torch": torch.__version__,
+        "run": str(kept_run), "device": device.device_name(torch.device("cpu")), "torch": torch.__version__,
         "git_commit": "0123abc", "test_images": 40,
         "test_data_checksum": load_cifar10("sample", test_only=True).test_checksum,
         "test_acc": plain["acc"], "test_acc_tta": flipped["acc"], "test_loss": plain["loss"],
         "recorded_test_acc": 0.5, "recorded_test_acc_tta": 0.25,
-        **runs._agreement(kept_run, report, {"test_acc": 0.5, "test_acc_tta": 0.25}),
+        **evaluation._agreement(kept_run, report, {"test_acc": 0.5, "test_acc_tta": 0.25}),
     }
     assert "agrees" in report
     calls.clear()
-    quiet = runs.evaluate_run(kept_run, data_dir="sample", device="cpu", test_limit=20, tta=False)
+    quiet = evaluation.evaluate_run(kept_run, data_dir="sample", device="cpu", test_limit=20, tta=False)
     assert [kwargs for *_, kwargs, _ in calls] == [{"batch_size": 500, "progress": False}]
     # other images than the run's: the recorded numbers are shown, but no verdict is given
     assert quiet["recorded_test_acc"] == 0.5 and "agrees" not in quiet and quiet["test_acc_tta"] is None
-    (kept_run / runs.SUMMARY).write_text(json.dumps({"test_acc": 0.5, "test_images": 10}))
-    assert "agrees" not in runs.evaluate_run(kept_run, data_dir="sample", device="cpu", tta=False)
+    (kept_run / runfolder.SUMMARY).write_text(json.dumps({"test_acc": 0.5, "test_images": 10}))
+    assert "agrees" not in evaluation.evaluate_run(kept_run, data_dir="sample", device="cpu", tta=False)
 
 
 def test_evaluate_run_reads_only_the_test_file_of_the_folder_given_or_else_the_runs_own(kept_run, tmp_path):
@@ -361,17 +361,17 @@ def test_evaluate_run_reads_only_the_test_file_of_the_folder_given_or_else_the_r
     only_test.mkdir()
     with np.load(sample_dir() / "test.npz") as archive:
         np.savez(only_test / "test.npz", images=archive["images"][:50], labels=archive["labels"][:50])
-    given = runs.evaluate_run(kept_run, data_dir=str(only_test), device="cpu", test_limit=0, tta=False)
+    given = evaluation.evaluate_run(kept_run, data_dir=str(only_test), device="cpu", test_limit=0, tta=False)
     assert given["test_images"] == 50
-    config = json.loads((kept_run / runs.CONFIG).read_text())
-    (kept_run / runs.CONFIG).write_text(json.dumps(config | {"data_dir": str(only_test)}))
-    own = runs.evaluate_run(kept_run, device="cpu", test_limit=0, tta=False)  # the folder the run names
+    config = json.loads((kept_run / runfolder.CONFIG).read_text())
+    (kept_run / runfolder.CONFIG).write_text(json.dumps(config | {"data_dir": str(only_test)}))
+    own = evaluation.evaluate_run(kept_run, device="cpu", test_limit=0, tta=False)  # the folder the run names
     assert own["test_images"] == 50 and own["test_data_checksum"] == given["test_data_checksum"]
     # an older summary.json without test_images: the run's own images are assumed, and a verdict given
-    unjudged = runs.evaluate_run(kept_run, device="cpu", tta=False)
+    unjudged = evaluation.evaluate_run(kept_run, device="cpu", tta=False)
     assert "agrees" not in unjudged  # no summary.json: nothing recorded to agree with
-    (kept_run / runs.SUMMARY).write_text(json.dumps({"test_acc": unjudged["test_acc"]}))
-    assert runs.evaluate_run(kept_run, device="cpu", tta=False)["agrees"] is True
+    (kept_run / runfolder.SUMMARY).write_text(json.dumps({"test_acc": unjudged["test_acc"]}))
+    assert evaluation.evaluate_run(kept_run, device="cpu", tta=False)["agrees"] is True
 
 
 def _report(acc: float, tta: float | None, images: int = 10_000, checksum: str = "a" * 64) -> dict:
@@ -387,22 +387,22 @@ def _report(acc: float, tta: float | None, images: int = 10_000, checksum: str =
     (_report(0.50, None, 600), {"test_acc": 0.50 - 3 / 600}, False),
 ])
 def test_agreement_allows_what_rounding_explains_and_no_more(tmp_path, report, summary, agrees):
-    (tmp_path / runs.ENV).write_text(json.dumps({"test_data_checksum": "a" * 64}))
-    verdict = runs._agreement(tmp_path, report, summary)
+    (tmp_path / runfolder.ENV).write_text(json.dumps({"test_data_checksum": "a" * 64}))
+    verdict = evaluation._agreement(tmp_path, report, summary)
     assert verdict["agrees"] is agrees and set(verdict) == ({"agrees"} if agrees else {"agrees", "disagreement"})
 
 
 def test_a_disagreement_says_by_how_much_and_names_its_likely_cause(tmp_path):
     report, summary = _report(0.9000, 0.9100), {"test_acc": 0.9000, "test_acc_tta": 0.9211}
-    weights = f"the weights in {runs.MODEL_FP16} do not belong to the run that recorded it"
+    weights = f"the weights in {runfolder.MODEL_FP16} do not belong to the run that recorded it"
     said = (f"{tmp_path}: the recomputed test acc tta 91.00 % differs from the recorded 92.11 % by 111 of 10000 "
             "images, more than rounding explains (10): ")
-    assert runs._agreement(tmp_path, report, summary)["disagreement"] == (
+    assert evaluation._agreement(tmp_path, report, summary)["disagreement"] == (
         said + weights + ", or the test images differ (this run's env.json has no test checksum)")
-    (tmp_path / runs.ENV).write_text(json.dumps({"test_data_checksum": "a" * 64}))
-    assert runs._agreement(tmp_path, report, summary)["disagreement"] == said + weights
-    (tmp_path / runs.ENV).write_text(json.dumps({"test_data_checksum": "b" * 64}))
-    assert runs._agreement(tmp_path, report, summary)["disagreement"] == (
+    (tmp_path / runfolder.ENV).write_text(json.dumps({"test_data_checksum": "a" * 64}))
+    assert evaluation._agreement(tmp_path, report, summary)["disagreement"] == said + weights
+    (tmp_path / runfolder.ENV).write_text(json.dumps({"test_data_checksum": "b" * 64}))
+    assert evaluation._agreement(tmp_path, report, summary)["disagreement"] == (
         said + "the test images differ from the run's (their checksum is not the one in env.json)")
 
 
@@ -411,31 +411,31 @@ def test_the_evaluated_weights_are_the_kept_model_or_else_the_checkpoints_ema(tm
 
     config = TrainConfig(name="w", out_dir=str(tmp_path), depth=10, width=1, dropout=0.3)
     run = tmp_path / "w"
-    runs.start_run_folder(config, {"device": "cpu"})
+    runfolder.create(config, {"device": "cpu"})
     with pytest.raises(FileNotFoundError) as missing:
-        runs.load_run_model(run)
-    assert str(missing.value) == (f"{run} holds neither {runs.MODEL_FP16} nor {runs.STATE}; train with "
+        runfolder.load_run_model(run)
+    assert str(missing.value) == (f"{run} holds neither {runfolder.MODEL_FP16} nor {runfolder.STATE}; train with "
                                   "--save-model (or keep the resume checkpoint) to evaluate later")
     torch.manual_seed(0)
     live, averaged, kept = WideResNet(10, 1), WideResNet(10, 1), WideResNet(10, 1)
     checkpoint = {"epoch": 1, "model": live.state_dict(), "optimizer": {}, "metrics": []}
     for ema, expected in ((None, live), ({"module": averaged.state_dict(), "updates": 5, "decay": 0.9}, averaged)):
-        runs.save_checkpoint(checkpoint | {"ema": ema}, run)
-        model, loaded_config = runs.load_run_model(run)  # "auto": this machine's device, the CPU here
+        checkpoints.save(checkpoint | {"ema": ema}, run / runfolder.STATE)
+        model, loaded_config = runfolder.load_run_model(run)  # "auto": this machine's device, the CPU here
         assert loaded_config == config and not model.training
         assert all(torch.equal(model.state_dict()[k], v) for k, v in expected.state_dict().items())
     # the run's dropout is rebuilt with the model, so that a resumed or fine-tuned model trains as it did
     assert [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)] == [0.3] * 3
-    runs.save_fp16_model(kept, run / runs.MODEL_FP16)  # preferred over the checkpoint when both are there
-    weights = runs.load_model_weights(run)
+    checkpoints.save_fp16(kept, run / runfolder.MODEL_FP16)  # preferred over the checkpoint when both are there
+    weights = runfolder.load_model_weights(run)
     for key, value in kept.state_dict().items():
         assert weights[key].dtype == (torch.float32 if value.is_floating_point() else value.dtype), key
         assert torch.equal(weights[key], value.half().float() if value.is_floating_point() else value), key
     for not_weights in ({"fc.weight": 1.0}, [torch.zeros(1)]):
-        torch.save(not_weights, run / runs.MODEL_FP16)
-        with pytest.raises(runs.CheckpointError) as wrong:
-            runs.load_model_weights(run)
-        assert str(wrong.value) == (f"{run / runs.MODEL_FP16} does not hold a model's weights; re-train with "
+        torch.save(not_weights, run / runfolder.MODEL_FP16)
+        with pytest.raises(checkpoints.CheckpointError) as wrong:
+            runfolder.load_model_weights(run)
+        assert str(wrong.value) == (f"{run / runfolder.MODEL_FP16} does not hold a model's weights; re-train with "
                                     "--save-model")
 
 
@@ -443,27 +443,27 @@ def test_weights_of_another_shape_or_no_run_folder_are_named_as_such(tmp_path):
     from wrnlib.model import WideResNet
 
     with pytest.raises(FileNotFoundError) as no_run:
-        runs.load_run_model(tmp_path)
-    assert str(no_run.value) == (f"{tmp_path} is not a run folder (no {runs.CONFIG}); pass a folder such as "
+        runfolder.load_run_model(tmp_path)
+    assert str(no_run.value) == (f"{tmp_path} is not a run folder (no {runfolder.CONFIG}); pass a folder such as "
                                  "results/runs/<name>")
-    runs.start_run_folder(TrainConfig(name="w", out_dir=str(tmp_path), depth=10, width=1), {"device": "cpu"})
+    runfolder.create(TrainConfig(name="w", out_dir=str(tmp_path), depth=10, width=1), {"device": "cpu"})
     wider = WideResNet(10, 2)
-    runs.save_fp16_model(wider, tmp_path / "w" / runs.MODEL_FP16)
+    checkpoints.save_fp16(wider, tmp_path / "w" / runfolder.MODEL_FP16)
     with pytest.raises(RuntimeError) as torch_says:
-        WideResNet(10, 1).load_state_dict(runs.load_model_weights(tmp_path / "w"))
+        WideResNet(10, 1).load_state_dict(runfolder.load_model_weights(tmp_path / "w"))
     last_line = [line.strip() for line in str(torch_says.value).splitlines() if line.strip()][-1]
     assert len(last_line) > 120  # so that the cut is seen
-    with pytest.raises(runs.CheckpointError) as mismatch:
-        runs.load_run_model(tmp_path / "w")
+    with pytest.raises(checkpoints.CheckpointError) as mismatch:
+        runfolder.load_run_model(tmp_path / "w")
     assert str(mismatch.value) == (f"the weights in {tmp_path / 'w'} do not fit WRN-10-1 ({last_line[:120]}); the "
                                    "files of this run folder do not belong together")
 
 
 def test_json_files_write_tuples_sets_and_paths_and_refuse_anything_else(tmp_path):
-    runs.write_json(tmp_path / "a.json", {"t": (1, 2), "s": {3}, "p": Path("x") / "y"})
+    files.write_json(tmp_path / "a.json", {"t": (1, 2), "s": {3}, "p": Path("x") / "y"})
     assert json.loads((tmp_path / "a.json").read_text()) == {"t": [1, 2], "s": [3], "p": "x/y"}
     with pytest.raises(TypeError, match="^not JSON serialisable: object$"):
-        runs.write_json(tmp_path / "b.json", {"o": object()})
+        files.write_json(tmp_path / "b.json", {"o": object()})
 
 
 class _Crafted:
@@ -477,15 +477,15 @@ UNREADABLE = ("cannot read {}: it is truncated or corrupt ({}); delete it and re
 
 
 def _load_error(path) -> str:
-    with pytest.raises(runs.CheckpointError) as raised:
-        runs.safe_torch_load(path)
+    with pytest.raises(checkpoints.CheckpointError) as raised:
+        checkpoints.safe_torch_load(path)
     return str(raised.value)
 
 
 def test_safe_torch_load_gives_back_tensors_and_refuses_a_pickle_that_asks_for_code(tmp_path, monkeypatch):
     good = tmp_path / "good.pt"
     torch.save({"w": torch.arange(3.0)}, good)
-    assert torch.equal(runs.safe_torch_load(good)["w"], torch.arange(3.0))
+    assert torch.equal(checkpoints.safe_torch_load(good)["w"], torch.arange(3.0))
     assert _load_error(tmp_path / "missing.pt") == f"{tmp_path / 'missing.pt'} does not exist"
     crafted = tmp_path / "crafted.pt"
     torch.save({"w": _Crafted()}, crafted)
@@ -529,22 +529,22 @@ def test_the_environment_records_the_machine_and_library_versions_a_run_ran_with
 
     import numpy
 
-    env = runs.environment(torch.device("cpu"), "sum", "sample")
+    env = provenance.environment(torch.device("cpu"), "sum", "sample")
     assert env["python"] == platform.python_version() == sys.version.split()[0]
     assert (env["torch"], env["numpy"], env["platform"]) == (torch.__version__, numpy.__version__, platform.platform())
     assert env["cuda"] is None and env["cudnn"] is None  # a CPU run: no CUDA or cuDNN version, even in a CUDA build
     cpu = env["cpu"]
     assert set(cpu) == {"model", "isa", "amx_bf16", "avx512_bf16", "threads", "interop_threads"}
-    assert (cpu["model"], cpu["isa"]) == (runs.cpu_model(), torch.backends.cpu.get_cpu_capability())
+    assert (cpu["model"], cpu["isa"]) == (device.cpu_model(), torch.backends.cpu.get_cpu_capability())
     assert (cpu["threads"], cpu["interop_threads"]) == (torch.get_num_threads(), torch.get_num_interop_threads())
     assert (env["data_checksum"], env["data_source"]) == ("sum", "sample")
 
 
 def test_a_resume_checkpoint_without_model_weights_is_named_when_its_weights_are_asked_for(tmp_path):
-    torch.save({"epoch": 1, "model": {"w": "not a tensor"}, "optimizer": {}, "metrics": []}, tmp_path / runs.STATE)
-    with pytest.raises(runs.CheckpointError) as raised:
-        runs.load_model_weights(tmp_path)
-    assert str(raised.value) == f"{tmp_path / runs.STATE} does not hold a model's weights; re-train with --save-model"
+    torch.save({"epoch": 1, "model": {"w": "not a tensor"}, "optimizer": {}, "metrics": []}, tmp_path / runfolder.STATE)
+    with pytest.raises(checkpoints.CheckpointError) as raised:
+        runfolder.load_model_weights(tmp_path)
+    assert str(raised.value) == f"{tmp_path / runfolder.STATE} does not hold a model's weights; re-train with --save-model"
 
 
 _NO_SPACE = OSError(errno.ENOSPC, "No space left on device")
@@ -566,13 +566,13 @@ def test_a_failed_write_leaves_no_partial_file_keeps_the_previous_one_and_says_w
 
     advice = "free disk space or check the folder's permissions"
     with pytest.raises(OSError) as raised:
-        runs._atomic(path, fails_half_way)
+        files.write_atomic(path, fails_half_way)
     assert (raised.value.errno, raised.value.strerror) == (code, f"could not write {path} ({reason}); nothing was "
                                                                  f"written; {advice}")
     assert list(tmp_path.iterdir()) == []
     path.write_bytes(b"old")
     with pytest.raises(OSError) as raised:
-        runs._atomic(path, fails_half_way)
+        files.write_atomic(path, fails_half_way)
     assert raised.value.strerror == f"could not write {path} ({reason}); the previous file is intact; {advice}"
     assert [p.name for p in tmp_path.iterdir()] == ["state.pt"] and path.read_bytes() == b"old"
 
@@ -580,7 +580,7 @@ def test_a_failed_write_leaves_no_partial_file_keeps_the_previous_one_and_says_w
 def test_a_write_into_a_missing_folder_says_so(tmp_path):
     path = tmp_path / "gone" / "config.json"
     with pytest.raises(OSError) as raised:
-        runs.write_json(path, {"a": 1})
+        files.write_json(path, {"a": 1})
     assert (raised.value.errno, raised.value.strerror) == (errno.ENOENT, (
         f"could not write {path} (No such file or directory); nothing was written; free disk space or check the "
         f"folder's permissions"))
@@ -590,18 +590,18 @@ def test_a_run_folder_that_fails_to_start_leaves_what_was_there_before(tmp_path)
     config = TrainConfig(name="r", out_dir=str(tmp_path))
     unwritable_env = {"device": object()}  # env.json cannot hold it: the start fails after config.json
     with pytest.raises(TypeError, match="not JSON serialisable: object"):
-        runs.start_run_folder(config, unwritable_env)
+        runfolder.create(config, unwritable_env)
     assert not config.run_dir.exists()  # made by the start, so removed with it
     config.run_dir.mkdir()
     with pytest.raises(TypeError):
-        runs.start_run_folder(config, unwritable_env)
+        runfolder.create(config, unwritable_env)
     assert config.run_dir.is_dir() and list(config.run_dir.iterdir()) == []  # there before: kept, emptied
 
 
 def test_json_and_metrics_are_written_for_readable_diffs(tmp_path):
-    runs.write_json(tmp_path / "a.json", {"a": [1]})
+    files.write_json(tmp_path / "a.json", {"a": [1]})
     assert (tmp_path / "a.json").read_bytes() == b'{\n  "a": [\n    1\n  ]\n}\n'  # two-space indent, final newline
-    runs.write_metrics(tmp_path / runs.METRICS, [{"epoch": 1, "train_loss": 0.123456789}])
-    written = (tmp_path / runs.METRICS).read_bytes()
+    runfolder.write_metrics(tmp_path / runfolder.METRICS, [{"epoch": 1, "train_loss": 0.123456789}])
+    written = (tmp_path / runfolder.METRICS).read_bytes()
     assert b"\r" not in written  # Unix line ends, as git keeps them
     assert b",0.123457," in written and b"0.1234567" not in written  # six significant digits

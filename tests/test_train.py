@@ -7,12 +7,13 @@ import re
 import pytest
 import torch
 
+import wrnlib.device as devices
+import wrnlib.progress as progress
 import wrnlib.train as train_module
-from wrnlib import runs
-from wrnlib.runs import evaluate_run
+from wrnlib import NonFiniteLossError, RunExistsError, checkpoints, device, distributed, files, fit, runfolder
 from wrnlib.config import TrainConfig
 from wrnlib.data import DataError
-from wrnlib.train import NonFiniteLossError, RunExistsError, fit
+from wrnlib.evaluation import evaluate_run
 
 
 def tiny(tmp_path, **overrides) -> TrainConfig:
@@ -34,21 +35,21 @@ def test_end_to_end_training_beats_chance_and_writes_the_run_folder(real_data, t
     assert result.metrics[-1]["train_loss"] < result.metrics[0]["train_loss"]
 
     run_dir = tmp_path / "e2e"
-    assert runs.load_config(run_dir) == config
-    env = json.loads((run_dir / runs.ENV).read_text())
+    assert runfolder.load_config(run_dir) == config
+    env = json.loads((run_dir / runfolder.ENV).read_text())
     assert env["data_checksum"] == real_data.checksum and env["torch"] == torch.__version__
     assert {"device", "python", "torchvision", "git_commit"} <= set(env)
-    rows = runs.read_metrics(run_dir)
+    rows = runfolder.read_metrics(run_dir)
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5] == [r["epoch"] for r in seen]
     assert all(0 <= r["test_acc"] <= 1 and r["lr"] >= 0 for r in rows)
     assert rows[-1]["train_time_s"] == pytest.approx(sum(r["epoch_time_s"] for r in rows), rel=1e-4)
-    summary = json.loads((run_dir / runs.SUMMARY).read_text())
+    summary = json.loads((run_dir / runfolder.SUMMARY).read_text())
     assert summary["best_val_acc"] == pytest.approx(max(r["val_acc"] for r in rows), abs=1e-6)
     assert summary["test_images"] == (1000 if full else len(real_data.test_labels))
     assert summary["params"] == 77_850
 
     # the committed fp16 checkpoint reproduces the recorded accuracy exactly on this device
-    weights = torch.load(run_dir / runs.MODEL_FP16, weights_only=True)
+    weights = torch.load(run_dir / runfolder.MODEL_FP16, weights_only=True)
     assert weights["fc.weight"].dtype == torch.float16
     report = evaluate_run(run_dir, data_dir=real_data.source)
     assert report["test_acc"] == summary["test_acc"]
@@ -68,18 +69,18 @@ def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(real_dat
     config = tiny(tmp_path, name="resumed", **settings)
     with pytest.raises(KeyboardInterrupt):
         fit(config, data=real_data, on_epoch_end=interrupt_after_epoch_2)
-    assert torch.load(tmp_path / "resumed" / runs.STATE, weights_only=True)["epoch"] == 2
+    assert torch.load(tmp_path / "resumed" / runfolder.STATE, weights_only=True)["epoch"] == 2
     resumed = fit(config, existing="resume", data=real_data)
 
-    a = torch.load(tmp_path / "straight" / runs.STATE, weights_only=True)
-    b = torch.load(tmp_path / "resumed" / runs.STATE, weights_only=True)
+    a = torch.load(tmp_path / "straight" / runfolder.STATE, weights_only=True)
+    b = torch.load(tmp_path / "resumed" / runfolder.STATE, weights_only=True)
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
     for key in a["ema"]["module"]:
         assert torch.equal(a["ema"]["module"][key], b["ema"]["module"][key]), key
     assert [r["train_loss"] for r in straight.metrics] == [r["train_loss"] for r in resumed.metrics]
     assert straight.summary["test_acc"] == resumed.summary["test_acc"]
-    assert len(runs.read_metrics(tmp_path / "resumed")) == 3
+    assert len(runfolder.read_metrics(tmp_path / "resumed")) == 3
 
 
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(real_data, tmp_path, monkeypatch):
@@ -97,23 +98,34 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(real_data, tm
     monkeypatch.setattr(train_module, "make_train_step", poisoned_after_first_epoch)
     with pytest.raises(NonFiniteLossError, match=r"epoch 2.*end of epoch 1.*--lr"):
         fit(tiny(tmp_path, epochs=3), data=real_data)
-    state = torch.load(tmp_path / "tiny" / runs.STATE, weights_only=True)
+    state = torch.load(tmp_path / "tiny" / runfolder.STATE, weights_only=True)
     assert state["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
-    assert len(runs.read_metrics(tmp_path / "tiny")) == 1
+    assert len(runfolder.read_metrics(tmp_path / "tiny")) == 1
 
 
 def test_an_existing_run_is_never_overwritten(real_data, tmp_path):
     fit(tiny(tmp_path, epochs=1), data=real_data)
-    metrics = (tmp_path / "tiny" / runs.METRICS).read_bytes()
+    metrics = (tmp_path / "tiny" / runfolder.METRICS).read_bytes()
     with pytest.raises(RunExistsError, match="--resume"):
         fit(tiny(tmp_path, epochs=1, lr=0.05), data=real_data)
-    assert (tmp_path / "tiny" / runs.METRICS).read_bytes() == metrics
+    assert (tmp_path / "tiny" / runfolder.METRICS).read_bytes() == metrics
 
 
-def _interrupted_at_once(self, epoch, progress=None):
-    """Stands in for Trainer.train_epoch stopped by Ctrl-C before its first step."""
-    raise KeyboardInterrupt
+def _interrupted_at_step(n):
+    """Stands in for make_train_step: a step that Ctrl-C stops at its ``n``-th call (counting from 1)."""
+    real_make_step, calls = train_module.make_train_step, []
+
+    def make_step(*args, **kwargs):
+        step = real_make_step(*args, **kwargs)
+
+        def interrupted(x, targets):
+            calls.append(1)
+            if len(calls) == n:
+                raise KeyboardInterrupt
+            return step(x, targets)
+        return interrupted
+    return make_step
 
 
 def test_resume_errors_are_specific(real_data, tmp_path):
@@ -131,8 +143,8 @@ def test_resume_errors_are_specific(real_data, tmp_path):
 
 
 def test_fit_refuses_a_run_folder_that_another_process_is_training(real_data, tmp_path):
-    with runs.folder_lock(tmp_path / "tiny"):  # flock: a second open of the lock file conflicts, as another process's
-        with pytest.raises(runs.FolderLockedError, match="^" + re.escape(f"{tmp_path / 'tiny'} is in use")):
+    with files.folder_lock(tmp_path / "tiny"):  # flock: a second open of the lock file conflicts, as another process's
+        with pytest.raises(files.FolderLockedError, match="^" + re.escape(f"{tmp_path / 'tiny'} is in use")):
             fit(tiny(tmp_path), data=real_data)
 
 
@@ -142,16 +154,16 @@ def test_fit_says_what_it_does_with_each_kind_of_folder_it_finds(real_data, tmp_
     (run_dir / "notes.txt").write_text("mine")
     with pytest.raises(RunExistsError) as raised:  # a folder that is not a run
         fit(config, data=real_data, existing="reuse")
-    assert str(raised.value) == (f"{run_dir} exists but is not a run folder (no {runs.CONFIG}); choose another "
+    assert str(raised.value) == (f"{run_dir} exists but is not a run folder (no {runfolder.CONFIG}); choose another "
                                  f"--name or --out-dir (nothing was changed)")
     assert [p.name for p in run_dir.iterdir()] == ["notes.txt"]
     (run_dir / "notes.txt").unlink()
 
     with monkeypatch.context() as patch:  # stopped in its first epoch: no checkpoint
-        patch.setattr(train_module.Trainer, "train_epoch", _interrupted_at_once)
+        patch.setattr(train_module, "make_train_step", _interrupted_at_step(1))
         with pytest.raises(KeyboardInterrupt):
             fit(config, data=real_data)
-    assert runs.status(run_dir) == "unstarted"
+    assert runfolder.status(run_dir) == "unstarted"
     capsys.readouterr()
 
     def stop_after_the_first_epoch(row):
@@ -165,7 +177,7 @@ def test_fit_says_what_it_does_with_each_kind_of_folder_it_finds(real_data, tmp_
     assert capsys.readouterr().out == f"{run_dir} was interrupted: resuming it\n"
     read_back = fit(config, data=real_data, existing="resume")
     assert capsys.readouterr().out == f"{run_dir} is already finished: reading it back instead of training again\n"
-    assert read_back.metrics == runs.read_metrics(run_dir) and len(resumed.metrics) == 2
+    assert read_back.metrics == runfolder.read_metrics(run_dir) and len(resumed.metrics) == 2
 
 
 @pytest.mark.parametrize("overrides,error,needle", [
@@ -179,7 +191,7 @@ def test_bad_input_gets_a_clear_error_before_any_training(real_data, tmp_path, o
     data = None if "data_dir" in overrides else real_data
     with pytest.raises(error, match=needle):
         fit(tiny(tmp_path, **overrides), data=data)
-    assert not (tmp_path / "tiny" / runs.STATE).exists()
+    assert not (tmp_path / "tiny" / runfolder.STATE).exists()
 
 
 def test_warmup_starts_above_zero_and_reaches_the_peak(real_data, tmp_path, monkeypatch):
@@ -205,7 +217,7 @@ def test_warmup_starts_above_zero_and_reaches_the_peak(real_data, tmp_path, monk
 
 def test_summary_separates_training_from_evaluation_time(real_data, tmp_path):
     result = fit(tiny(tmp_path, epochs=2), data=real_data)
-    rows, summary = runs.read_metrics(tmp_path / "tiny"), result.summary
+    rows, summary = runfolder.read_metrics(tmp_path / "tiny"), result.summary
     assert summary["train_time_s"] == pytest.approx(sum(r["epoch_time_s"] for r in rows), rel=1e-4)
     assert summary["eval_time_s"] == pytest.approx(sum(r["eval_time_s"] for r in rows), rel=1e-4)
     assert all(r["eval_time_s"] > 0 for r in rows)
@@ -215,24 +227,21 @@ def test_summary_separates_training_from_evaluation_time(real_data, tmp_path):
 # --------------------------------------------------------------------------- what a run prints
 
 
-def _trainer(world: int, device: str = "auto"):
-    from types import SimpleNamespace
-    return SimpleNamespace(config=TrainConfig(name="r", depth=16, width=2.5, epochs=7, batch_size=128, device=device),
-                           device=torch.device("cpu"), steps_per_epoch=351, precision="bf16 autocast (asked for)",
-                           dist=SimpleNamespace(world=world, backend="gloo"))
-
-
 @pytest.mark.parametrize("world, device", [(1, "auto"), (1, "cpu"), (2, "auto")])
 def test_the_start_line_says_what_trains_where_and_for_how_long(monkeypatch, world, device):
+    from types import SimpleNamespace
+
     asked = []
-    monkeypatch.setattr(train_module, "rough_epoch_seconds", lambda c, train, evals, dev: asked.append(
+    monkeypatch.setattr(progress, "rough_epoch_seconds", lambda c, train, evals, dev: asked.append(
         (train, evals, dev.type)) or 480.0)
-    where = runs.device_name(torch.device("cpu"))
+    where = devices.device_name(torch.device("cpu"))
     if device == "auto":
         where += " (device 'auto': no CUDA GPU is visible, so this runs on the CPU)"
     if world > 1:
         where = f"2 processes (gloo, 64 images each per step), each on {where}"
-    line = train_module._start_line(_trainer(world, device))
+    config = TrainConfig(name="r", depth=16, width=2.5, epochs=7, batch_size=128, device=device)
+    line = progress.start_line(config, 351, torch.device("cpu"), "bf16 autocast (asked for)",
+                               SimpleNamespace(world=world, backend="gloo"))
     assert line == (f"r: WRN-16-2.5, 7 epochs of 351 steps, on {where}; bf16 autocast (asked for); roughly "
                     f"{'8' if world == 1 else '4'} min per epoch")
     assert asked == [(351 * 128, 0, "cpu")]  # one epoch's training images, no evaluation, per process
@@ -241,32 +250,31 @@ def test_the_start_line_says_what_trains_where_and_for_how_long(monkeypatch, wor
 @pytest.mark.parametrize("seconds, text", [(0.4, "under 1 s"), (1, "1 s"), (119.4, "119 s"), (120, "2 min"),
                                            (3600, "60 min")])
 def test_rough_durations(seconds, text):
-    assert train_module.rough_duration(seconds) == text
+    assert progress.rough_duration(seconds) == text
 
 
 def test_the_epoch_line():
     row = {"epoch": 3, "lr": 0.05, "train_loss": 1.2345, "train_acc": 0.5, "val_acc": 0.61234, "test_acc": math.nan,
            "epoch_time_s": 12.34, "images_per_s": 3650.4}
-    assert train_module.format_epoch(row, 10) == ("epoch   3/10  lr 0.0500  train 1.234 50.00%  val 61.23%  test -  "
+    assert progress.format_epoch(row, 10) == ("epoch   3/10  lr 0.0500  train 1.234 50.00%  val 61.23%  test -  "
                                                   "12.3s (3650 img/s)")
-    assert train_module.format_epoch(row).startswith("epoch   3  lr 0.0500")
+    assert progress.format_epoch(row).startswith("epoch   3  lr 0.0500")
 
 
 def test_rough_eval_seconds_is_an_fp32_evaluation_of_the_images(monkeypatch):
     asked = []
-    monkeypatch.setattr(train_module, "rough_epoch_seconds", lambda c, train, evals, dev: asked.append(
+    monkeypatch.setattr(progress, "rough_epoch_seconds", lambda c, train, evals, dev: asked.append(
         (c.precision, c.depth, train, evals, dev.type)) or 3.0)
-    assert train_module.rough_eval_seconds(TrainConfig(depth=16, precision="bf16"), 10_000, "cpu") == 3.0
+    assert progress.rough_eval_seconds(TrainConfig(depth=16, precision="bf16"), 10_000, "cpu") == 3.0
     assert asked == [("fp32", 16, 0, 10_000, "cpu")]
-    train_module.rough_eval_seconds(TrainConfig(depth=16), 10)  # on the device "auto" picks here
-    assert asked[-1][-1] == train_module.resolve_device("auto").type
+    progress.rough_eval_seconds(TrainConfig(depth=16), 10)  # on the device "auto" picks here
+    assert asked[-1][-1] == devices.resolve_device("auto").type
 
 
 def test_the_interrupted_message_says_where_the_checkpoint_is_and_how_to_resume(tmp_path):
     run = tmp_path / "runs" / "r"
     run.mkdir(parents=True)
-    runs.save_checkpoint({"epoch": 2, "model": {}, "optimizer": {}, "metrics": []}, run)
-    assert train_module._interrupted(run, 2) == (
+    assert progress.interrupted(run, 2, 2) == (
         f"\nInterrupted during epoch 3. The checkpoint at the end of epoch 2 is intact in {run}; continue with "
         f"`python -m wrnlib train --resume --name r --out-dir {tmp_path / 'runs'}`.")
 
@@ -276,45 +284,47 @@ def test_the_interrupted_message_says_where_the_checkpoint_is_and_how_to_resume(
 def test_rough_epoch_seconds_is_the_epochs_flops_at_the_measured_rate(monkeypatch, device, precision, threads):
     """3 forward passes' FLOPs per training image (forward and backward), 1 per evaluated image, at the GPU's
     measured rate or the CPU's per thread in the precision chosen, times the threads."""
-    from wrnlib import engine
     from wrnlib.model import forward_flops
 
     monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
     # "auto" on this (pretend) CPU: AVX512-BF16, so bf16
-    monkeypatch.setattr(engine, "cpu_bf16_support", lambda: {"amx_bf16": False, "avx512_bf16": True})
+    monkeypatch.setattr(devices, "cpu_bf16_support", lambda: {"amx_bf16": False, "avx512_bf16": True})
     config = TrainConfig(depth=16, width=2, precision=precision)
-    rate = (train_module.GPU_FLOPS if device == "cuda" else
-            train_module.CPU_FLOPS_PER_THREAD["bf16" if precision == "auto" else precision] * threads)
-    seconds = train_module.rough_epoch_seconds(config, 45_000, 10_000, torch.device(device))
+    rate = (progress.GPU_FLOPS if device == "cuda" else
+            progress.CPU_FLOPS_PER_THREAD["bf16" if precision == "auto" else precision] * threads)
+    seconds = progress.rough_epoch_seconds(config, 45_000, 10_000, torch.device(device))
     assert seconds == pytest.approx(forward_flops(16, 2) * (3 * 45_000 + 10_000) / rate)
 
 
-def test_a_checkpoint_restores_the_cuda_rng_on_a_cuda_device_only(real_data, tmp_path, monkeypatch):
+def test_a_checkpoint_restores_the_cuda_rng_on_a_cuda_device_only(tmp_path, monkeypatch):
     """A GPU run's checkpoint keeps its GPU's CUDA RNG, which goes back into the GPU it resumes on; a CPU resume
     leaves CUDA alone.
 
-    No GPU here, so torch.cuda.set_rng_state is recorded rather than called, and the trainer is
-    told it is on a GPU; everything else in the checkpoint loads on the CPU either way.
+    No GPU here, so torch.cuda.set_rng_state is recorded rather than called, and the state is told it is
+    on a GPU; everything else in the checkpoint loads on the CPU either way.
     """
-    cpu = torch.device("cpu")
-    trainer = train_module.Trainer(tiny(tmp_path), train_module.make_splits(tiny(tmp_path), real_data, cpu), cpu)
-    state = trainer.state_dict(3, [{"epoch": 3}], 1.5)
+    from wrnlib.model import WideResNet
+    from wrnlib.optim import make_sgd
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
+    model = WideResNet(10, 1)
+    optimizer = make_sgd(model, 0.1, 0.9, True, 5e-4, False)
+    config = tiny(tmp_path).to_dict()
+    state = checkpoints.training_state(model, optimizer, None, cpu, [{"epoch": 3}] * 3, 1.5, config)
+    assert state["epoch"] == 3 and state["metrics"] == [{"epoch": 3}] * 3 and state["train_time"] == 1.5
     assert state["rng_cuda"] is None  # a CPU run has no CUDA RNG to keep
-    assert state["config"] == tiny(tmp_path).to_dict()  # the checkpoint says what it was trained with
-    trainer.device = torch.device("cuda", 0)
+    assert state["config"] == config  # the checkpoint says what it was trained with
     monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device: ("the rng of", device))
-    assert trainer.state_dict(3, [], 1.5)["rng_cuda"] == ("the rng of", torch.device("cuda", 0))
-    trainer.device = cpu
+    assert checkpoints.training_state(model, optimizer, None, gpu, [], 1.5, config)["rng_cuda"] == ("the rng of", gpu)
     calls = []
     monkeypatch.setattr(torch.cuda, "set_rng_state", lambda *args, **kwargs: calls.append((args, kwargs)))
     gpu_rng = torch.arange(16, dtype=torch.uint8)
-    assert trainer.load_state_dict(state | {"rng_cuda": gpu_rng}) == (3, [{"epoch": 3}], 1.5)
+    assert checkpoints.restore(state | {"rng_cuda": gpu_rng}, model, optimizer, None, cpu) == ([{"epoch": 3}] * 3, 1.5)
     assert calls == []  # resumed on the CPU
-    trainer.device = torch.device("cuda", 0)
-    trainer.load_state_dict(state)
+    checkpoints.restore(state, model, optimizer, None, gpu)
     assert calls == []  # nothing recorded, nothing to restore
-    trainer.load_state_dict(state | {"rng_cuda": gpu_rng})
-    assert calls == [((gpu_rng, torch.device("cuda", 0)), {})]
+    checkpoints.restore(state | {"rng_cuda": gpu_rng}, model, optimizer, None, gpu)
+    assert calls == [((gpu_rng, gpu), {})]
 
 
 def test_the_summary_names_the_run_its_epochs_its_flops_and_how_the_final_evaluation_was_made(real_data, tmp_path):
@@ -326,42 +336,45 @@ def test_the_summary_names_the_run_its_epochs_its_flops_and_how_the_final_evalua
     result = fit(tiny(tmp_path, epochs=2), data=real_data)
     wall = time.perf_counter() - started
     summary = result.summary
-    assert json.loads((tmp_path / "tiny" / runs.SUMMARY).read_text()) == summary
+    assert json.loads((tmp_path / "tiny" / runfolder.SUMMARY).read_text()) == summary
     assert (summary["name"], summary["epochs"]) == ("tiny", 2)
     assert summary["forward_flops"] == count_forward_flops(result.model) > 0
     final_eval = summary["final_eval"]
     assert set(final_eval) == {"device", "precision", "time_s"}
-    assert final_eval["device"] == runs.device_name(torch.device("cpu"))
+    assert final_eval["device"] == device.device_name(torch.device("cpu"))
     assert final_eval["precision"] == "fp32, TF32 off"  # what `wrnlib evaluate` recomputes from model_fp16.pt
     assert 0 < final_eval["time_s"] < wall
 
 
 def test_a_final_evaluation_that_fails_stops_the_run_saying_so(real_data, tmp_path, monkeypatch):
-    real_evaluate = train_module.Trainer.evaluate
+    real_evaluate = train_module.evaluate
 
-    def final_loss(value):
-        def evaluate(self, images, labels, *, model=None, **kwargs):
-            out = real_evaluate(self, images, labels, model=model, **kwargs)
-            if model is None:  # the per-epoch evaluations stay as they are
+    def final_loss(value, epochs):
+        calls = []
+
+        def evaluate(model, images, labels, **kwargs):
+            calls.append(1)
+            out = real_evaluate(model, images, labels, **kwargs)
+            if len(calls) <= 2 * epochs:  # the validation and test evaluation of every epoch stay as they are
                 return out
             if isinstance(value, Exception):
                 raise value
             return {**out, "loss": value}
         return evaluate
 
-    monkeypatch.setattr(train_module.Trainer, "evaluate", final_loss(math.nan))
+    monkeypatch.setattr(train_module, "evaluate", final_loss(math.nan, epochs=2))
     with pytest.raises(train_module.NonFiniteError) as raised:
         fit(tiny(tmp_path, name="nan", epochs=2), data=real_data)
     run_dir = tmp_path / "nan"
     assert str(raised.value).startswith("test_loss became NaN or infinite in epoch 2 of run nan; the last good "
                                         "checkpoint (") and f") is kept in {run_dir}. Lower --lr" in str(raised.value)
-    assert not (run_dir / runs.SUMMARY).exists()
-    monkeypatch.setattr(train_module.Trainer, "evaluate", final_loss(RuntimeError("the final evaluation broke")))
+    assert not (run_dir / runfolder.SUMMARY).exists()
+    monkeypatch.setattr(train_module, "evaluate", final_loss(RuntimeError("the final evaluation broke"), epochs=1))
     with pytest.raises(RuntimeError, match="^the final evaluation broke$"):  # the error itself, not a later one
         fit(tiny(tmp_path, name="broken", epochs=1), data=real_data)
 
 
-class _TwoEqualRanks(train_module.distributed.Single):
+class _TwoEqualRanks(distributed.Single):
     """Stands in for two data-parallel processes that see the same numbers: this one trains on the first half of
     each global batch, and an all-reduce doubles what it holds. It records what the trainer hands its hooks."""
     world = 2
@@ -389,10 +402,14 @@ class _TwoEqualRanks(train_module.distributed.Single):
 
 def test_an_epoch_reports_its_mean_step_loss_and_the_accuracy_over_the_images_it_trained_on(real_data, tmp_path,
                                                                                            monkeypatch):
-    real_make_step, steps_seen = train_module.make_train_step, []
+    """Under a stand-in for two processes (whose finite-weights count then sums to two, not one), each epoch's row
+    is the mean step loss over steps and processes and the accuracy over every image trained on; every step draws
+    from its own stream, and the batch-norm statistics of the model and its EMA are synchronised every epoch."""
+    real_make_step, steps_seen, built = train_module.make_train_step, [], {}
 
-    def recording(*args, **kwargs):
-        step = real_make_step(*args, **kwargs)
+    def recording(model, *args, **kwargs):
+        built["model"] = model
+        step = real_make_step(model, *args, **kwargs)
 
         def recorded(x, targets):
             loss, logits = step(x, targets)
@@ -400,20 +417,25 @@ def test_an_epoch_reports_its_mean_step_loss_and_the_accuracy_over_the_images_it
             return loss, logits
         return recorded
 
+    class RecordedEMA(train_module.ModelEMA):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            built["ema"] = self
+
     monkeypatch.setattr(train_module, "make_train_step", recording)
+    monkeypatch.setattr(train_module, "ModelEMA", RecordedEMA)
     config, dist = tiny(tmp_path, ema_decay=0.9), _TwoEqualRanks(torch.device("cpu"))
-    trainer = train_module.Trainer(config, train_module.make_splits(config, real_data, dist.device), dist.device, dist)
-    steps = trainer.steps_per_epoch
-    for epoch in (0, 1):
-        steps_seen.clear()
-        row = trainer.train_epoch(epoch)
-        losses, hits, sizes = zip(*steps_seen)
+    monkeypatch.setattr(train_module.distributed, "setup", lambda config: dist)
+    rows = fit(config, data=real_data).metrics
+    steps = 256 // 64
+    for epoch, row in enumerate(rows):
+        losses, hits, sizes = zip(*steps_seen[epoch * steps:(epoch + 1) * steps])
         assert sizes == (config.batch_size // 2,) * steps  # this process's half of every global batch
         assert row["train_loss"] == pytest.approx(sum(losses) / steps, rel=1e-5)  # mean over steps and processes
         assert row["train_acc"] == pytest.approx(sum(hits) / sum(sizes))  # over every image trained on
-        assert row["weights_finite"] == 1.0
-        assert dist.rng_steps[-steps:] == list(range(epoch * steps, (epoch + 1) * steps))  # each step its own stream
-    assert dist.synced == [(trainer.model, trainer.ema.module)] * 2  # batch-norm statistics of both, every epoch
+    assert len(rows) == 2 and len(steps_seen) == 2 * steps
+    assert dist.rng_steps == list(range(2 * steps))  # each step its own stream
+    assert dist.synced == [(built["model"], built["ema"].module)] * 2  # batch-norm statistics of both, every epoch
 
 
 def test_summarize_field_by_field():
@@ -483,7 +505,7 @@ def test_the_progress_bar_counts_every_step_of_the_budget_from_where_the_run_sta
         def close(self):
             pass
 
-    monkeypatch.setattr(train_module, "tqdm", Bar)
+    monkeypatch.setattr(progress, "tqdm", Bar)
     config, steps = tiny(tmp_path, epochs=3, progress=True, checkpoint_every=1), 256 // 64
 
     def stop(row):
@@ -497,20 +519,13 @@ def test_the_progress_bar_counts_every_step_of_the_budget_from_where_the_run_sta
     fit(config, data=real_data, existing="resume")  # the bar of the resumed run starts where the checkpoint is
     assert (bars[1].kwargs["total"], bars[1].kwargs["initial"]) == (3 * steps, steps)
     assert bars[1].updates == 2 * steps and len(bars[1].lines) == 2
-    last = runs.read_metrics(tmp_path / "tiny")[-1]
+    last = runfolder.read_metrics(tmp_path / "tiny")[-1]
     assert bars[1].postfix == {"loss": f"{last['train_loss']:.3f}", "val": f"{100 * last['val_acc']:.2f}%",
                                "test": f"{100 * last['test_acc']:.2f}%", "refresh": False}  # drawn at the next tick
 
 
 def test_an_interrupted_run_says_where_it_stopped_and_how_to_continue(real_data, tmp_path, monkeypatch, capsys):
-    real_train_epoch = train_module.Trainer.train_epoch
-
-    def interrupted_in_the_second_epoch(self, epoch, progress=None):
-        if epoch == 1:
-            raise KeyboardInterrupt
-        return real_train_epoch(self, epoch, progress)
-
-    monkeypatch.setattr(train_module.Trainer, "train_epoch", interrupted_in_the_second_epoch)
+    monkeypatch.setattr(train_module, "make_train_step", _interrupted_at_step(256 // 64 + 1))  # epoch 2's first
     with pytest.raises(KeyboardInterrupt):
         fit(tiny(tmp_path, epochs=3, checkpoint_every=1), data=real_data)
     run_dir = tmp_path / "tiny"
@@ -520,14 +535,14 @@ def test_an_interrupted_run_says_where_it_stopped_and_how_to_continue(real_data,
 
 
 def test_a_nan_validation_loss_stops_the_run_naming_its_epoch(real_data, tmp_path, monkeypatch):
-    real_evaluate_epoch, calls = train_module.Trainer.evaluate_epoch, []
+    real_evaluate, calls = train_module.evaluate, []
 
-    def nan_in_the_second_epoch(self, images, labels):
-        out = real_evaluate_epoch(self, images, labels)
+    def nan_in_the_second_epoch(model, images, labels, **kwargs):
+        out = real_evaluate(model, images, labels, **kwargs)
         calls.append(1)
         return {**out, "loss": math.nan} if len(calls) == 3 else out  # epoch 2's validation (val, test per epoch)
 
-    monkeypatch.setattr(train_module.Trainer, "evaluate_epoch", nan_in_the_second_epoch)
+    monkeypatch.setattr(train_module, "evaluate", nan_in_the_second_epoch)
     with pytest.raises(train_module.NonFiniteError) as raised:
         fit(tiny(tmp_path, epochs=3, checkpoint_every=1), data=real_data)
     run_dir = tmp_path / "tiny"
@@ -548,10 +563,10 @@ def test_a_nan_validation_loss_stops_the_run_naming_its_epoch(real_data, tmp_pat
 def test_check_finite_names_everything_that_became_nan_or_infinite(tmp_path, row, val_size, named):
     config = TrainConfig(name="r", out_dir=str(tmp_path), val_size=val_size)
     if named is None:
-        train_module._check_finite(row, 4, config, tmp_path / "r")
+        train_module.check_finite(row, 4, config)
         return
     with pytest.raises(train_module.NonFiniteError) as raised:
-        train_module._check_finite(row, 4, config, tmp_path / "r")
+        train_module.check_finite(row, 4, config)
     assert str(raised.value) == (f"{named} became NaN or infinite in epoch 5 of run r; the last good checkpoint "
                                  f"(none yet) is kept in {tmp_path / 'r'}. Lower --lr, add --warmup-epochs, or use "
                                  "--precision fp32 to find the cause.")
@@ -560,8 +575,7 @@ def test_check_finite_names_everything_that_became_nan_or_infinite(tmp_path, row
 def test_a_cpu_trainer_keeps_freed_memory_for_its_next_step(real_data, tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(train_module, "keep_freed_memory", lambda: calls.append(1))
-    cpu = torch.device("cpu")
-    train_module.Trainer(tiny(tmp_path), train_module.make_splits(tiny(tmp_path), real_data, cpu), cpu)
+    fit(tiny(tmp_path, epochs=1), data=real_data)
     assert calls == [1]
 
 
@@ -574,7 +588,7 @@ def test_fit_trains_in_the_process_context_it_set_up_and_records_the_run(real_da
     result = fit(config, data=real_data)
     assert result.run_dir == config.run_dir == tmp_path / "tiny"
     assert len(dist.synced) == 1  # the epoch's batch-norm sync went through it
-    env = json.loads((config.run_dir / runs.ENV).read_text())
+    env = json.loads((config.run_dir / runfolder.ENV).read_text())
     assert env["precision"] == train_module.choose_precision(config.precision, dist.device)[1]
     assert env["test_data_checksum"] == real_data.test_checksum and env["processes"] == 1
     assert dist.data_checked == [real_data.checksum]  # every process checks it loaded the same training data
@@ -591,15 +605,15 @@ def test_a_resume_rewinds_the_metrics_that_ran_ahead_of_its_checkpoint(real_data
 
     with pytest.raises(KeyboardInterrupt):
         fit(config, data=real_data, on_epoch_end=stop_after_epoch_3)
-    assert [r["epoch"] for r in runs.read_metrics(config.run_dir)] == [1, 2, 3]
+    assert [r["epoch"] for r in runfolder.read_metrics(config.run_dir)] == [1, 2, 3]
 
-    monkeypatch.setattr(train_module.Trainer, "train_epoch", _interrupted_at_once)
+    monkeypatch.setattr(train_module, "make_train_step", _interrupted_at_step(1))
     with pytest.raises(KeyboardInterrupt):
         fit(config, data=real_data, existing="resume")
-    assert [r["epoch"] for r in runs.read_metrics(config.run_dir)] == [1, 2]
+    assert [r["epoch"] for r in runfolder.read_metrics(config.run_dir)] == [1, 2]
 
 
-def test_sam_keeps_its_first_backward_local_with_the_contexts_no_sync(real_data, tmp_path):
+def test_sam_keeps_its_first_backward_local_with_the_contexts_no_sync(real_data, tmp_path, monkeypatch):
     """Under DDP, SAM's perturbing backward runs inside no_sync of the forward the trainer trains with."""
     entered = []
 
@@ -613,10 +627,13 @@ def test_sam_keeps_its_first_backward_local_with_the_contexts_no_sync(real_data,
                 yield
             return local
 
-    config, dist = tiny(tmp_path, optimizer="sam"), NoSyncRecorded(torch.device("cpu"))
-    trainer = train_module.Trainer(config, train_module.make_splits(config, real_data, dist.device), dist.device, dist)
-    trainer.train_epoch(0)
-    assert entered == [trainer.model] + ["step"] * trainer.steps_per_epoch
+    built, real_make_step = [], train_module.make_train_step
+    monkeypatch.setattr(train_module, "make_train_step", lambda model, *a, **k: built.append(model) or real_make_step(
+        model, *a, **k))
+    config, dist = tiny(tmp_path, optimizer="sam", epochs=1), NoSyncRecorded(torch.device("cpu"))
+    monkeypatch.setattr(train_module.distributed, "setup", lambda config: dist)
+    fit(config, data=real_data)
+    assert entered == built + ["step"] * (256 // 64)  # the forward it trains with (the model, in one process)
 
 
 def test_a_train_limit_or_batch_of_every_training_image_is_allowed_and_takes_them_all(real_data, tmp_path):

@@ -11,7 +11,8 @@ from torch import nn
 from torch.func import functional_call, grad
 
 import wrnlib.train as train_module
-from wrnlib import BatchAugment, TrainConfig, WideResNet, predict_logits, runs
+from wrnlib import BatchAugment, TrainConfig, WideResNet, predict_logits
+from wrnlib import runfolder
 from wrnlib.data import CIFAR10_MEAN, CIFAR10_STD
 from wrnlib.engine import make_train_step
 from wrnlib.model import PreActBlock
@@ -343,7 +344,7 @@ def test_fit_trains_with_the_batch_augment_its_config_describes(real_data, tmp_p
                          tta=False, **augmentation)
     result = train_module.fit(config, data=real_data)
 
-    assert runs.load_config(tmp_path / "aug") == config
+    assert runfolder.load_config(tmp_path / "aug") == config
     assert len(built) == 1
     defaults = {k: p.default for k, p in inspect.signature(BatchAugment.__init__).parameters.items()}
     received = {k: built[0].kwargs.get(k, defaults[k]) for k in augmentation}

@@ -3,18 +3,22 @@
     from wrnlib import TrainConfig, fit
     result = fit(TrainConfig(depth=28, width=3.5, epochs=30))
 
-The library is this package's top level (model, data, augment, schedules, optim, engine, train,
-config, runs); the notebook study that uses it lives in :mod:`wrnlib.study`.
+The library is this package's top level: the model (model), the data (data, augment), the training
+run (config, train, schedules, optim, engine) and its folder (runfolder, evaluation). The notebook
+study that uses it lives in :mod:`wrnlib.study`; the library never imports it.
 """
 from .augment import BatchAugment
+from .checkpoints import CheckpointError
 from .config import TrainConfig
 from .data import (CIFAR10, CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, NUM_CLASSES, DataError, load_cifar10,
                    test_subset, train_val_split)
-from .engine import evaluate, predict_logits, resolve_device
+from .device import resolve_device
+from .engine import evaluate, predict_logits
+from .evaluation import evaluate_run
 from .model import WideResNet, model_stats, stage_widths
-from .runs import CheckpointError, evaluate_run, load_run_model
+from .runfolder import RunExistsError, RunResult, load_run_model
 from .schedules import SCHEDULES, ScheduleParams, lr_curve, lr_multiplier
-from .train import NonFiniteError, NonFiniteLossError, RunExistsError, RunResult, fit
+from .train import NonFiniteError, NonFiniteLossError, fit
 
 __version__ = "0.1.0"
 __all__ = [

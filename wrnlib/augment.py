@@ -155,19 +155,6 @@ def apply_policy(images: torch.Tensor, policy: str, group: int = 32) -> torch.Te
     return torch.cat([t(chunk) for chunk in images.split(group)])
 
 
-def _check(name, value, ok: bool, allowed: str):
-    if not ok:
-        raise ValueError(f"{name}={value!r} is invalid: expected {allowed}")
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_num(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
 class BatchAugment:
     """Training-time pipeline: crop → flip → policy → normalise → cutout → mix.
 
@@ -180,21 +167,10 @@ class BatchAugment:
                  mix_alpha: float = 1.0, mix_prob: float = 1.0, num_classes: int = NUM_CLASSES,
                  mean: Sequence[float] = CIFAR10_MEAN, std: Sequence[float] = CIFAR10_STD,
                  dtype: torch.dtype = torch.float32):
-        _check("crop_padding", crop_padding, _is_int(crop_padding) and 0 <= crop_padding < 32, "an int in [0, 31]")
-        _check("pad_mode", pad_mode, pad_mode in PAD_MODES, f"one of {PAD_MODES}")
-        _check("flip", flip, isinstance(flip, bool), "True or False")
-        _check("policy", policy, policy in POLICIES, f"one of {POLICIES}")
-        _check("policy_group", policy_group, _is_int(policy_group) and policy_group >= 1, "an int >= 1")
-        _check("cutout", cutout, _is_int(cutout) and cutout >= 0, "an int >= 0 (0 disables)")
-        _check("mix", mix, mix in MIXES, f"one of {MIXES}")
-        _check("mix_alpha", mix_alpha, _is_num(mix_alpha) and mix_alpha > 0, "a finite number > 0")
-        _check("mix_prob", mix_prob, _is_num(mix_prob) and 0 <= mix_prob <= 1, "a number in [0, 1]")
-        _check("num_classes", num_classes, _is_int(num_classes) and num_classes >= 2, "an int >= 2")
-        for name, v, pos in (("mean", mean, False), ("std", std, True)):
-            ok = isinstance(v, (tuple, list)) and len(v) == 3 and all(_is_num(e) and (e > 0 or not pos) for e in v)
-            _check(name, v, ok, "a sequence of 3 finite numbers" + (" > 0" if pos else ""))
-        _check("dtype", dtype, dtype in (torch.float32, torch.float16, torch.bfloat16),
-               "torch.float32, torch.float16 or torch.bfloat16")
+        for name, value, allowed in (("pad_mode", pad_mode, PAD_MODES), ("policy", policy, POLICIES),
+                                     ("mix", mix, MIXES)):
+            if value not in allowed:  # a typo would otherwise silently run another augmentation
+                raise ValueError(f"{name}={value!r} is invalid: expected one of {allowed}")
         self.crop_padding, self.pad_mode, self.flip = crop_padding, pad_mode, flip
         self.policy, self.policy_group, self.cutout = policy, policy_group, cutout
         self.mix, self.mix_alpha, self.mix_prob = mix, float(mix_alpha), float(mix_prob)

@@ -22,14 +22,19 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
+def _int_at_least(low: int):
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value}")
+        return value
+    return convert
+
+
+positive_int, non_negative_int = _int_at_least(1), _int_at_least(0)
 
 
 def _add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
@@ -62,11 +67,11 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     explicit = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
                 if getattr(args, f.name) is not None}
     if args.resume:
-        from . import runs
+        from .runfolder import CONFIG, load_config
 
         run_dir = TrainConfig.from_dict(base | explicit, source=source).run_dir
-        if (run_dir / runs.CONFIG).exists():
-            base = runs.load_config(run_dir).to_dict()
+        if (run_dir / CONFIG).exists():
+            base = load_config(run_dir).to_dict()
     return TrainConfig.from_dict(base | explicit, source=source)
 
 
@@ -75,17 +80,14 @@ def fit_to_sample(config: TrainConfig, given: set[str]) -> TrainConfig:
     (the default 5,000 validation images are more than its 1,200 training images), and say so."""
     import os
 
-    from .data import ENV_VAR, SAMPLE
+    from .data import ENV_VAR, SAMPLE, sample_size, sample_split
 
     if (config.data_dir if config.data_dir is not None else os.environ.get(ENV_VAR)) != SAMPLE:
         return config
-    from .study.notebook import choose_data
-
-    choice = choose_data(SAMPLE, config.val_size, config.train_limit, config.test_limit)
-    fitted = {k: getattr(choice, k) for k in ("val_size", "train_limit", "test_limit")
-              if k not in given and getattr(choice, k) != getattr(config, k)}
+    sizes = sample_split(config.val_size, config.train_limit, config.test_limit)
+    fitted = {k: v for k, v in sizes.items() if k not in given and v != getattr(config, k)}
     if fitted:
-        print(f"the sample shipped with wrnlib ({choice.train_images:,} training images, not the benchmark): "
+        print(f"the sample shipped with wrnlib ({sample_size()[0]:,} training images, not the benchmark): "
               + ", ".join(f"{k} {getattr(config, k):,} -> {v:,}" for k, v in fitted.items()), flush=True)
     return dataclasses.replace(config, **fitted)
 
@@ -139,8 +141,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .runs import evaluate_run, record_evaluation
-    from .train import rough_duration, rough_eval_seconds
+    from .evaluation import evaluate_run, record_evaluation
+    from .progress import rough_duration, rough_eval_seconds
 
     if args.download:
         from .data import load_cifar10
@@ -196,7 +198,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="python -m wrnlib", description="Train, evaluate and benchmark Wide "
                                      "Residual Networks on CIFAR-10, and run the notebook study.")
     sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_params_parser, _train_parser, _runs_parser, _evaluate_parser, _bench_parser, _sweep_parser,
+                _study_parser):
+        add(sub)
+    return parser
 
+
+def _params_parser(sub) -> None:
     p = sub.add_parser("params", help="parameters, FLOPs and stage widths of a WRN")
     p.add_argument("--depth", type=int, default=28, help="WRN depth, 6n + 4 (default: 28)")
     p.add_argument("--width", type=float, default=3.5, help="widening factor k (default: 3.5)")
@@ -204,18 +212,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="batch size of the activation-memory estimate (default: 512)")
     p.set_defaults(func=cmd_params)
 
+
+def _train_parser(sub) -> None:
     p = sub.add_parser("train", help="train a WRN and write its run folder")
     p.add_argument("--config", help="JSON file of TrainConfig fields; flags override it")
     p.add_argument("--resume", action="store_true", help="continue the run named by --name from its checkpoint")
     _add_config_flags(p)
     p.set_defaults(func=cmd_train)
 
+
+def _runs_parser(sub) -> None:
     p = sub.add_parser("runs", help="list the runs in a folder: status, model, epochs, test accuracy, time, date")
     p.add_argument("folder", nargs="?", default=None,
                    help=f"folder of run folders (default: {TrainConfig.__dataclass_fields__['out_dir'].default}, "
                         f"the scratch runs; the study's are under results/runs)")
     p.set_defaults(func=cmd_runs)
 
+
+def _evaluate_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="test accuracy (plain and flip-TTA) of a run's saved model")
     p.add_argument("run_dir", help="a run folder, e.g. results/runs/<name>")
     p.add_argument("--data-dir", default=None, help="CIFAR-10 folder (default: the run's, else $CIFAR10_DIR)")
@@ -225,11 +239,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--record", action="store_true",
                    help="write evaluation.json into the run folder and make summary.json carry these numbers "
                         "(refused when they disagree with the recorded ones)")
-    p.add_argument("--test-limit", type=int, default=None,
-                   help="a quick look: a fixed stratified subset of this many test images (default: the run's own)")
+    p.add_argument("--test-limit", type=non_negative_int, default=None,
+                   help="a quick look: a fixed stratified subset of this many test images (0: all; default: the "
+                        "run's own)")
     p.add_argument("--no-tta", action="store_true", help="skip the flip-TTA pass (half the time)")
     p.set_defaults(func=cmd_evaluate)
 
+
+def _bench_parser(sub) -> None:
     p = sub.add_parser("bench", help="training/inference throughput and achieved TFLOP/s")
     p.add_argument("--depth", type=int, default=28, help="WRN depth (default: 28)")
     p.add_argument("--width", type=float, default=3.5, help="widening factor (default: 3.5)")
@@ -247,6 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile-out", default=None, help="write a torch.profiler table of the last mode here")
     p.set_defaults(func=cmd_bench)
 
+
+def _sweep_parser(sub) -> None:
     p = sub.add_parser("sweep", help="the schedule ablation (schedules x seeds), here or on a Ray cluster, and "
                                      "its tidy CSVs")
     p.add_argument("--profile", default=None, help="take the ablation of a study profile (e.g. quick); flags "
@@ -268,6 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(p, skip=("name", "out_dir", "schedule", "seed"))
     p.set_defaults(func=cmd_sweep)
 
+
+def _study_parser(sub) -> None:
     p = sub.add_parser("study", help="execute the notebooks in order with papermill")
     p.add_argument("--profile", default="quick", help="a profile of wrnlib/study/profiles (default: quick)")
     p.add_argument("--only", nargs="+", default=None, help="notebook number prefixes, e.g. 02 03")
@@ -278,7 +299,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stream", action=argparse.BooleanOptionalAction, default=True,
                    help="print the cells' output (training lines) while they run (default: on)")
     p.set_defaults(func=cmd_study)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

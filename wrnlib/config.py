@@ -119,6 +119,9 @@ class TrainConfig:
             _at_least(name, getattr(self, name), 1)
         for name in ("val_size", "train_limit", "test_limit", "checkpoint_every", "cutout", "crop_padding"):
             _at_least(name, getattr(self, name), 0)
+        if self.pad_mode == "reflect" and self.crop_padding >= 32:
+            raise ValueError(f"crop_padding must be < 32 (the image side) with reflect padding; got "
+                             f"{self.crop_padding}: lower --crop-padding or use --pad-mode constant")
         validate_schedule(self.schedule, self.epochs, self.schedule_params())
         _in_range("lr", self.lr, 0.0, None, low_open=True)
         _in_range("momentum", self.momentum, 0.0, 1.0, high_open=True)

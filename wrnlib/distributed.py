@@ -42,7 +42,7 @@ import torch.distributed as dist
 from torch import nn
 
 from .config import TrainConfig
-from .engine import resolve_device
+from .device import resolve_device
 
 # The longest any process waits in a collective: a healthy run meets its peers at every step, and
 # rank 0's writes and final evaluation take seconds. A lost peer fails the run after this long.

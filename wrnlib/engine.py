@@ -1,4 +1,4 @@
-"""The hot path: one training step and batched evaluation, shared by `fit` and `bench`.
+"""The hot path: one training step and batched evaluation, shared by `fit`, `evaluate_run` and `bench`.
 
 Nothing here reads a value back to the host: losses and correct counts stay device tensors
 that the caller sums and reads once per epoch.
@@ -6,9 +6,6 @@ that the caller sums and reads once per epoch.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import os
-import sys
 from typing import Callable, ContextManager
 
 import torch
@@ -18,84 +15,6 @@ from tqdm.auto import tqdm
 
 from .augment import normalize
 from .optim import SAM, frozen_bn_stats
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"device {name!r} is not supported; use auto, cpu, cuda or cuda:N")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} was asked for but no CUDA GPU is visible; use --device cpu or auto")
-    return device
-
-
-_KEPT = False
-
-
-def keep_freed_memory() -> bool:
-    """Keep freed buffers in this process's heap instead of handing them back to the OS (glibc).
-
-    A CPU training step frees and reallocates tens of MB of activations. glibc serves blocks over
-    its mmap threshold with fresh mappings and unmaps them when freed, so every step faults them
-    back in page by page, and the kernel zeroes each page: about 21,000 page faults per WRN-16-2
-    step at batch 128. Raising the mmap and trim thresholds (mallopt) keeps those pages mapped for
-    reuse; the process keeps its high-water mark of memory. Process-wide, and the same advice as
-    using jemalloc or tcmalloc for PyTorch on CPUs. Linux with glibc only (True when applied);
-    ``WRNLIB_KEEP_FREED_MEMORY=0`` turns it off.
-    """
-    global _KEPT
-    if _KEPT:
-        return True
-    if os.environ.get("WRNLIB_KEEP_FREED_MEMORY", "1") == "0" or not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # musl or another libc: nothing to tune
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
-    _KEPT = bool(mallopt(m_mmap_threshold, 1 << 30)) and bool(mallopt(m_trim_threshold, 1 << 30))
-    return _KEPT
-
-
-def cpu_bf16_support() -> dict[str, bool]:
-    """What torch says this CPU computes natively in bf16: AMX tiles (Intel Sapphire Rapids and
-    later) and the AVX512-BF16 dot products (Intel Cooper Lake and later, AMD Zen 4 and later).
-    Probed through torch, not /proc; a torch that lacks a probe reports False for it."""
-    def probe(name: str) -> bool:
-        check = getattr(torch.cpu, name, None)
-        try:
-            return bool(check()) if check is not None else False
-        except RuntimeError:
-            return False
-    return {"amx_bf16": probe("_is_amx_tile_supported"), "avx512_bf16": probe("_is_avx512_bf16_supported")}
-
-
-def choose_precision(precision: str, device: torch.device) -> tuple[bool, str]:
-    """(bf16 autocast?, why) for a config's ``precision`` on ``device``.
-
-    ``auto`` is bf16 on CUDA and on a CPU that computes bf16 natively; elsewhere fp32, because
-    bf16 autocast emulated on a CPU without those instructions is slower than fp32 (pytorch
-    issues 86270, 118499).
-    """
-    if precision != "auto":
-        return precision == "bf16", f"{'bf16 autocast' if precision == 'bf16' else 'fp32'} (asked for)"
-    if device.type == "cuda":
-        return True, "bf16 autocast (auto: a CUDA GPU)"
-    support = cpu_bf16_support()
-    native = [label for key, label in (("amx_bf16", "AMX-BF16"), ("avx512_bf16", "AVX512-BF16")) if support[key]]
-    if native:
-        return True, f"bf16 autocast (auto: this CPU computes bf16 natively, {' and '.join(native)})"
-    return False, "fp32 (auto: this CPU has no native bf16, AMX or AVX512-BF16, where bf16 would be slower)"
-
-
-def use_bf16(precision: str, device: torch.device) -> bool:
-    return choose_precision(precision, device)[0]
 
 
 def autocast(device: torch.device, bf16: bool):

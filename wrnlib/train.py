@@ -1,21 +1,17 @@
-"""`fit(config)`: train a WRN, evaluate every epoch and write the run folder.
+"""`fit(config)`: train a WRN, evaluate it after every epoch and keep everything in its run folder.
 
-The whole data set lives on the training device as uint8; each step gathers a batch, augments
-it there, runs forward/backward under bf16 autocast and updates the weights, without reading
-anything back to the host. Metrics are summed on the device and read once per epoch.
+The whole data set lives on the training device as uint8; each step gathers a batch, augments it
+there, runs forward/backward under bf16 autocast and updates the weights, without reading anything
+back to the host: the losses and correct counts are summed on the device and read once per epoch.
 
-Run folder (``<out_dir>/<name>/``, see :mod:`wrnlib.runs`): config.json, env.json, metrics.csv
-(one row per epoch), summary.json, state.pt (resume checkpoint, written atomically) and, on
-request, model_fp16.pt. `fit` alone decides what happens to a folder that already exists.
-
-Started by torchrun, the same code trains one run on several processes (:mod:`wrnlib.distributed`):
-`fit` and `Trainer` call its hooks, which do nothing in a one-process run.
+The run folder (:mod:`wrnlib.runfolder`) holds config.json, env.json, metrics.csv, summary.json, the
+resume checkpoint and, on request, the fp16 weights. Started by torchrun, the same code trains one
+run on several processes (:mod:`wrnlib.distributed`); in one process its hooks do nothing.
 """
 from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 import math
 import os
 import time
@@ -24,20 +20,21 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from tqdm.auto import tqdm
 
-from . import distributed, runs
-from .runs import RunResult
+from . import checkpoints, distributed
 from .augment import BatchAugment
-from .config import TrainConfig, resume_conflicts
+from .config import TrainConfig
 from .data import CIFAR10, NUM_CLASSES, load_cifar10, test_subset, train_val_split
-from .engine import choose_precision, evaluate, keep_freed_memory, make_train_step, resolve_device
-from .model import WideResNet, count_forward_flops, count_parameters, forward_flops
+from .device import choose_precision, device_name, keep_freed_memory
+from .engine import evaluate, make_train_step
+from .model import WideResNet, count_forward_flops, count_parameters
 from .optim import SAM, ModelEMA, make_sgd
+from .progress import Progress, interrupted, start_line
+from .provenance import environment
+from .runfolder import EXISTING, RunFolder, RunResult, checkpoint_epoch
 from .schedules import lr_multiplier
 
 ACCURACY_MILESTONES = (0.94, 0.95)
-EXISTING = ("error", "resume", "reuse")
 
 
 class NonFiniteError(FloatingPointError):
@@ -47,8 +44,126 @@ class NonFiniteError(FloatingPointError):
 NonFiniteLossError = NonFiniteError  # the name used before the weights and lr were checked too
 
 
-class RunExistsError(FileExistsError):
-    """A run folder with this name already exists and neither resuming nor reusing it was asked for."""
+def fit(config: TrainConfig, *, existing: str = "error", data: CIFAR10 | None = None,
+        on_epoch_end: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
+    """Train per ``config``, writing ``<out_dir>/<name>/``.
+
+    ``existing`` says what to do with that folder: ``"error"`` refuses one that holds a run
+    (nothing is overwritten); ``"resume"`` continues an interrupted run from its checkpoint and
+    reads a finished one back (and fails when there is no run to resume); ``"reuse"`` does the
+    same but starts the run when there is none (notebooks and sweeps re-executed). A resumed or
+    reused run must have been made with the same settings. A folder whose run stopped before
+    its first checkpoint holds nothing to keep, so it is started again whatever ``existing`` says.
+
+    ``data`` reuses an already loaded data set; ``on_epoch_end(row)`` is called with each
+    epoch's metrics after the checkpoint is safely on disk (notebooks print or plot from it).
+    """
+    config.validate()
+    if existing not in EXISTING:
+        raise ValueError(f"existing must be one of {', '.join(EXISTING)}; got {existing!r}")
+    dist = distributed.setup(config)  # this process alone, or one of torchrun's
+    config = dist.agree(config)
+    with RunFolder(config, existing, dist) as folder:
+        if folder.finished is not None:
+            dist.close()
+            return folder.finished
+        data = data if data is not None else load_cifar10(config.data_dir, download=config.download)
+        dist.same_data(data.checksum)
+        with _kernels(config.deterministic):
+            result = _train(config, data, dist, folder, on_epoch_end)
+    dist.close()  # only now: the model's DDP wrapper, which uses the process group, is gone with _train
+    return result
+
+
+def _train(c: TrainConfig, data: CIFAR10, dist, folder: RunFolder, on_epoch_end) -> RunResult:
+    """Set up, then for each epoch: the steps (augment, lr, step, EMA), the evaluations and the checkpoint."""
+    device = dist.device
+    s = make_splits(c, data, device)
+    bf16, precision = choose_precision(c.precision, device)  # (bool, why: for the record)
+    if device.type == "cpu":
+        keep_freed_memory()  # no page faults on every step's activations (see wrnlib.device)
+    memory_format = torch.channels_last if c.channels_last else torch.contiguous_format
+    torch.manual_seed(c.seed)
+    model = dist.prepare(WideResNet(c.depth, c.width, NUM_CLASSES, c.dropout).to(device, memory_format=memory_format))
+    sgd = make_sgd(model, c.lr, c.momentum, c.nesterov, c.weight_decay, c.decay_bn_bias)
+    optimizer = SAM(sgd, c.sam_rho) if c.optimizer == "sam" else sgd
+    ema = ModelEMA(model, c.ema_decay) if c.ema_decay else None
+    forward = dist.wrap(model)
+    forward = torch.compile(forward, mode=c.compile_mode) if c.compile else forward
+    step = make_train_step(model, forward, optimizer, device=device, bf16=bf16, label_smoothing=c.label_smoothing,
+                           no_sync=dist.no_sync(forward))
+    augment, schedule = BatchAugment.from_config(c), c.schedule_params()
+    eval_model = ema.module if ema is not None else model
+    steps = len(s.train_y) // c.batch_size  # the last partial batch is dropped
+
+    def score(images, labels, model=eval_model, bf16=bf16, tta=False) -> dict[str, float]:
+        if len(labels) == 0:
+            return {"loss": math.nan, "acc": math.nan}
+        return evaluate(model, images, labels, batch_size=c.eval_batch_size, bf16=bf16,
+                        channels_last=c.channels_last, tta=tta)
+
+    rows, train_time = (checkpoints.restore(folder.checkpoint, model, optimizer, ema, device)
+                        if folder.checkpoint else ([], 0.0))
+    folder.start(lambda: environment(device, data.checksum, data.source) | dist.describe()
+                 | {"precision": precision, "test_data_checksum": data.test_checksum})
+    log = Progress(c, steps, len(rows), c.progress and dist.is_main, start_line(c, steps, device, precision, dist))
+    for epoch in range(len(rows), c.epochs):
+        model.train()
+        t0 = time.perf_counter()
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.int64)
+        order = torch.randperm(len(s.train_y), device=device)
+        try:
+            for i in range(steps):
+                idx = order[i * c.batch_size:(i + 1) * c.batch_size]
+                x, targets = augment(s.train_x[idx], s.train_y[idx])
+                # data-parallel: every process augments the global batch alike and trains on its slice
+                x, targets = dist.shard(x).contiguous(memory_format=memory_format), dist.shard(targets)
+                # the lr of a step is the schedule's where the step ends: above zero at the first step,
+                # the peak at the last warm-up step
+                lr = c.lr * lr_multiplier(c.schedule, epoch + (i + 1) / steps, c.epochs, schedule)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                with dist.step_rng(epoch * steps + i):
+                    loss, logits = step(x, targets)
+                loss_sum += loss
+                correct += (logits.argmax(1) == targets.argmax(1)).sum()
+                if ema is not None:
+                    ema.update(model)
+                log.step()
+        except KeyboardInterrupt:
+            log.close()
+            if dist.is_main:
+                print(interrupted(folder.path, epoch, folder.checkpoint_epoch()), flush=True)
+            raise
+        dist.sync_buffers(model, *([ema.module] if ema is not None else []))
+        finite = torch.stack(torch._foreach_norm(list(model.parameters()))).isfinite().all()
+        totals = dist.sum(torch.stack([loss_sum, correct.to(loss_sum.dtype), finite.to(loss_sum.dtype)]))
+        loss_sum, correct, finite = totals.tolist()  # the epoch's one host sync
+        epoch_time = time.perf_counter() - t0
+        train_time += epoch_time
+        t0 = time.perf_counter()
+        val, test = dist.evaluate(score, s.val_x, s.val_y), dist.evaluate(score, s.test_x, s.test_y)
+        row = {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / (steps * dist.world),
+               "train_acc": correct / (steps * c.batch_size), "val_loss": val["loss"], "val_acc": val["acc"],
+               "test_loss": test["loss"], "test_acc": test["acc"], "epoch_time_s": epoch_time,
+               "train_time_s": train_time, "eval_time_s": time.perf_counter() - t0,
+               "images_per_s": steps * c.batch_size / epoch_time}
+        check_finite(row | {"weights_finite": float(finite == dist.world)}, epoch, c)
+        rows.append(row)
+        # rank 0 writes and the others wait for it, so on_epoch_end always follows a safe checkpoint
+        folder.save_epoch(rows, lambda: checkpoints.training_state(model, optimizer, ema, device, rows, train_time,
+                                                                  c.to_dict()))
+        log.epoch(row)
+        if on_epoch_end is not None:
+            on_epoch_end(dict(row))
+    log.close()
+    final = _fp16_rounded(eval_model)
+    summary = folder.finish(lambda: _final_summary(c, rows, train_time, final, s, score, model, device), final)
+    return RunResult(folder.path, c, rows, summary, final.cpu().eval())
+
+
+# --------------------------------------------------------------------------- the parts `_train` uses
 
 
 @dataclass
@@ -84,362 +199,65 @@ def make_splits(config: TrainConfig, data: CIFAR10, device: torch.device) -> Spl
                   put(data.train_images[val_idx]), put(data.train_labels[val_idx]), put(test_x), put(test_y))
 
 
-class Trainer:
-    """Holds a run's model, optimiser and data; `fit` drives it epoch by epoch.
-
-    ``dist`` is this process's part in a data-parallel run (see :mod:`wrnlib.distributed`); its
-    hooks do nothing in a one-process run.
-    """
-
-    def __init__(self, config: TrainConfig, splits: Splits, device: torch.device,
-                 dist: distributed.Single | None = None):
-        self.config, self.splits, self.device = config, splits, device
-        self.dist = dist or distributed.Single(device)
-        self.bf16, self.precision = choose_precision(config.precision, device)  # (bool, why: for the record)
-        if device.type == "cpu":
-            keep_freed_memory()  # no page faults on every step's activations (see engine)
-        self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-        torch.manual_seed(config.seed)
-        self.model = self.dist.prepare(WideResNet(config.depth, config.width, NUM_CLASSES, config.dropout).to(
-            device, memory_format=self.memory_format))
-        sgd = make_sgd(self.model, config.lr, config.momentum, config.nesterov, config.weight_decay,
-                       config.decay_bn_bias)
-        self.optimizer = SAM(sgd, config.sam_rho) if config.optimizer == "sam" else sgd
-        self.ema = ModelEMA(self.model, config.ema_decay) if config.ema_decay else None
-        forward = self.dist.wrap(self.model)
-        forward = torch.compile(forward, mode=config.compile_mode) if config.compile else forward
-        self.step = make_train_step(self.model, forward, self.optimizer, device=device, bf16=self.bf16,
-                                    label_smoothing=config.label_smoothing, no_sync=self.dist.no_sync(forward))
-        self.augment = BatchAugment.from_config(config)
-        self.schedule = config.schedule_params()
-        self.steps_per_epoch = len(splits.train_y) // config.batch_size  # the last partial batch is dropped
-
-    @property
-    def eval_model(self) -> torch.nn.Module:
-        return self.ema.module if self.ema is not None else self.model
-
-    def lr_at(self, epochs_done: float) -> float:
-        c = self.config
-        return c.lr * lr_multiplier(c.schedule, epochs_done, c.epochs, self.schedule)
-
-    def train_epoch(self, epoch: int, progress: Callable[[], Any] | None = None) -> dict[str, float]:
-        """One pass over the training set; returns its loss/accuracy, read back once at the end.
-
-        ``weights_finite`` is 0.0 when any parameter became NaN or infinite (checked in the same
-        host read). ``progress()`` is called after every step (a counter; it never syncs).
-        """
-        c, s = self.config, self.splits
-        self.model.train()
-        loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device, dtype=torch.int64)
-        order = torch.randperm(len(s.train_y), device=self.device)
-        for i in range(self.steps_per_epoch):
-            idx = order[i * c.batch_size:(i + 1) * c.batch_size]
-            x, targets = self.augment(s.train_x[idx], s.train_y[idx])
-            # data-parallel: every process augments the global batch alike and trains on its slice
-            x, targets = self.dist.shard(x), self.dist.shard(targets)
-            x = x.contiguous(memory_format=self.memory_format)
-            # The lr of a step is the schedule's value where the step ends: the first step is
-            # above zero and the last warm-up step reaches the peak.
-            lr = self.lr_at(epoch + (i + 1) / self.steps_per_epoch)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-            with self.dist.step_rng(epoch * self.steps_per_epoch + i):
-                loss, logits = self.step(x, targets)
-            loss_sum += loss
-            correct += (logits.argmax(1) == targets.argmax(1)).sum()
-            if self.ema is not None:
-                self.ema.update(self.model)
-            if progress is not None:
-                progress()
-        self.dist.sync_buffers(self.model, *([self.ema.module] if self.ema is not None else []))
-        finite = torch.stack(torch._foreach_norm(list(self.model.parameters()))).isfinite().all()
-        totals = self.dist.sum(torch.stack([loss_sum, correct.to(loss_sum.dtype), finite.to(loss_sum.dtype)]))
-        loss_sum, correct, finite = totals.tolist()  # the one host sync
-        seen = self.steps_per_epoch * c.batch_size
-        return {"train_loss": loss_sum / (self.steps_per_epoch * self.dist.world), "train_acc": correct / seen,
-                "lr": lr, "weights_finite": float(finite == self.dist.world)}
-
-    def evaluate(self, images: torch.Tensor, labels: torch.Tensor, *, tta: bool = False,
-                 model: torch.nn.Module | None = None, bf16: bool | None = None) -> dict[str, float]:
-        if len(labels) == 0:
-            return {"loss": float("nan"), "acc": float("nan")}
-        return evaluate(model if model is not None else self.eval_model, images, labels, batch_size=self.config.eval_batch_size,
-                        bf16=self.bf16 if bf16 is None else bf16,
-                        channels_last=self.config.channels_last, tta=tta)
-
-    def evaluate_epoch(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-        """The per-epoch evaluation; a data-parallel run splits the images among its processes."""
-        return self.dist.evaluate(self.evaluate, images, labels)
-
-    # -- checkpoints ----------------------------------------------------------------------
-
-    def state_dict(self, epoch: int, rows: list[dict], train_time: float) -> dict[str, Any]:
-        return {
-            "epoch": epoch, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "ema": self.ema.state_dict() if self.ema is not None else None,
-            "rng_cpu": torch.get_rng_state(),
-            "rng_cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
-            "metrics": rows, "train_time": train_time, "config": self.config.to_dict(),
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> tuple[int, list[dict], float]:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.ema is not None:
-            self.ema.load_state_dict(state["ema"])
-        torch.set_rng_state(state["rng_cpu"])
-        if state["rng_cuda"] is not None and self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["rng_cuda"], self.device)
-        return state["epoch"], state["metrics"], state["train_time"]
-
-
-def fit(config: TrainConfig, *, existing: str = "error", data: CIFAR10 | None = None,
-        on_epoch_end: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
-    """Train per ``config``, writing ``<out_dir>/<name>/``.
-
-    ``existing`` says what to do with that folder: ``"error"`` refuses one that holds a run
-    (nothing is overwritten); ``"resume"`` continues an interrupted run from its checkpoint and
-    reads a finished one back (and fails when there is no run to resume); ``"reuse"`` does the
-    same but starts the run when there is none (notebooks and sweeps re-executed). A resumed or
-    reused run must have been made with the same settings. A folder whose run stopped before
-    its first checkpoint holds nothing to keep, so it is started again whatever ``existing`` says.
-
-    ``data`` reuses an already loaded data set; ``on_epoch_end(row)`` is called with each
-    epoch's metrics after the checkpoint is safely on disk (notebooks print or plot from it).
-    """
-    config.validate()
-    if existing not in EXISTING:
-        raise ValueError(f"existing must be one of {', '.join(EXISTING)}; got {existing!r}")
-    dist = distributed.setup(config)  # one process, or one of torchrun's (only rank 0 touches the folder)
-    config = dist.agree(config)
-    with contextlib.ExitStack() as held:
-        # One writer per run folder, from the first look at it to the summary: rank 0 holds the lock.
-        dist.on_main(lambda: held.enter_context(runs.folder_lock(config.run_dir)))
-        state = dist.on_main(lambda: _existing_run(config, existing))
-        if isinstance(state, RunResult):
-            dist.close()
-            return state
-        data = data if data is not None else load_cifar10(config.data_dir, download=config.download)
-        dist.same_data(data.checksum)
-        previous_determinism = torch.are_deterministic_algorithms_enabled()
-        if config.deterministic:
-            _enable_determinism()
-        else:
-            torch.backends.cudnn.benchmark = True  # shapes are fixed, so cuDNN's autotuning pays off once
-        try:
-            result = _train(config, dist, data, state, on_epoch_end)
-        finally:
-            torch.use_deterministic_algorithms(previous_determinism)
-    dist.close()  # after _train returned: the trainer (and DDP's hold on the process group) is gone
-    return result
-
-
-def _train(config: TrainConfig, dist: distributed.Single, data: CIFAR10, state: dict[str, Any] | None,
-           on_epoch_end: Callable | None) -> RunResult:
-    """Build the trainer, start or resume the run folder, train the remaining epochs and finish."""
-    trainer = Trainer(config, make_splits(config, data, dist.device), dist.device, dist)
-    start_epoch, rows, train_time = trainer.load_state_dict(state) if state else (0, [], 0.0)
-    if state:  # metrics.csv may have run ahead of the checkpoint: rewind it
-        dist.on_main(lambda: runs.write_metrics(config.run_dir / runs.METRICS, rows))
-    else:  # only now, with data and model ready: a failed start leaves no folder behind
-        dist.on_main(lambda: runs.start_run_folder(  # rank 0 alone records the environment (git, versions)
-            config, runs.environment(dist.device, data.checksum, data.source) | dist.describe()
-            | {"precision": trainer.precision, "test_data_checksum": data.test_checksum}))
-    if config.progress and dist.is_main:
-        print(_start_line(trainer), flush=True)
-    rows, train_time = _train_epochs(trainer, start_epoch, rows, train_time, on_epoch_end)
-    summary, final_model = _finish(trainer, rows, train_time)
-    return RunResult(config.run_dir, config, rows, summary, final_model)
-
-
-def _existing_run(config: TrainConfig, existing: str) -> dict[str, Any] | RunResult | None:
-    """None to start afresh, a checkpoint to resume from, or the finished run read back."""
-    run_dir = config.run_dir
-    status = runs.status(run_dir)
-    if status == "absent" and existing == "resume":
-        raise FileNotFoundError(f"cannot resume: there is no run in {run_dir}; start the run without --resume")
-    if status == "absent":
-        return None
-    if status == "foreign":
-        raise RunExistsError(f"{run_dir} exists but is not a run folder (no {runs.CONFIG}); choose another "
-                             f"--name or --out-dir (nothing was changed)")
-    if status == "unstarted":
-        print(f"{run_dir} holds a run that stopped before its first checkpoint: starting it again", flush=True)
-        runs.clear_unstarted(run_dir)
-        return None
-    if existing == "error":
-        raise RunExistsError(f"run folder {run_dir} already exists ({status}); pass --resume to continue it (a "
-                             f"finished run is read back), or choose another --name (nothing was overwritten)")
-    saved = runs.load_config(run_dir)
-    conflicts = resume_conflicts(saved, config)
-    if conflicts:
-        details = ", ".join(f"{k}: saved {getattr(saved, k)!r} vs requested {getattr(config, k)!r}"
-                            for k in conflicts)
-        raise ValueError(f"{run_dir} exists with other settings ({details}); use the saved settings, or start a "
-                         f"new run under another --name (nothing was changed)")
-    if status == "finished":
-        print(f"{run_dir} is already finished: reading it back instead of training again", flush=True)
-        return runs.read_result(run_dir)
-    print(f"{run_dir} was interrupted: resuming it", flush=True)
-    return runs.load_checkpoint(run_dir)
-
-
-def _enable_determinism() -> None:
-    # cuBLAS needs a fixed workspace to be deterministic; it must be set before its first use.
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True)
-    torch.backends.cudnn.benchmark = False
-
-
-def _start_line(trainer: Trainer) -> str:
-    c, device, world = trainer.config, trainer.device, trainer.dist.world
-    where = runs.device_name(device)
-    if c.device == "auto" and device.type == "cpu":
-        where += " (device 'auto': no CUDA GPU is visible, so this runs on the CPU)"
-    if world > 1:
-        where = (f"{world} processes ({trainer.dist.backend}, {c.batch_size // world} images each per step), "
-                 f"each on {where}")
-    seconds = rough_epoch_seconds(c, trainer.steps_per_epoch * c.batch_size, 0, device) / world
-    return (f"{c.name}: WRN-{c.depth}-{c.width:g}, {c.epochs} epochs of {trainer.steps_per_epoch} steps, on {where}; "
-            f"{trainer.precision}; roughly {rough_duration(seconds)} per epoch")
-
-
-# Training FLOP/s per CPU thread in each precision, from the committed CPU benchmark
-# (results/benchmarks/cpu-wrn16-2/bench.json, the fp32 and bf16 modes; tests check they agree),
-# and the H200's measured bf16 rate (results/benchmarks/h200-wrn28-3.5).
-CPU_FLOPS_PER_THREAD = {"fp32": 1.3e11, "bf16": 2.8e11}
-GPU_FLOPS = 1.4e14
-
-
-def rough_epoch_seconds(config: TrainConfig, train_images: int, eval_images: int, device: torch.device) -> float:
-    """An order-of-magnitude time for one epoch: 3 x the forward FLOPs per training image, 1 x per
-    evaluated image, at the measured rate of the precision `precision` chooses on ``device``."""
-    if device.type == "cuda":
-        rate = GPU_FLOPS
+@contextlib.contextmanager
+def _kernels(deterministic: bool):
+    """Deterministic kernels while training when asked (exact resume on a GPU relies on them), else cuDNN's
+    autotuner (shapes are fixed, so it pays off once); the process's setting is restored after."""
+    previous = torch.are_deterministic_algorithms_enabled()
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # set before cuBLAS's first use
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
     else:
-        bf16, _ = choose_precision(config.precision, device)
-        rate = CPU_FLOPS_PER_THREAD["bf16" if bf16 else "fp32"] * max(1, torch.get_num_threads())
-    return forward_flops(config.depth, config.width) * (3 * train_images + eval_images) / rate
+        torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous)
 
 
-def rough_eval_seconds(config: TrainConfig, images: int, device: str = "auto") -> float:
-    """An order-of-magnitude time to evaluate ``images`` forward passes in fp32 (as `evaluate` does)."""
-    return rough_epoch_seconds(dataclasses.replace(config, precision="fp32"), 0, images, resolve_device(device))
-
-
-def rough_duration(seconds: float) -> str:
-    """A rough duration for people: never "0 s" (the closed form is rough for tiny models)."""
-    if seconds < 1:
-        return "under 1 s"
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
-
-
-def _train_epochs(trainer: Trainer, start_epoch: int, rows: list[dict], train_time: float,
-                  on_epoch_end: Callable | None) -> tuple[list[dict], float]:
-    c, s, run_dir = trainer.config, trainer.splits, trainer.config.run_dir
-    steps, show = trainer.steps_per_epoch, c.progress and trainer.dist.is_main
-    bar = tqdm(total=c.epochs * steps, initial=start_epoch * steps, desc=c.name, unit="step", mininterval=2.0,
-               disable=not show)
-    for epoch in range(start_epoch, c.epochs):
-        t0 = time.perf_counter()
-        try:
-            row = trainer.train_epoch(epoch, progress=bar.update)
-        except KeyboardInterrupt:
-            bar.close()
-            if trainer.dist.is_main:
-                print(_interrupted(run_dir, epoch), flush=True)
-            raise
-        if trainer.device.type == "cuda":
-            torch.cuda.synchronize(trainer.device)
-        epoch_time = time.perf_counter() - t0
-        _check_finite(row, epoch, c, run_dir)
-        del row["weights_finite"]
-        train_time += epoch_time
-        t0 = time.perf_counter()
-        val, test = trainer.evaluate_epoch(s.val_x, s.val_y), trainer.evaluate_epoch(s.test_x, s.test_y)
-        row = {"epoch": epoch + 1, **row, "val_loss": val["loss"], "val_acc": val["acc"],
-               "test_loss": test["loss"], "test_acc": test["acc"], "epoch_time_s": epoch_time,
-               "train_time_s": train_time, "eval_time_s": time.perf_counter() - t0,
-               "images_per_s": steps * c.batch_size / epoch_time}
-        _check_finite(row, epoch, c, run_dir)
-        rows.append(row)
-        # rank 0 writes; the others wait for it, so on_epoch_end always follows a safe checkpoint
-        trainer.dist.on_main(lambda: _save_epoch(trainer, epoch, rows, train_time))
-        bar.set_postfix(loss=f"{row['train_loss']:.3f}", val=_pct(row["val_acc"]), test=_pct(row["test_acc"]),
-                        refresh=False)
-        if show:
-            bar.write(format_epoch(row, c.epochs))
-        if on_epoch_end is not None:
-            on_epoch_end(dict(row))
-    bar.close()
-    return rows, train_time
-
-
-def _save_epoch(trainer: Trainer, epoch: int, rows: list[dict], train_time: float) -> None:
-    c = trainer.config
-    # The checkpoint first: if it cannot be written (a full disk), nothing of the run changes.
-    if epoch + 1 == c.epochs or (c.checkpoint_every and (epoch + 1) % c.checkpoint_every == 0):
-        runs.save_checkpoint(trainer.state_dict(epoch + 1, rows, train_time), c.run_dir)
-    runs.write_metrics(c.run_dir / runs.METRICS, rows)
-
-
-def _check_finite(row: dict[str, Any], epoch: int, config: TrainConfig, run_dir: Path) -> None:
+def check_finite(row: dict[str, Any], epoch: int, config: TrainConfig) -> None:
     """Stop the run when the loss, the weights, the lr or an evaluation loss is NaN or infinite."""
     bad = [k for k in ("train_loss", "lr", "test_loss") if k in row and not math.isfinite(row[k])]
     if config.val_size and "val_loss" in row and not math.isfinite(row["val_loss"]):
         bad.append("val_loss")
-    if row.get("weights_finite", 1.0) != 1.0:  # 0.0 when train_epoch saw a NaN or infinite parameter
+    if row.get("weights_finite", 1.0) != 1.0:  # 0.0 when a parameter became NaN or infinite
         bad.append("weights")
     if bad:
+        saved = checkpoint_epoch(config.run_dir)
         raise NonFiniteError(
             f"{' and '.join(bad)} became NaN or infinite in epoch {epoch + 1} of run {config.name}; the last good "
-            f"checkpoint ({runs.checkpoint_epoch(run_dir)}) is kept in {run_dir}. Lower --lr, add "
-            f"--warmup-epochs, or use --precision fp32 to find the cause.")
+            f"checkpoint ({'none yet' if saved is None else f'end of epoch {saved}'}) is kept in {config.run_dir}. "
+            f"Lower --lr, add --warmup-epochs, or use --precision fp32 to find the cause.")
 
 
-def _finish(trainer: Trainer, rows: list[dict], train_time: float):
-    """Evaluate the final model as it will be saved: fp16-rounded weights, float32 arithmetic.
-
-    TF32 is switched off for this evaluation so that the training device computes what
-    `python -m wrnlib evaluate` recomputes from model_fp16.pt on a CPU; summary.json names the
-    device that measured it.
-    """
-    final = copy.deepcopy(trainer.eval_model).float()
+def _fp16_rounded(model: torch.nn.Module) -> torch.nn.Module:
+    """The model as it will be saved: fp16-rounded weights, computed in float32."""
+    final = copy.deepcopy(model).float()
     with torch.no_grad():
         for tensor in final.state_dict().values():
             if tensor.is_floating_point():
                 tensor.copy_(tensor.half())
-    # rank 0 alone evaluates it, on one device like `wrnlib evaluate`, and writes the summary
-    summary = trainer.dist.on_main(lambda: _evaluate_final(trainer, final, rows, train_time))
-    return summary, final.cpu().eval()
+    return final
 
 
-def _evaluate_final(trainer: Trainer, final: torch.nn.Module, rows: list[dict], train_time: float) -> dict:
-    c, s = trainer.config, trainer.splits
+def _final_summary(c: TrainConfig, rows: list[dict], train_time: float, final: torch.nn.Module, s: Splits,
+                   score: Callable, model: torch.nn.Module, device: torch.device) -> dict[str, Any]:
+    """The final model's test accuracy in float32 with TF32 off, so that the training device computes what
+    `python -m wrnlib evaluate` recomputes from model_fp16.pt on a CPU; summary.json names the device."""
     t0 = time.perf_counter()
-    with _no_tf32():
-        plain = trainer.evaluate(s.test_x, s.test_y, model=final, bf16=False)
-        flipped = trainer.evaluate(s.test_x, s.test_y, model=final, bf16=False, tta=True) if c.tta else None
-    eval_time = time.perf_counter() - t0
-    _check_finite({"test_loss": plain["loss"]}, len(rows) - 1, c, c.run_dir)
-    if c.save_model:
-        runs.save_fp16_model(final, c.run_dir / runs.MODEL_FP16)
-    summary = summarize(rows, c, plain, flipped, train_time, trainer.model, len(s.test_y))
-    summary["final_eval"] = {"device": runs.device_name(trainer.device), "precision": "fp32, TF32 off",
-                             "time_s": eval_time}
-    runs.write_json(c.run_dir / runs.SUMMARY, summary)
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        plain = score(s.test_x, s.test_y, model=final, bf16=False)
+        flipped = score(s.test_x, s.test_y, model=final, bf16=False, tta=True) if c.tta else None
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+    check_finite({"test_loss": plain["loss"]}, len(rows) - 1, c)
+    summary = summarize(rows, c, plain, flipped, train_time, model, len(s.test_y))
+    summary["final_eval"] = {"device": device_name(device), "precision": "fp32, TF32 off",
+                             "time_s": time.perf_counter() - t0}
     return summary
-
-
-class _no_tf32:
-    def __enter__(self):
-        self.saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-
-    def __exit__(self, *exc):
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = self.saved
-        return False
 
 
 def summarize(rows: list[dict], config: TrainConfig, plain: dict, flipped: dict | None, train_time: float,
@@ -475,21 +293,3 @@ def summarize(rows: list[dict], config: TrainConfig, plain: dict, flipped: dict 
         summary[f"{key}_epoch"] = hit["epoch"] if hit else None
         summary[f"{key}_train_time_s"] = hit["train_time_s"] if hit else None
     return summary
-
-
-def _interrupted(run_dir: Path, epoch: int) -> str:
-    return (f"\nInterrupted during epoch {epoch + 1}. The checkpoint at the {runs.checkpoint_epoch(run_dir)} is "
-            f"intact in {run_dir}; continue with `python -m wrnlib train --resume --name {run_dir.name} "
-            f"--out-dir {run_dir.parent}`.")
-
-
-def _pct(value: float) -> str:
-    return "-" if value != value else f"{100 * value:.2f}%"
-
-
-def format_epoch(row: dict, epochs: int | None = None) -> str:
-    """One log line for an epoch's metrics row."""
-    of = f"/{epochs}" if epochs else ""
-    return (f"epoch {int(row['epoch']):>3}{of}  lr {row['lr']:.4f}  train {row['train_loss']:.3f} "
-            f"{_pct(row['train_acc'])}  val {_pct(row['val_acc'])}  test {_pct(row['test_acc'])}  "
-            f"{row['epoch_time_s']:.1f}s ({row['images_per_s']:.0f} img/s)")

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from wrnlib import TrainConfig, runs
+from wrnlib import TrainConfig
+from wrnlib import runfolder
 from wrnlib.config import resume_conflicts
 from wrnlib.study import results, sweep
 from wrnlib.study import runner as study
@@ -54,15 +55,15 @@ def test_the_profile_names_a_headline_an_ablation_and_a_width_sweep():
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.name)
 def test_every_run_of_the_profile_is_committed_and_finished(config):
     run_dir = ROOT / config.run_dir
-    assert runs.status(run_dir) == "finished", f"{config.run_dir} is not a finished run: run the cpu study"
-    for name in (runs.CONFIG, runs.ENV, runs.METRICS, runs.SUMMARY):
+    assert runfolder.status(run_dir) == "finished", f"{config.run_dir} is not a finished run: run the cpu study"
+    for name in (runfolder.CONFIG, runfolder.ENV, runfolder.METRICS, runfolder.SUMMARY):
         assert (run_dir / name).is_file(), f"{config.run_dir} lacks {name}"
-    saved = TrainConfig.load(run_dir / runs.CONFIG)
+    saved = TrainConfig.load(run_dir / runfolder.CONFIG)
     assert resume_conflicts(saved, config) == [], "the notebook would not read this run back but refuse it"
-    env = json.loads((run_dir / runs.ENV).read_text())
-    summary = json.loads((run_dir / runs.SUMMARY).read_text())
+    env = json.loads((run_dir / runfolder.ENV).read_text())
+    summary = json.loads((run_dir / runfolder.SUMMARY).read_text())
     assert env["device_type"] == "cpu" and env["data_checksum"] and env["git_commit"]
-    assert summary["test_images"] == 10_000 and len(runs.read_metrics(run_dir)) == config.epochs
+    assert summary["test_images"] == 10_000 and len(runfolder.read_metrics(run_dir)) == config.epochs
     if config.save_model:  # only the headline keeps its weights
         assert (run_dir / "model_fp16.pt").is_file()
 
@@ -71,11 +72,11 @@ def test_every_run_of_the_profile_is_committed_and_finished(config):
 def test_the_runs_are_in_git_not_only_on_this_disk():
     tracked = set(subprocess.run(["git", "ls-files", CPU["results_root"]], cwd=ROOT, capture_output=True, text=True,
                                  check=True).stdout.split())
-    missing = [str(c.run_dir) for c in CONFIGS if str(c.run_dir / runs.SUMMARY) not in tracked]
+    missing = [str(c.run_dir) for c in CONFIGS if str(c.run_dir / runfolder.SUMMARY) not in tracked]
     assert missing == [], f"finished but not committed: {missing}"
 
 
 def test_the_headline_stays_within_its_time_budget():
     headline = CONFIGS[0]
-    summary = json.loads((ROOT / headline.run_dir / runs.SUMMARY).read_text())
+    summary = json.loads((ROOT / headline.run_dir / runfolder.SUMMARY).read_text())
     assert summary["train_time_s"] <= 30 * 60  # the budget: at most 30 minutes of training

@@ -16,7 +16,8 @@ matplotlib.use("Agg")
 import IPython  # noqa: E402
 import pytest  # noqa: E402
 
-from wrnlib import model_stats, runs  # noqa: E402
+from wrnlib import model_stats
+from wrnlib import runfolder  # noqa: E402
 from wrnlib.study import explorer_figure, explorer_ui  # noqa: E402
 
 TINY = dict(epochs=2, data_dir="sample", device="cpu", val_size=200, train_limit=200, test_limit=100, batch_size=50,
@@ -133,7 +134,7 @@ def test_train_button_refuses_a_run_far_over_its_time_limit(tmp_path):
 
 def test_a_run_that_fails_before_its_first_checkpoint_leaves_nothing(tmp_path):
     def failing_fit(config, **_):
-        runs.start_run_folder(config, {"device": "cpu"})  # what fit writes first ...
+        runfolder.create(config, {"device": "cpu"})  # what fit writes first ...
         raise RuntimeError("CUDA out of memory")  # ... then the first epoch fails
 
     ui = _ui(tmp_path)

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from wrnlib import cli, fit
-from wrnlib.engine import use_bf16
+from wrnlib.device import choose_precision
 from wrnlib.study import results
 from wrnlib.study import runner as study
 
@@ -253,9 +253,9 @@ def test_reexecuting_reuses_the_finished_runs(quick, tmp_path):
 
 
 def test_a_run_folder_with_other_settings_is_not_reused(quick):
-    from wrnlib import runs
+    from wrnlib import runfolder
 
-    config = runs.load_config(quick["results"] / "runs" / RUN_NAME)
+    config = runfolder.load_config(quick["results"] / "runs" / RUN_NAME)
     config.lr *= 2
     with pytest.raises(ValueError, match=r"exists with other settings \(lr: saved"):
         fit(config, existing="reuse")
@@ -339,7 +339,7 @@ def test_each_notebook_runs_under_plain_papermill_with_its_defaults(name, tmp_pa
     # On a CPU, 03 (ten runs of WRN-28-3.5 for 15 epochs) is far over its 10-minute limit even on the sample;
     # 02 (one run of 30 epochs on the sample's 1,000 training images) fits where the CPU computes bf16 (and
     # must then train), and is near the limit in fp32 (either outcome, if it is the right one).
-    bf16_cpu = on_cpu and use_bf16("auto", torch.device("cpu"))
+    bf16_cpu = on_cpu and choose_precision("auto", torch.device("cpu"))[0]
     if on_cpu and (name.startswith("03") or (name.startswith("02") and not bf16_cpu and rc != 0)):
         assert rc != 0 and "TrainingTimeError" in log and "would take about" in log, log[-3000:]
         assert not any((tmp_path / "results").rglob("config.json")), "it started training anyway"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from wrnlib import runs as runs_io
+from wrnlib import runfolder
 from wrnlib.study import explorer, results
 
 # --------------------------------------------------------------------------- results on empty / broken folders
@@ -70,13 +70,13 @@ def _cells(markdown: str, first: str) -> list[str]:
 def _run(root: Path, name: str, *, config: dict, summary: dict | None, env: dict, epochs_done: int) -> Path:
     run_dir = root / name
     run_dir.mkdir(parents=True)
-    (run_dir / runs_io.CONFIG).write_text(json.dumps(config))
-    (run_dir / runs_io.ENV).write_text(json.dumps(env))
+    (run_dir / runfolder.CONFIG).write_text(json.dumps(config))
+    (run_dir / runfolder.ENV).write_text(json.dumps(env))
     if summary is not None:
-        (run_dir / runs_io.SUMMARY).write_text(json.dumps(summary))
+        (run_dir / runfolder.SUMMARY).write_text(json.dumps(summary))
     rows = [{"epoch": e + 1, "lr": 0.1, "train_loss": 1.0, "train_acc": 0.5, "val_loss": 1.0, "val_acc": 0.5,
              "test_loss": 1.0, "test_acc": 0.25 + e / 100} for e in range(epochs_done)]
-    runs_io.write_metrics(run_dir / runs_io.METRICS, rows)
+    runfolder.write_metrics(run_dir / runfolder.METRICS, rows)
     return run_dir
 
 
@@ -268,25 +268,25 @@ def test_read_run_row_by_status_and_what_it_could_not_read(tmp_path):
     partial = _run(tmp_path, "partial", config=CONFIG, summary=None, env={}, epochs_done=2)
     assert results.read_run(partial, "g")[0]["status"] == "partial"
     started = _run(tmp_path, "started", config=CONFIG, summary=None, env={}, epochs_done=0)
-    (started / runs_io.METRICS).unlink()
+    (started / runfolder.METRICS).unlink()
     row, epochs = results.read_run(started)
     assert (row["status"], row["epochs_done"], row["last_test_acc"], epochs) == ("started", 0, None, [])
     # a metrics file that cannot be read is a named problem, and the rest of the run is still read
-    (partial / runs_io.METRICS).write_text("epoch,lr\n1,not-a-number\n")
-    (partial / runs_io.ENV).write_text("{broken")
+    (partial / runfolder.METRICS).write_text("epoch,lr\n1,not-a-number\n")
+    (partial / runfolder.ENV).write_text("{broken")
     problems = []
     row, _ = results.read_run(partial, "g", problems)
     assert row["status"] == "started" and row["depth"] == 16
-    assert any(p.startswith(f"{partial / runs_io.METRICS}: unreadable (ValueError") for p in problems)
-    assert any(p.startswith(f"{partial / runs_io.ENV}: unreadable") for p in problems)
-    (partial / runs_io.SUMMARY).write_text("[1, 2]")
+    assert any(p.startswith(f"{partial / runfolder.METRICS}: unreadable (ValueError") for p in problems)
+    assert any(p.startswith(f"{partial / runfolder.ENV}: unreadable") for p in problems)
+    (partial / runfolder.SUMMARY).write_text("[1, 2]")
     problems = []
     assert results.read_run(partial, "g", problems)[0]["status"] == "started"
-    assert any(p.startswith(f"{partial / runs_io.SUMMARY}: unreadable") for p in problems)
+    assert any(p.startswith(f"{partial / runfolder.SUMMARY}: unreadable") for p in problems)
     assert results.read_run(partial)[0]["status"] == "started"  # without a list to note problems in, no error
     only_summary = tmp_path / "only-summary"
     only_summary.mkdir()
-    (only_summary / runs_io.SUMMARY).write_text(json.dumps(SUMMARY))
+    (only_summary / runfolder.SUMMARY).write_text(json.dumps(SUMMARY))
     assert results.read_run(only_summary)[0]["status"] == "finished"
 
 
@@ -399,10 +399,10 @@ def test_collect_keeps_the_epochs_of_every_run_and_reads_results_by_default(tmp_
 
 def test_a_json_file_that_is_not_an_object_is_named_as_such(tmp_path):
     run_dir = _run(tmp_path, "run", config=CONFIG, summary=None, env={}, epochs_done=1)
-    (run_dir / runs_io.SUMMARY).write_text("[1, 2]")
+    (run_dir / runfolder.SUMMARY).write_text("[1, 2]")
     problems = []
     results.read_run(run_dir, "runs", problems)
-    assert problems == [f"{run_dir / runs_io.SUMMARY}: unreadable (ValueError: not a JSON object)"]
+    assert problems == [f"{run_dir / runfolder.SUMMARY}: unreadable (ValueError: not a JSON object)"]
 
 
 def test_a_field_no_benchmark_recorded_is_missing_not_blank(tmp_path):

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from wrnlib import TrainConfig, fit, load_cifar10, runs
+from wrnlib import TrainConfig, fit, load_cifar10
+from wrnlib import files, runfolder
 from wrnlib.study import results, run_list
 
 
@@ -32,7 +33,7 @@ def folder(tmp_path_factory) -> Path:
 
     with pytest.raises(KeyboardInterrupt):
         fit(tiny(out, "b-interrupted", epochs=3), data=data, on_epoch_end=stop)
-    runs.start_run_folder(tiny(out, "c-unstarted", epochs=4), {"device": "cpu"})
+    runfolder.create(tiny(out, "c-unstarted", epochs=4), {"device": "cpu"})
     (out / "d-notes").mkdir()
     (out / "d-notes" / "todo.txt").write_text("try WRN-16-8")
     (out / "e-empty").mkdir()
@@ -48,7 +49,7 @@ def by_name(rows):
 def test_each_state_is_listed_with_its_epochs_accuracy_and_time(folder):
     rows = by_name(run_list.list_runs(folder))
     assert list(rows) == ["a-finished", "b-interrupted", "c-unstarted", "d-notes"]  # no empty or hidden folder
-    summary = json.loads((folder / "a-finished" / runs.SUMMARY).read_text())
+    summary = json.loads((folder / "a-finished" / runfolder.SUMMARY).read_text())
     finished, interrupted, unstarted = rows["a-finished"], rows["b-interrupted"], rows["c-unstarted"]
 
     assert (finished["status"], finished["model"], finished["epochs_done"], finished["epochs"]) == (
@@ -58,7 +59,7 @@ def test_each_state_is_listed_with_its_epochs_accuracy_and_time(folder):
 
     assert (interrupted["status"], interrupted["epochs_done"], interrupted["epochs"]) == ("interrupted", 1, 3)
     assert interrupted["test_acc"] is None  # its epoch-1 test accuracy is no final result
-    first_epoch = runs.read_metrics(folder / "b-interrupted")[-1]
+    first_epoch = runfolder.read_metrics(folder / "b-interrupted")[-1]
     assert interrupted["train_time_s"] == pytest.approx(first_epoch["train_time_s"]) and first_epoch["train_time_s"] > 0
 
     assert (unstarted["status"], unstarted["epochs_done"], unstarted["epochs"]) == ("unstarted", 0, 4)
@@ -71,8 +72,8 @@ def test_the_table_shows_the_runs_numbers_formatted(folder):
     table = run_list.format_runs(run_list.list_runs(folder)).splitlines()
     assert table[0].split() == ["name", "status", "model", "epochs", "test", "acc", "train", "time", "date"]
     lines = {line.split()[0]: line.split() for line in table[1:]}
-    summary = json.loads((folder / "a-finished" / runs.SUMMARY).read_text())
-    config_time = (folder / "a-finished" / runs.CONFIG).stat().st_mtime
+    summary = json.loads((folder / "a-finished" / runfolder.SUMMARY).read_text())
+    config_time = (folder / "a-finished" / runfolder.CONFIG).stat().st_mtime
     assert lines["a-finished"][:5] == ["a-finished", "finished", "WRN-10-1", "2/2", f"{100 * summary['test_acc']:.2f}%"]
     assert " ".join(lines["a-finished"][5:7]) == results.duration(summary["train_time_s"])
     assert " ".join(lines["a-finished"][7:]) == time.strftime("%Y-%m-%d %H:%M", time.localtime(config_time))
@@ -85,7 +86,7 @@ def test_the_table_shows_the_runs_numbers_formatted(folder):
 
 def test_a_run_held_by_a_live_process_is_locked(folder, monkeypatch):
     held = folder / "b-interrupted"
-    monkeypatch.setattr(runs, "is_locked", lambda run_dir: Path(run_dir) == held, raising=False)
+    monkeypatch.setattr(files, "is_locked", lambda run_dir: Path(run_dir) == held)
     rows = by_name(run_list.list_runs(folder))
     assert rows["b-interrupted"]["status"] == "locked"
     assert [rows[n]["status"] for n in ("a-finished", "c-unstarted")] == ["finished", "unstarted"]
@@ -102,9 +103,7 @@ def test_the_command_prints_the_table_or_says_there_are_no_runs(folder, tmp_path
 
 
 def test_a_run_a_process_is_training_shows_as_locked(folder):
-    if not hasattr(runs, "folder_lock"):
-        pytest.skip("no run-folder lock in wrnlib.runs yet")
-    with runs.folder_lock(folder / "c-unstarted"):  # as fit holds it while it trains
+    with files.folder_lock(folder / "c-unstarted"):  # as fit holds it while it trains
         assert by_name(run_list.list_runs(folder))["c-unstarted"]["status"] == "locked"
     assert by_name(run_list.list_runs(folder))["c-unstarted"]["status"] == "unstarted"
     assert not any(r["name"].startswith(".") for r in run_list.list_runs(folder))  # its lock file is no run

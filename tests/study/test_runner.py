@@ -157,7 +157,8 @@ def test_the_full_profile_reads_the_committed_headline_run_back():
     """Notebook 02 under the full profile names the committed run with its settings, so it is not retrained."""
     import dataclasses
 
-    from wrnlib import TrainConfig, runs
+    from wrnlib import TrainConfig
+    from wrnlib import runfolder
     from wrnlib.config import resume_conflicts
 
     spec = study.load_profile("full")
@@ -165,8 +166,8 @@ def test_the_full_profile_reads_the_committed_headline_run_back():
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     config = TrainConfig(name=params["run_name"], **{k: v for k, v in params.items() if k in fields})
     committed = study.REPO_ROOT / "results" / "runs" / params["run_name"]
-    assert runs.status(committed) == "finished"
-    assert resume_conflicts(runs.load_config(committed), config) == []
+    assert runfolder.status(committed) == "finished"
+    assert resume_conflicts(runfolder.load_config(committed), config) == []
 
 
 def test_cell_output_is_streamed_while_the_study_runs(tmp_path):

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from wrnlib import TrainConfig
-from wrnlib import runs as runs_io
+from wrnlib import files, runfolder
 from wrnlib.cli import main
 from wrnlib.study import cluster, runner, sweep
 from wrnlib.study.results import BY_SCHEDULE_CSV, EPOCHS_CSV, FINAL_CSV
@@ -165,7 +165,7 @@ def test_sweep_command_builds_the_profiles_configs_and_passes_every_setting_on(m
 
     def fake_run_sweep(configs, executor, **kwargs):
         seen.update(configs=list(configs), executor=executor, **kwargs)
-        assert runs_io.is_locked(tmp_path / "abl" / "lr")  # the ablation folder is held while it runs
+        assert files.is_locked(tmp_path / "abl" / "lr")  # the ablation folder is held while it runs
         return sweep.SweepResult(done=[], failed={c.name: "ValueError: x" for c in configs})
 
     monkeypatch.setattr(sweep, "run_sweep", fake_run_sweep)
@@ -210,8 +210,8 @@ def test_the_local_executor_loads_the_data_once_logs_each_run_and_passes_its_set
     configs = [*good[:2], *broken]
     finished = configs[0].run_dir
     finished.mkdir(parents=True)
-    configs[0].save(finished / runs_io.CONFIG)
-    (finished / runs_io.SUMMARY).write_text("{}")  # read back by fit, no data needed for it
+    configs[0].save(finished / runfolder.CONFIG)
+    (finished / runfolder.SUMMARY).write_text("{}")  # read back by fit, no data needed for it
     loaded, fitted = [], []
     monkeypatch.setattr(sweep, "load_cifar10", lambda data_dir, download: loaded.append((data_dir, download)) or "D")
     row = {"epoch": 1, "lr": 0.1, "train_loss": 1.0, "train_acc": 0.5, "val_acc": 0.5, "test_acc": 0.5,
@@ -254,8 +254,8 @@ def test_profile_settings_without_the_notebooks_take_only_the_ablations_own_name
 def test_a_second_sweep_of_the_same_ablation_is_refused_saying_why(monkeypatch, tmp_path):
     monkeypatch.setattr(sweep, "run_sweep", lambda *a, **k: pytest.fail("a locked ablation must not run"))
     overrides = {"ablation_dir": str(tmp_path), "ablation_name": "lr"}
-    with runs_io.folder_lock(tmp_path / "lr"):
-        with pytest.raises(runs_io.FolderLockedError, match="another process is running this ablation"):
+    with files.folder_lock(tmp_path / "lr"):
+        with pytest.raises(files.FolderLockedError, match="another process is running this ablation"):
             sweep.sweep_command(None, overrides=overrides, shared={})
 
 
@@ -312,8 +312,8 @@ def test_the_cluster_executors_outcomes_are_gathered_by_run_in_config_order(monk
     good = grid(tmp_path)[0][:3]
     finished = good[0].run_dir
     finished.mkdir(parents=True)
-    good[0].save(finished / runs_io.CONFIG)
-    (finished / runs_io.SUMMARY).write_text("{}")
+    good[0].save(finished / runfolder.CONFIG)
+    (finished / runfolder.SUMMARY).write_text("{}")
     sent = []
 
     def run_on_cluster(todo, *, existing, gpus_per_run, cpus_per_run, timeout_s):

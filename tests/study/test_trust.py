@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 import torch
 
-from wrnlib import TrainConfig, load_cifar10, runs, test_subset, train_val_split
+from wrnlib import TrainConfig, load_cifar10, test_subset, train_val_split
+from wrnlib import checkpoints, runfolder
 from wrnlib.engine import evaluate
 from wrnlib.model import WideResNet
 from wrnlib.study import calibration, results, trust
@@ -26,9 +27,9 @@ def _run_folder(folder, name="tiny", **config):
     config = TrainConfig(name=name, out_dir=str(folder), depth=10, width=1.0, val_size=100, seed=3,
                          **config).validate()
     config.run_dir.mkdir(parents=True)
-    config.save(config.run_dir / runs.CONFIG)
+    config.save(config.run_dir / runfolder.CONFIG)
     torch.manual_seed(0)
-    runs.save_fp16_model(WideResNet(10, 1.0, 10), config.run_dir / runs.MODEL_FP16)
+    checkpoints.save_fp16(WideResNet(10, 1.0, 10), config.run_dir / runfolder.MODEL_FP16)
     return config.run_dir
 
 
@@ -43,7 +44,7 @@ def test_assessment_scores_the_model_and_fits_the_temperature_on_its_validation_
 
     _, val_idx = train_val_split(sample.train_labels, 100, 3)  # the run's val_size and seed
     assert len(fitted_on) == 1 and torch.equal(fitted_on[0], sample.train_labels[val_idx])
-    model, _ = runs.load_run_model(run_dir, device="cpu")
+    model, _ = runfolder.load_run_model(run_dir, device="cpu")
     assert report["calibration"]["test_acc_plain"] == pytest.approx(
         evaluate(model, sample.test_images, sample.test_labels)["acc"])
     calib = report["calibration"]

@@ -23,7 +23,8 @@ import torch.nn.functional as F
 
 from ..augment import BatchAugment
 from ..data import CIFAR10_MEAN, CIFAR10_STD, load_cifar10
-from ..engine import autocast, keep_freed_memory, make_train_step, resolve_device, use_bf16
+from ..device import choose_precision, keep_freed_memory, resolve_device
+from ..engine import autocast, make_train_step
 from ..model import WideResNet, count_forward_flops, count_parameters
 from ..optim import make_sgd
 
@@ -50,7 +51,7 @@ def default_modes(device: torch.device) -> list[str]:
 
 def wrnlib_default_mode(device: torch.device) -> str:
     """The mode that `TrainConfig()`'s defaults train in on ``device`` (precision auto, channels_last)."""
-    return "bf16" if use_bf16("auto", device) else "fp32-cl"
+    return "bf16" if choose_precision("auto", device)[0] else "fp32-cl"
 
 
 @dataclass
@@ -372,15 +373,16 @@ def run_benchmarks(modes: list[str] | None, *, out: str | None = None, profile_o
     notes = summary_lines(results, rates, device)
     print(table + "\n" + "\n".join(notes))
     if out:
-        from .. import runs
+        from ..files import write_bytes, write_json
+        from ..provenance import environment
 
         folder = Path(out)
         folder.mkdir(parents=True, exist_ok=True)
-        env = runs.environment(device, data_checksum="n/a (shipped sample images)", data_source="sample")
-        runs.write_json(folder / "bench.json", {"env": env, "args": {"modes": modes, **kwargs},
+        env = environment(device, data_checksum="n/a (shipped sample images)", data_source="sample")
+        write_json(folder / "bench.json", {"env": env, "args": {"modes": modes, **kwargs},
                                                  "dense_tflops": rates, "peak_tflops": peaks,
                                                  "results": as_dicts(results)})
-        runs.atomic_write_bytes(folder / "bench.md", (
+        write_bytes(folder / "bench.md", (
             f"Device: {env['device']}, torch {env['torch']}, commit {env['git_commit']}\n\n{table}\n"
             + "\n".join(notes) + "\n").encode())
         print(f"wrote {folder / 'bench.json'} and {folder / 'bench.md'}")

@@ -19,7 +19,9 @@ import time
 from typing import Any
 
 from ..config import TrainConfig
-from ..train import RunResult, fit, format_epoch
+from ..progress import format_epoch
+from ..runfolder import RunResult
+from ..train import fit
 
 
 def import_ray():

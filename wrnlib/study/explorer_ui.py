@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from .. import runs as runs_io
+from .. import runfolder as runs_io
 from ..data import DataError, load_cifar10
 from . import explorer, explorer_figure, notebook
 from .explorer import BUDGET, DEPTHS, WIDTH_MAX, WIDTH_MIN, WIDTH_STEP, Choice
@@ -157,7 +157,7 @@ class Explorer:
 
     def _train(self, config) -> None:
         from ..train import fit as default_fit
-        from ..train import format_epoch
+        from ..progress import format_epoch
 
         data = load_cifar10(config.data_dir)  # before anything is written: no data, no folder
         notebook.check_training_time([config], len(data.train_labels), len(data.test_labels),

@@ -10,22 +10,20 @@
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from .. import runs
+from .. import runfolder as runs
 from ..config import TrainConfig
-from ..data import ENV_VAR, SAMPLE, default_cache_dir, has_cifar10, sample_dir
-from ..engine import resolve_device
-from ..train import format_epoch, rough_epoch_seconds  # also behind fit's "roughly N per epoch" line
+from ..data import ENV_VAR, SAMPLE, default_cache_dir, has_cifar10, sample_size, sample_split
+from ..device import resolve_device
+from ..progress import format_epoch, rough_epoch_seconds  # also behind fit's "roughly N per epoch" line
 from . import plots
 from .runner import REPO_ROOT
 
 CIFAR10_TRAIN_IMAGES, CIFAR10_TEST_IMAGES = 50_000, 10_000
-SAMPLE_VAL_SIZE = 200  # 20 images per class held out of the sample's 1,200 (the quick profile's choice)
 
 
 def setup() -> Path:
@@ -73,12 +71,6 @@ class DataChoice:
             display(Markdown(self.note))
 
 
-def sample_size() -> tuple[int, int]:
-    """(training, test) images of the sample shipped with wrnlib, from its MANIFEST.json."""
-    manifest = json.loads((sample_dir() / "MANIFEST.json").read_text())
-    return int(manifest["train_images"]), int(manifest["test_images"])
-
-
 def choose_data(data_dir: str | None = None, val_size: int = 5000, train_limit: int = 0,
                 test_limit: int = 0) -> DataChoice:
     """The data a notebook loads: ``data_dir``, else ``$CIFAR10_DIR``, else the loader's cache folder when it
@@ -95,9 +87,7 @@ def choose_data(data_dir: str | None = None, val_size: int = 5000, train_limit: 
 
 def _on_sample(why: str, val_size: int, train_limit: int, test_limit: int) -> DataChoice:
     n_train, n_test = sample_size()
-    fitted = {"val_size": min(val_size, SAMPLE_VAL_SIZE)}
-    fitted["train_limit"] = train_limit if train_limit <= n_train - fitted["val_size"] else 0
-    fitted["test_limit"] = test_limit if test_limit <= n_test else 0
+    fitted = sample_split(val_size, train_limit, test_limit)
     asked = {"val_size": val_size, "train_limit": train_limit, "test_limit": test_limit}
     changed = [f"`{k}` {asked[k]:,} → {v:,}" + (" (all)" if v == 0 else "")
                for k, v in fitted.items() if v != asked[k]]

@@ -20,7 +20,7 @@ from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
-from .. import runs as runs_io
+from .. import runfolder as runs_io
 
 RUN_COLUMNS = (
     "name", "group", "status", "depth", "width", "epochs", "epochs_done", "schedule", "batch_size", "lr",

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .. import runs
+from .. import files, runfolder as runs
 from . import results
 
 DEFAULT_FOLDER = "results/runs"
@@ -44,8 +44,7 @@ def _run_row(run_dir: Path, state: str) -> dict[str, Any]:
     row = row or {}  # its config.json unreadable and nothing else there: listed with what is known
     last_time = epochs[-1].get("train_time_s") if epochs else None
     train_time = row.get("train_time_s") if state == "finished" else last_time
-    # runs.is_locked comes with the run-folder lock; where it is missing, no run counts as locked
-    locked = getattr(runs, "is_locked", lambda d: False)(run_dir)
+    locked = files.is_locked(run_dir)
     return {"name": run_dir.name, "status": "locked" if locked else state, "model": _model(row),
             "epochs_done": row.get("epochs_done", 0), "epochs": row.get("epochs"),
             "test_acc": row.get("test_acc") if state == "finished" else None,

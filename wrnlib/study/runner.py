@@ -192,7 +192,7 @@ def run_study(profile: str, only: list[str] | None = None, output_root: str | Pa
     notebook leaves the last good executed copy in place and writes ``<name>.failed.ipynb`` beside it.
     After a successful study the executed notebooks are also rendered as HTML, with an ``index.html``.
     """
-    from .. import runs
+    from ..files import folder_lock
 
     out = stream or sys.stdout
     spec = load_profile(profile, profiles_dir or PROFILES_DIR)
@@ -201,8 +201,8 @@ def run_study(profile: str, only: list[str] | None = None, output_root: str | Pa
     root = Path(cwd or REPO_ROOT) / (results_root if results_root is not None else spec.get("results_root", "results"))
     # One study at a time per results root and per executed folder: a second one is refused at once
     # instead of resuming runs the first is still training (each run folder is locked by fit too).
-    with runs.folder_lock(root, doing="running a study into it"), \
-            runs.folder_lock(out_dir, doing=f"running the {profile!r} study into it"):
+    with folder_lock(root, doing="running a study into it"), \
+            folder_lock(out_dir, doing=f"running the {profile!r} study into it"):
         out_dir.mkdir(parents=True, exist_ok=True)
         return _run_plan(plan, profile, spec, out_dir, results_root, cwd, kernel_name, progress_bar, log_output,
                          stream, out, root)

@@ -13,10 +13,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from .. import runs
+from .. import files, runfolder as runs
 from ..config import TrainConfig
 from ..data import CIFAR10, load_cifar10
-from ..train import EXISTING, RunResult, fit, format_epoch
+from ..progress import format_epoch
+from ..runfolder import EXISTING, RunResult
+from ..train import fit
 from . import cluster, results
 from .cluster import one_line
 
@@ -181,7 +183,7 @@ def sweep_command(profile: str | None = None, *, overrides: dict[str, Any], shar
     config.setdefault("progress", False)  # one line per epoch instead of a bar per run
     folder = Path(settings["ablation_dir"]) / settings["ablation_name"]
     configs = schedule_configs(settings["schedules"], settings["seeds"], folder / "runs", **config)
-    with runs.folder_lock(folder, doing="running this ablation"):  # one sweep per ablation folder
+    with files.folder_lock(folder, doing="running this ablation"):  # one sweep per ablation folder
         print(f"sweep {settings['ablation_name']}: {len(configs)} runs on executor {settings['executor']!r} -> "
               f"{folder}", flush=True)
         swept = run_sweep(configs, settings["executor"], existing=settings["existing"],

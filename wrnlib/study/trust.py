@@ -24,10 +24,13 @@ from typing import Any, Sequence
 import pandas as pd
 import torch
 
-from .. import runs
+from .. import runfolder as runs
+from ..files import write_json
+from ..provenance import environment
 from ..config import RESUME_MUTABLE, TrainConfig
 from ..data import CIFAR10, test_subset, train_val_split
-from ..engine import choose_precision, predict_logits, resolve_device
+from ..device import choose_precision, resolve_device
+from ..engine import predict_logits
 from . import calibration, corruptions
 
 TRUST_JSON, RELIABILITY_CSV, CORRUPTIONS_CSV = "trust.json", "reliability.csv", "corruptions.csv"
@@ -82,11 +85,11 @@ def assess(run_dir: str | Path, data: CIFAR10, out_dir: str | Path, settings: Se
               "corruption_time_s": float(table["seconds"].sum()),
               "clean_subset_acc": float(table.loc[table["severity"] == 0, "accuracy"].iloc[0]),
               "mean_corruption_acc": float(table.loc[table["severity"] > 0, "accuracy"].mean()),
-              "env": runs.environment(torch_device, data.checksum, data.source)}
+              "env": environment(torch_device, data.checksum, data.source)}
     folder.mkdir(parents=True, exist_ok=True)
     reliability.to_csv(folder / RELIABILITY_CSV, index=False, float_format="%.6g")
     table.to_csv(folder / CORRUPTIONS_CSV, index=False, float_format="%.6g")
-    runs.write_json(folder / TRUST_JSON, report)  # last: its presence means the folder is complete
+    write_json(folder / TRUST_JSON, report)  # last: its presence means the folder is complete
     return report
 
 
