@@ -15,7 +15,7 @@ from wrnlib.config import TrainConfig
 from wrnlib.data import sample_dir
 from wrnlib.study import notebook
 from wrnlib import fit
-from wrnlib.progress import rough_duration
+from wrnlib.progress import duration
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -126,7 +126,7 @@ def test_random_bytes_are_a_corrupt_file_not_advice_to_unpickle(tmp_path, capsys
 
 
 def test_estimates_never_read_as_zero():
-    assert rough_duration(0.02) == "under 1 s" and rough_duration(7.9) == "8 s" and rough_duration(600) == "10 min"
+    assert duration(0.02) == "under 1 s" and duration(7.9) == "8 s" and duration(600) == "10.0 min"
     assert "0 s" not in notebook.describe_estimate(0.001) and "1 s" in notebook.describe_estimate(0.001)
     assert notebook.describe_estimate(0.0).startswith("nothing to train")
     assert "36 s" in notebook.describe_estimate(0.6)

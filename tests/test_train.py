@@ -243,14 +243,23 @@ def test_the_start_line_says_what_trains_where_and_for_how_long(monkeypatch, wor
     line = progress.start_line(config, 351, torch.device("cpu"), "bf16 autocast (asked for)",
                                SimpleNamespace(world=world, backend="gloo"))
     assert line == (f"r: WRN-16-2.5, 7 epochs of 351 steps, on {where}; bf16 autocast (asked for); roughly "
-                    f"{'8' if world == 1 else '4'} min per epoch")
+                    f"{'8.0' if world == 1 else '4.0'} min per epoch")
     assert asked == [(351 * 128, 0, "cpu")]  # one epoch's training images, no evaluation, per process
 
 
-@pytest.mark.parametrize("seconds, text", [(0.4, "under 1 s"), (1, "1 s"), (119.4, "119 s"), (120, "2 min"),
-                                           (3600, "60 min")])
-def test_rough_durations(seconds, text):
-    assert progress.rough_duration(seconds) == text
+@pytest.mark.parametrize("seconds, text", [(0.4, "under 1 s"), (1, "1 s"), (119.4, "119 s"), (120, "2.0 min"),
+                                           (3600, "60.0 min"), (7199, "120.0 min"), (7200, "2.0 h"), (None, "-"),
+                                           (float("nan"), "-"), ("n/a", "-")])
+def test_the_one_duration_formatter(seconds, text):
+    assert progress.duration(seconds) == text
+    assert progress.duration(None, missing="never") == "never"
+
+
+@pytest.mark.parametrize("value, text, one_digit", [(0.912, "91.20%", "91.2%"), (1, "100.00%", "100.0%"),
+                                                     (None, "-", "–"), (float("nan"), "-", "–"), ("x", "-", "–")])
+def test_percentages_and_their_missing_value(value, text, one_digit):
+    assert progress.pct(value) == text
+    assert progress.pct(value, missing="–", digits=1) == one_digit
 
 
 def test_the_epoch_line():

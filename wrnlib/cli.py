@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from .config import TrainConfig
+from .config import TrainConfig, read_config_file
 
 
 class Parser(argparse.ArgumentParser):
@@ -62,7 +62,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
     With --resume, unset flags fall back to the run's own saved config, not to the defaults.
     """
-    base = _read_config_file(args.config) if args.config else {}
+    base = read_config_file(args.config) if args.config else {}
     source = f"--config {args.config}" if args.config else "the command line"
     explicit = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
                 if getattr(args, f.name) is not None}
@@ -98,17 +98,6 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return runs_command(args.folder or TrainConfig.__dataclass_fields__["out_dir"].default)
 
 
-def _read_config_file(path: str) -> dict:
-    try:
-        data = json.loads(Path(path).read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"--config {path}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); "
-                         f"fix that line") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"--config {path}: expected a JSON object of TrainConfig fields, got {type(data).__name__}")
-    return data
-
-
 def cmd_params(args: argparse.Namespace) -> int:
     from .model import model_stats
 
@@ -130,7 +119,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     if not args.resume:
         given = {f.name for f in dataclasses.fields(TrainConfig) if getattr(args, f.name) is not None}
-        config = fit_to_sample(config, given | set(_read_config_file(args.config) if args.config else {}))
+        config = fit_to_sample(config, given | set(read_config_file(args.config) if args.config else {}))
     result = fit(config, existing="resume" if args.resume else "error")
     if not distributed.is_main():  # under torchrun, rank 0 speaks for the run
         return 0
@@ -142,7 +131,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import evaluate_run, record_evaluation
-    from .progress import rough_duration, rough_eval_seconds
+    from .progress import duration, rough_eval_seconds
 
     if args.download:
         from .data import load_cifar10
@@ -153,7 +142,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         passes = 1 if args.no_tta else 3  # flip-TTA evaluates the images and their mirrors again
         seconds = rough_eval_seconds(config, images * passes, args.device)
         print(f"evaluating {args.run_dir} on {images:,} test images{'' if args.no_tta else ', plain and flip-TTA'}: "
-              f"roughly {rough_duration(seconds)}", file=sys.stderr, flush=True)
+              f"roughly {duration(seconds)}", file=sys.stderr, flush=True)
 
     report = evaluate_run(args.run_dir, data_dir=args.data_dir, device=args.device, batch_size=args.batch_size,
                           progress=True, test_limit=args.test_limit, tta=not args.no_tta, on_start=say_how_long)

@@ -169,15 +169,7 @@ class TrainConfig:
     @classmethod
     def load(cls, path: str | Path) -> "TrainConfig":
         """Read a JSON config; a malformed file is a ValueError naming the file and the line."""
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}; "
-                             f"fix that line") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ValueError(f"cannot read {path}: {exc}") from None
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(read_config_file(path), source=str(path))
 
     @property
     def run_dir(self) -> Path:
@@ -193,6 +185,21 @@ def resume_conflicts(saved: TrainConfig, requested: TrainConfig) -> list[str]:
     """Fields whose values differ between a run's saved config and a resume request."""
     a, b = saved.to_dict(), requested.to_dict()
     return [k for k in a if k not in RESUME_MUTABLE and a[k] != b[k]]
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The JSON object of a config file; a ValueError naming the file (and the line) when it is none."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}; "
+                         f"fix that line") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must be a JSON object of TrainConfig fields; got {type(data).__name__}")
+    return data
 
 
 # --------------------------------------------------------------------------- checks

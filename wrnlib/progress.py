@@ -3,6 +3,7 @@ one line per epoch, and where an interrupted run stands. Also the one duration f
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Any
 
@@ -36,15 +37,31 @@ def rough_eval_seconds(config: TrainConfig, images: int, device: str = "auto") -
     return rough_epoch_seconds(dataclasses.replace(config, precision="fp32"), 0, images, resolve_device(device))
 
 
-def rough_duration(seconds: float) -> str:
-    """A rough duration for people: never "0 s" (the closed form is rough for tiny models)."""
-    if seconds < 1:
+def duration(seconds: Any, missing: str = "-") -> str:
+    """Seconds for people, from a smoke run to a day-long one: "under 1 s", "42 s", "12.5 min", "3.2 h" (never
+    "0 s": an estimate for a tiny model is rough); ``missing`` when there is no number."""
+    s = _number(seconds)
+    if s is None:
+        return missing
+    if s < 1:
         return "under 1 s"
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+    if s < 120:
+        return f"{s:.0f} s"
+    return f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.1f} h"
 
 
-def pct(value: float) -> str:
-    return "-" if value != value else f"{100 * value:.2f}%"
+def pct(value: Any, missing: str = "-", digits: int = 2) -> str:
+    """A fraction as a percentage, "91.20%"; ``missing`` when there is no number (None, NaN, text)."""
+    v = _number(value)
+    return missing if v is None else f"{100 * v:.{digits}f}%"
+
+
+def _number(value: Any) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(v) else v
 
 
 def format_epoch(row: dict, epochs: int | None = None) -> str:
@@ -65,7 +82,7 @@ def start_line(config: TrainConfig, steps: int, device: torch.device, precision:
         where = f"{world} processes ({dist.backend}, {c.batch_size // world} images each per step), each on {where}"
     seconds = rough_epoch_seconds(c, steps * c.batch_size, 0, device) / world
     return (f"{c.name}: WRN-{c.depth}-{c.width:g}, {c.epochs} epochs of {steps} steps, on {where}; "
-            f"{precision}; roughly {rough_duration(seconds)} per epoch")
+            f"{precision}; roughly {duration(seconds)} per epoch")
 
 
 def interrupted(run_dir: Path, epoch: int, checkpoint_epoch: int | None) -> str:
