@@ -34,7 +34,6 @@ import torch
 from torch import nn
 
 import wrnlib.device as devices
-import wrnlib.engine as engine
 import wrnlib.train as train_module
 from wrnlib import checkpoints, distributed, runfolder
 from wrnlib.augment import BatchAugment

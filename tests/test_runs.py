@@ -3,17 +3,15 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import pickle
 import re
-import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 
-from wrnlib import checkpoints, device, evaluation, files, provenance, runfolder
+from wrnlib import checkpoints, device, evaluation, files, runfolder
 from wrnlib.config import TrainConfig
 
 
@@ -75,49 +73,6 @@ def test_checkpoints_round_trip_and_foreign_files_are_refused(tmp_path):
     with pytest.raises(checkpoints.CheckpointError, match="not a wrnlib resume checkpoint"):
         checkpoints.load_checkpoint(tmp_path / runfolder.STATE)
     assert runfolder.checkpoint_epoch(tmp_path) is None  # unreadable: no epoch to continue from
-
-
-def _git(repo, *args):
-    subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
-
-
-def test_git_commit_marks_edited_and_new_files_as_dirty(tmp_path, monkeypatch):
-    monkeypatch.delenv("WRNLIB_GIT_COMMIT", raising=False)
-    package = tmp_path / "pkg"
-    package.mkdir()
-    (package / "a.py").write_text("x = 1\n")
-    _git(tmp_path, "init", "-q")
-    _git(tmp_path, "add", ".")
-    _git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
-    assert provenance.git_commit(package) == head
-    (package / "a.py").write_text("x = 2\n")
-    assert provenance.git_commit(package) == head + "-dirty"
-    _git(tmp_path, "checkout", "-q", "--", ".")
-    (package / "new.py").write_text("y = 1\n")
-    assert provenance.git_commit(package) == head + "-dirty"
-    monkeypatch.setenv("WRNLIB_GIT_COMMIT", "abc123")
-    assert provenance.git_commit(package) == "abc123"
-
-
-def test_git_commit_ignores_touched_and_ignored_files_and_says_unknown_without_a_repository(tmp_path, monkeypatch):
-    monkeypatch.delenv("WRNLIB_GIT_COMMIT", raising=False)
-    package = tmp_path / "repo" / "pkg"
-    package.mkdir(parents=True)
-    (package / "a.py").write_text("x = 1\n")
-    (package / ".gitignore").write_text("*.pyc\n")
-    _git(package.parent, "init", "-q")
-    _git(package.parent, "add", ".")
-    _git(package.parent, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
-    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=package, capture_output=True, text=True).stdout.strip()
-    os.utime(package / "a.py", (2_000_000_000, 2_000_000_000))  # touched, not changed
-    (package / "a.cpython-311.pyc").write_bytes(b"\0")  # ignored: not code that is part of the tree
-    assert provenance.git_commit(package) == head
-    outside = tmp_path / "elsewhere"
-    outside.mkdir()
-    assert provenance.git_commit(outside) == "unknown"  # no repository around it
-    monkeypatch.setenv("PATH", str(tmp_path / "no-git-here"))
-    assert provenance.git_commit(package) == "unknown"  # no git on this machine
 
 
 def test_cpu_model_is_the_kernels_model_name_else_the_architecture(tmp_path, monkeypatch):
@@ -521,23 +476,6 @@ def test_safe_torch_load_names_a_damaged_file_with_the_first_line_of_what_went_w
             continue
         text = str(torch_says.value).strip()
         assert said == UNREADABLE.format(path, text.splitlines()[0][:160] if text else type(torch_says.value).__name__)
-
-
-def test_the_environment_records_the_machine_and_library_versions_a_run_ran_with():
-    import platform
-    import sys
-
-    import numpy
-
-    env = provenance.environment(torch.device("cpu"), "sum", "sample")
-    assert env["python"] == platform.python_version() == sys.version.split()[0]
-    assert (env["torch"], env["numpy"], env["platform"]) == (torch.__version__, numpy.__version__, platform.platform())
-    assert env["cuda"] is None and env["cudnn"] is None  # a CPU run: no CUDA or cuDNN version, even in a CUDA build
-    cpu = env["cpu"]
-    assert set(cpu) == {"model", "isa", "amx_bf16", "avx512_bf16", "threads", "interop_threads"}
-    assert (cpu["model"], cpu["isa"]) == (device.cpu_model(), torch.backends.cpu.get_cpu_capability())
-    assert (cpu["threads"], cpu["interop_threads"]) == (torch.get_num_threads(), torch.get_num_interop_threads())
-    assert (env["data_checksum"], env["data_source"]) == ("sum", "sample")
 
 
 def test_a_resume_checkpoint_without_model_weights_is_named_when_its_weights_are_asked_for(tmp_path):
