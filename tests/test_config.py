@@ -88,13 +88,13 @@ BOUNDARIES = [
     ({"crop_padding": -1}, "crop_padding must be an integer >= 0; got -1"),
     ({"crop_padding": 31}, None), ({"crop_padding": 40, "pad_mode": "constant"}, None),  # zero padding may be wider
     ({"crop_padding": 32}, "crop_padding must be < 32 (the image side) with reflect padding; got 32: lower "
-                           "--crop-padding or use --pad-mode constant"),
+                           "crop_padding or use pad_mode='constant'"),
     ({"schedule": "linear"}, "unknown schedule 'linear'; choose one of: constant, step, cosine, sgdr, onecycle"),
     ({"name": "a\\b"}, "name must be a plain folder name (no '/'); got 'a\\\\b'"),
     ({"name": "."}, "name must be a plain folder name (no '/'); got '.'"),
     ({"name": ".."}, "name must be a plain folder name (no '/'); got '..'"),
     ({"name": "é" * 100}, None),  # 200 bytes
-    ({"name": "é" * 100 + "x"}, "name is 201 bytes long; a folder name can have at most 200: choose a shorter --name"),
+    ({"name": "é" * 100 + "x"}, "name is 201 bytes long; a folder name can have at most 200: choose a shorter name"),
     ({"dropout": 0.5, "depth": 10, "width": 0.5}, None),
     ({"dropout": 1.0}, "dropout must be a probability in [0, 1); got 1.0"),
 ]

@@ -26,6 +26,7 @@ from wrnlib.data import (
     sample_dir,
     train_val_split,
 )
+from wrnlib.errors import command_line
 
 SAMPLE_MANIFEST = json.loads((sample_dir() / "MANIFEST.json").read_text())
 TRAIN_PER_CLASS = SAMPLE_MANIFEST["train_per_class"]
@@ -290,8 +291,12 @@ def test_nothing_found_gives_advice(no_env, tmp_path):
     with pytest.raises(DataError) as info:
         load_cifar10()
     message = str(info.value)
-    for advice in ("CIFAR10_DIR", "--data-dir", "'sample'", "download=True", str(tmp_path / "xdg" / "wrnlib")):
+    for advice in ("CIFAR10_DIR", "data_dir", "'sample'", "download=True", str(tmp_path / "xdg" / "wrnlib")):
         assert advice in message
+    with command_line(), pytest.raises(DataError) as info:  # the same advice, as flags
+        load_cifar10()
+    for advice in ("CIFAR10_DIR", "--data-dir", "'sample'", "--download", str(tmp_path / "xdg" / "wrnlib")):
+        assert advice in str(info.value)
 
 
 def test_download_failure_gives_advice(monkeypatch, no_env, tmp_path):
@@ -303,7 +308,7 @@ def test_download_failure_gives_advice(monkeypatch, no_env, tmp_path):
     monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
     with pytest.raises(DataError) as info:
         load_cifar10(download=True)
-    for advice in ("CIFAR10_DIR", "--data-dir", "'sample'", "name resolution", str(tmp_path / "xdg")):
+    for advice in ("CIFAR10_DIR", "data_dir", "'sample'", "name resolution", str(tmp_path / "xdg")):
         assert advice in str(info.value)
     assert isinstance(info.value.__cause__, OSError)
 

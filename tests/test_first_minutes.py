@@ -69,6 +69,55 @@ def test_other_test_images_are_named_as_the_cause(two_runs, tmp_path):
     assert "test images differ" in evaluation.evaluate_run(moved, device="cpu")["disagreement"]
 
 
+def test_the_data_to_evaluate_on_is_the_users_not_the_path_another_machine_recorded(two_runs, tmp_path, monkeypatch,
+                                                                                     capsys):
+    """A committed run read on another machine: its config names no folder of the machine that trained it (an older
+    one may), and `evaluate` takes --data-dir, else CIFAR10_DIR, else the cache; the checksum says if it is right."""
+    assert json.loads((two_runs / "b" / runfolder.CONFIG).read_text())["data_dir"] == "sample"  # a name, not a path
+    elsewhere = tmp_path / "b"
+    shutil.copytree(two_runs / "b", elsewhere)
+    config = json.loads((elsewhere / runfolder.CONFIG).read_text())
+    (elsewhere / runfolder.CONFIG).write_text(json.dumps(config | {"data_dir": "/home/someone/cifar10"}))
+    monkeypatch.setenv("CIFAR10_DIR", "sample")
+    assert main(["evaluate", str(elsewhere), "--device", "cpu"]) == 0
+    assert json.loads(capsys.readouterr().out)["agrees"] is True
+    monkeypatch.setenv("CIFAR10_DIR", str(tmp_path / "missing"))  # the flag comes first
+    assert main(["evaluate", str(elsewhere), "--device", "cpu", "--data-dir", "sample"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(elsewhere), "--device", "cpu"]) == 2
+    assert "(from the CIFAR10_DIR environment variable) does not exist" in capsys.readouterr().err
+
+
+def test_a_new_run_records_no_folder_of_this_machine(tmp_path, monkeypatch):
+    monkeypatch.setenv("CIFAR10_DIR", "sample")
+    data = tmp_path / "cifar10"
+    shutil.copytree(sample_dir(), data)
+    fit(tiny(tmp_path / "runs", "here", data_dir=str(data), epochs=1))
+    saved = json.loads((tmp_path / "runs" / "here" / runfolder.CONFIG).read_text())
+    assert saved["data_dir"] is None and "out_dir" not in saved
+    assert json.loads((tmp_path / "runs" / "here" / runfolder.ENV).read_text())["data_source"] == str(data)
+
+
+def test_a_run_resumes_only_on_the_data_it_was_trained_on(tmp_path, capsys):
+    config = tiny(tmp_path, "r", epochs=2, checkpoint_every=1)
+
+    def stop(row):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(config, on_epoch_end=stop)
+    other = tmp_path / "other"
+    shutil.copytree(sample_dir(), other)
+    shutil.copy(sample_dir() / "test.npz", other / "train_1.npz")  # other images
+    (other / "MANIFEST.json").unlink()
+    metrics = (tmp_path / "r" / runfolder.METRICS).read_bytes()
+    assert main(["train", "--resume", "--name", "r", "--out-dir", str(tmp_path), "--data-dir", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert "was trained on other data than this" in err and "--data-dir or CIFAR10_DIR" in err
+    assert (tmp_path / "r" / runfolder.METRICS).read_bytes() == metrics  # nothing was changed
+    assert main(["train", "--resume", "--name", "r", "--out-dir", str(tmp_path), "--data-dir", "sample"]) == 0
+
+
 def test_a_quick_look_reads_only_the_test_file_and_is_not_recorded(two_runs, tmp_path, capsys):
     only_test = tmp_path / "cifar10"
     only_test.mkdir()
@@ -84,16 +133,35 @@ def test_a_quick_look_reads_only_the_test_file_and_is_not_recorded(two_runs, tmp
     assert rc == 2 and "drop --test-limit and --no-tta" in capsys.readouterr().err
 
 
-def test_train_on_the_sample_fits_the_split_like_the_notebooks(tmp_path, capsys):
-    assert main(["train", "--data-dir", "sample", "--out-dir", str(tmp_path), "--name", "s", "--depth", "10",
-                 "--width", "1", "--epochs", "1", "--train-limit", "256", "--batch-size", "64", "--device", "cpu",
-                 "--no-progress"]) == 0
-    assert "val_size 5,000 -> 200" in capsys.readouterr().out
-    assert runfolder.load_config(tmp_path / "s").val_size == 200
-    # an explicit choice is kept, and its error names the fix
+def test_the_readmes_sample_example_learns_and_says_what_it_fitted(tmp_path, capsys):
+    """`train --data-dir sample --depth 10 --width 1 --epochs 10`, the README's example: the defaults that do not
+    suit 1,200 images are fitted (5,000 validation images; batch 512, one step per epoch) and said; it learns."""
+    assert main(["train", "--data-dir", "sample", "--depth", "10", "--width", "1", "--epochs", "10", "--out-dir",
+                 str(tmp_path), "--name", "s", "--device", "cpu", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("the sample shipped with wrnlib (1,200 training images, not the benchmark): val_size "
+                          "5,000 -> 200, batch_size 512 -> 64, lr 0.4 -> 0.05\n")
+    config = runfolder.load_config(tmp_path / "s")
+    assert (config.val_size, config.batch_size, config.lr) == (200, 64, 0.05)
+    assert json.loads((tmp_path / "s" / runfolder.SUMMARY).read_text())["test_acc"] > 0.2  # chance is 0.1
+
+
+def test_the_python_api_fits_the_sample_as_the_command_line_does(tmp_path, capsys):
+    result = fit(TrainConfig(name="api", out_dir=str(tmp_path), data_dir="sample", depth=10, width=1, epochs=1,
+                             progress=False))
+    assert capsys.readouterr().out.startswith("the sample shipped with wrnlib (1,200 training images, not the "
+                                              "benchmark): val_size 5,000 -> 200, batch_size 512 -> 64")
+    assert (result.config.val_size, result.config.batch_size) == (200, 64)
+    assert runfolder.load_config(tmp_path / "api") == result.config
+
+
+def test_a_setting_given_on_the_sample_is_kept_and_its_error_names_the_fix(tmp_path, capsys):
     assert main(["train", "--data-dir", "sample", "--out-dir", str(tmp_path), "--name", "t", "--val-size",
-                 "5000", "--depth", "10", "--width", "1", "--epochs", "1", "--device", "cpu"]) == 2
-    assert "val_size" in capsys.readouterr().err
+                 "1500", "--batch-size", "32", "--depth", "10", "--width", "1", "--epochs", "1", "--device", "cpu"]) == 2
+    captured = capsys.readouterr()
+    assert "val_size" not in captured.out and "batch_size" not in captured.out  # nothing fitted: both were given
+    assert captured.err == "error: --val-size 1500 leaves no training images: this data set has 1,200; lower it\n"
+    assert not (tmp_path / "t").exists()
 
 
 def test_scratch_runs_default_to_a_git_ignored_folder():

@@ -909,7 +909,7 @@ def test_data_dir_is_the_data_fit_trains_on(tmp_path, monkeypatch):
 @pytest.mark.parametrize("download", [True, False])
 def test_download_fetches_into_the_cache_only_when_asked(tmp_path, monkeypatch, download):
     """download: with no data_dir and no $CIFAR10_DIR, fit has torchvision fetch CIFAR-10 into the cache
-    folder and trains on it; without it, it stops with advice naming --download and fetches nothing."""
+    folder and trains on it; without it, it stops with advice naming download=True and fetches nothing."""
     import torchvision.datasets
 
     fetched = []
@@ -931,7 +931,7 @@ def test_download_fetches_into_the_cache_only_when_asked(tmp_path, monkeypatch, 
         assert json.loads((tmp_path / "runs" / "knob" / runfolder.ENV).read_text())["data_source"] == str(cache.resolve())
         assert len(watch.steps) == 2
     else:
-        with pytest.raises(DataError, match="--download"):
+        with pytest.raises(DataError, match="download=True"):
             fit(config)
         assert fetched == [] and not (tmp_path / "runs" / "knob").exists()
 

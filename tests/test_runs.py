@@ -370,7 +370,7 @@ def test_the_evaluated_weights_are_the_kept_model_or_else_the_checkpoints_ema(tm
     with pytest.raises(FileNotFoundError) as missing:
         runfolder.load_run_model(run)
     assert str(missing.value) == (f"{run} holds neither {runfolder.MODEL_FP16} nor {runfolder.STATE}; train with "
-                                  "--save-model (or keep the resume checkpoint) to evaluate later")
+                                  "save_model=True (or keep the resume checkpoint) to evaluate later")
     torch.manual_seed(0)
     live, averaged, kept = WideResNet(10, 1), WideResNet(10, 1), WideResNet(10, 1)
     checkpoint = {"epoch": 1, "model": live.state_dict(), "optimizer": {}, "metrics": []}
@@ -391,7 +391,7 @@ def test_the_evaluated_weights_are_the_kept_model_or_else_the_checkpoints_ema(tm
         with pytest.raises(checkpoints.CheckpointError) as wrong:
             runfolder.load_model_weights(run)
         assert str(wrong.value) == (f"{run / runfolder.MODEL_FP16} does not hold a model's weights; re-train with "
-                                    "--save-model")
+                                    "save_model=True")
 
 
 def test_weights_of_another_shape_or_no_run_folder_are_named_as_such(tmp_path):
@@ -482,7 +482,7 @@ def test_a_resume_checkpoint_without_model_weights_is_named_when_its_weights_are
     torch.save({"epoch": 1, "model": {"w": "not a tensor"}, "optimizer": {}, "metrics": []}, tmp_path / runfolder.STATE)
     with pytest.raises(checkpoints.CheckpointError) as raised:
         runfolder.load_model_weights(tmp_path)
-    assert str(raised.value) == f"{tmp_path / runfolder.STATE} does not hold a model's weights; re-train with --save-model"
+    assert str(raised.value) == f"{tmp_path / runfolder.STATE} does not hold a model's weights; re-train with save_model=True"
 
 
 _NO_SPACE = OSError(errno.ENOSPC, "No space left on device")

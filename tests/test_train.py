@@ -13,6 +13,7 @@ import wrnlib.train as train_module
 from wrnlib import NonFiniteLossError, RunExistsError, checkpoints, device, distributed, files, fit, runfolder
 from wrnlib.config import TrainConfig
 from wrnlib.data import DataError
+from wrnlib.errors import command_line
 from wrnlib.evaluation import evaluate_run
 
 
@@ -96,7 +97,7 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(real_data, tm
         return step_with_nan
 
     monkeypatch.setattr(train_module, "make_train_step", poisoned_after_first_epoch)
-    with pytest.raises(NonFiniteLossError, match=r"epoch 2.*end of epoch 1.*--lr"):
+    with pytest.raises(NonFiniteLossError, match=r"epoch 2.*end of epoch 1.*Lower lr"):
         fit(tiny(tmp_path, epochs=3), data=real_data)
     state = torch.load(tmp_path / "tiny" / runfolder.STATE, weights_only=True)
     assert state["epoch"] == 1
@@ -107,7 +108,7 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(real_data, tm
 def test_an_existing_run_is_never_overwritten(real_data, tmp_path):
     fit(tiny(tmp_path, epochs=1), data=real_data)
     metrics = (tmp_path / "tiny" / runfolder.METRICS).read_bytes()
-    with pytest.raises(RunExistsError, match="--resume"):
+    with pytest.raises(RunExistsError, match="existing='resume'"):
         fit(tiny(tmp_path, epochs=1, lr=0.05), data=real_data)
     assert (tmp_path / "tiny" / runfolder.METRICS).read_bytes() == metrics
 
@@ -132,14 +133,14 @@ def test_resume_errors_are_specific(real_data, tmp_path):
     with pytest.raises(ValueError) as raised:
         fit(tiny(tmp_path), existing="keep", data=real_data)
     assert str(raised.value) == "existing must be one of error, resume, reuse; got 'keep'"
-    with pytest.raises(FileNotFoundError, match="without --resume"):
+    with pytest.raises(FileNotFoundError, match="without existing='resume'"):
         fit(tiny(tmp_path), existing="resume", data=real_data)
     fit(tiny(tmp_path, epochs=1), data=real_data)
     with pytest.raises(ValueError) as raised:
         fit(tiny(tmp_path, epochs=1, lr=0.3, momentum=0.8), existing="resume", data=real_data)
     assert str(raised.value) == (
         f"{tmp_path / 'tiny'} exists with other settings (lr: saved 0.1 vs requested 0.3, momentum: saved 0.9 vs "
-        f"requested 0.8); use the saved settings, or start a new run under another --name (nothing was changed)")
+        f"requested 0.8); use the saved settings, or start a new run under another name (nothing was changed)")
 
 
 def test_fit_refuses_a_run_folder_that_another_process_is_training(real_data, tmp_path):
@@ -155,7 +156,7 @@ def test_fit_says_what_it_does_with_each_kind_of_folder_it_finds(real_data, tmp_
     with pytest.raises(RunExistsError) as raised:  # a folder that is not a run
         fit(config, data=real_data, existing="reuse")
     assert str(raised.value) == (f"{run_dir} exists but is not a run folder (no {runfolder.CONFIG}); choose another "
-                                 f"--name or --out-dir (nothing was changed)")
+                                 f"name or out_dir (nothing was changed)")
     assert [p.name for p in run_dir.iterdir()] == ["notes.txt"]
     (run_dir / "notes.txt").unlink()
 
@@ -285,7 +286,13 @@ def test_the_interrupted_message_says_where_the_checkpoint_is_and_how_to_resume(
     run.mkdir(parents=True)
     assert progress.interrupted(run, 2, 2) == (
         f"\nInterrupted during epoch 3. The checkpoint at the end of epoch 2 is intact in {run}; continue with "
-        f"`python -m wrnlib train --resume --name r --out-dir {tmp_path / 'runs'}`.")
+        f"`fit(config, existing='resume')` with the same config.")
+    with command_line():
+        assert progress.interrupted(run, 2, 2) == (
+            f"\nInterrupted during epoch 3. The checkpoint at the end of epoch 2 is intact in {run}; continue with "
+            f"`python -m wrnlib train --resume --name r --out-dir {tmp_path / 'runs'}`.")
+    assert progress.interrupted(run, 0, None) == ("\nInterrupted during epoch 1, before the run's first checkpoint: "
+                                                  "nothing to keep yet, so the same command starts it again.")
 
 
 @pytest.mark.parametrize("device, precision, threads", [("cuda", "auto", 2), ("cpu", "bf16", 1), ("cpu", "fp32", 3),
@@ -376,7 +383,7 @@ def test_a_final_evaluation_that_fails_stops_the_run_saying_so(real_data, tmp_pa
         fit(tiny(tmp_path, name="nan", epochs=2), data=real_data)
     run_dir = tmp_path / "nan"
     assert str(raised.value).startswith("test_loss became NaN or infinite in epoch 2 of run nan; the last good "
-                                        "checkpoint (") and f") is kept in {run_dir}. Lower --lr" in str(raised.value)
+                                        "checkpoint (") and f") is kept in {run_dir}. Lower lr" in str(raised.value)
     assert not (run_dir / runfolder.SUMMARY).exists()
     monkeypatch.setattr(train_module, "evaluate", final_loss(RuntimeError("the final evaluation broke"), epochs=1))
     with pytest.raises(RuntimeError, match="^the final evaluation broke$"):  # the error itself, not a later one
@@ -540,7 +547,7 @@ def test_an_interrupted_run_says_where_it_stopped_and_how_to_continue(real_data,
     run_dir = tmp_path / "tiny"
     assert capsys.readouterr().out == (
         f"\nInterrupted during epoch 2. The checkpoint at the end of epoch 1 is intact in {run_dir}; continue with "
-        f"`python -m wrnlib train --resume --name tiny --out-dir {tmp_path}`.\n")
+        f"`fit(config, existing='resume')` with the same config.\n")
 
 
 def test_a_nan_validation_loss_stops_the_run_naming_its_epoch(real_data, tmp_path, monkeypatch):
@@ -577,8 +584,8 @@ def test_check_finite_names_everything_that_became_nan_or_infinite(tmp_path, row
     with pytest.raises(train_module.NonFiniteError) as raised:
         train_module.check_finite(row, 4, config)
     assert str(raised.value) == (f"{named} became NaN or infinite in epoch 5 of run r; the last good checkpoint "
-                                 f"(none yet) is kept in {tmp_path / 'r'}. Lower --lr, add --warmup-epochs, or use "
-                                 "--precision fp32 to find the cause.")
+                                 f"(none yet) is kept in {tmp_path / 'r'}. Lower lr, add warmup_epochs, or use "
+                                 "precision='fp32' to find the cause.")
 
 
 def test_a_cpu_trainer_keeps_freed_memory_for_its_next_step(real_data, tmp_path, monkeypatch):

@@ -75,23 +75,6 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig.from_dict(base | explicit, source=source)
 
 
-def fit_to_sample(config: TrainConfig, given: set[str]) -> TrainConfig:
-    """On the sample shipped with wrnlib, cut the split sizes nobody set to fit it, as the notebooks do
-    (the default 5,000 validation images are more than its 1,200 training images), and say so."""
-    import os
-
-    from .data import ENV_VAR, SAMPLE, sample_size, sample_split
-
-    if (config.data_dir if config.data_dir is not None else os.environ.get(ENV_VAR)) != SAMPLE:
-        return config
-    sizes = sample_split(config.val_size, config.train_limit, config.test_limit)
-    fitted = {k: v for k, v in sizes.items() if k not in given and v != getattr(config, k)}
-    if fitted:
-        print(f"the sample shipped with wrnlib ({sample_size()[0]:,} training images, not the benchmark): "
-              + ", ".join(f"{k} {getattr(config, k):,} -> {v:,}" for k, v in fitted.items()), flush=True)
-    return dataclasses.replace(config, **fitted)
-
-
 def cmd_runs(args: argparse.Namespace) -> int:
     from .study.run_list import runs_command
 
@@ -117,9 +100,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .train import fit
 
     config = config_from_args(args)
-    if not args.resume:
-        given = {f.name for f in dataclasses.fields(TrainConfig) if getattr(args, f.name) is not None}
-        config = fit_to_sample(config, given | set(read_config_file(args.config) if args.config else {}))
     result = fit(config, existing="resume" if args.resume else "error")
     if not distributed.is_main():  # under torchrun, rank 0 speaks for the run
         return 0
@@ -291,27 +271,25 @@ def _study_parser(sub) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import torch
-
     from .distributed import rank_tag, report_failure
+    from .errors import command_line, for_the_user
 
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help, or a flag argparse rejected (it printed the message)
         return exc.code if isinstance(exc.code, int) else 2
-    try:
-        return args.func(args)
-    except KeyboardInterrupt:
-        return 130
-    except torch.OutOfMemoryError as exc:
-        print(f"error: {rank_tag()}out of memory ({str(exc).splitlines()[0]}); lower --batch-size or the model "
-              f"size", file=sys.stderr)
-        report_failure(exc)
-    except (ValueError, OSError, FloatingPointError) as exc:
-        # Expected user-facing problems (bad values, data, run folders, disk, NaN loss): one clear line.
-        print(f"error: {rank_tag()}{exc}", file=sys.stderr)
-        report_failure(exc)
-    return 2
+    with command_line():
+        try:
+            return args.func(args)
+        except KeyboardInterrupt:
+            return 130
+        except Exception as exc:
+            message = for_the_user(exc)
+            if message is None:
+                raise
+            print(f"error: {rank_tag()}{message}", file=sys.stderr)
+            report_failure(exc)
+            return 2
 
 
 if __name__ == "__main__":

@@ -9,13 +9,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from .augment import MIXES, PAD_MODES, POLICIES
-from .data import NUM_CLASSES
+from .data import ENV_VAR, NUM_CLASSES, SAMPLE, sample_size, sample_split
+from .errors import setting
 from .model import validate_architecture
 from .schedules import SCHEDULES, ScheduleParams, validate_schedule
 
@@ -121,7 +123,8 @@ class TrainConfig:
             _at_least(name, getattr(self, name), 0)
         if self.pad_mode == "reflect" and self.crop_padding >= 32:
             raise ValueError(f"crop_padding must be < 32 (the image side) with reflect padding; got "
-                             f"{self.crop_padding}: lower --crop-padding or use --pad-mode constant")
+                             f"{self.crop_padding}: lower {setting('crop_padding')} or use "
+                             f"{setting('pad_mode', 'constant')}")
         validate_schedule(self.schedule, self.epochs, self.schedule_params())
         _in_range("lr", self.lr, 0.0, None, low_open=True)
         _in_range("momentum", self.momentum, 0.0, 1.0, high_open=True)
@@ -137,7 +140,7 @@ class TrainConfig:
             raise ValueError(f"name must be a plain folder name (no '/'); got {self.name!r}")
         if len(self.name.encode()) > MAX_NAME_BYTES:
             raise ValueError(f"name is {len(self.name.encode())} bytes long; a folder name can have at most "
-                             f"{MAX_NAME_BYTES}: choose a shorter --name")
+                             f"{MAX_NAME_BYTES}: choose a shorter {setting('name')}")
         return self
 
     def schedule_params(self) -> ScheduleParams:
@@ -174,6 +177,30 @@ class TrainConfig:
     @property
     def run_dir(self) -> Path:
         return Path(self.out_dir) / self.name
+
+
+SAMPLE_BATCH = 64  # 15 steps per epoch on the sample's 1,000 training images (the default 512 would give one)
+
+
+def fit_to_sample(config: TrainConfig) -> tuple[TrainConfig, str]:
+    """On the sample shipped with wrnlib (1,200 training images, not the benchmark), the settings left at their
+    defaults that do not suit it, fitted: at most 200 validation images, limits it cannot hold dropped, and batch
+    64 with the learning rate scaled linearly. Returns the config and a line saying what changed ("" when nothing
+    did, or the data is not the sample)."""
+    if (config.data_dir if config.data_dir is not None else os.environ.get(ENV_VAR)) != SAMPLE:
+        return config, ""
+    defaults = {f.name: f.default for f in fields(TrainConfig)}
+    wanted = sample_split(config.val_size, config.train_limit, config.test_limit)
+    if config.batch_size == defaults["batch_size"]:
+        wanted["batch_size"] = SAMPLE_BATCH
+        if config.lr == defaults["lr"]:
+            wanted["lr"] = config.lr * SAMPLE_BATCH / config.batch_size
+    fitted = {k: v for k, v in wanted.items() if getattr(config, k) == defaults[k] and v != getattr(config, k)}
+    if not fitted:
+        return config, ""
+    return dataclasses.replace(config, **fitted), (
+        f"the sample shipped with wrnlib ({sample_size()[0]:,} training images, not the benchmark): "
+        + ", ".join(f"{k} {getattr(config, k):,g} -> {v:,g}" for k, v in fitted.items()))
 
 
 # Fields that may differ when a run is resumed: they change how it runs, not what it computes.

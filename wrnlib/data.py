@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .datafiles import EXPECTED_FILES, NUM_CLASSES, DataError, find_layout, verify
+from .errors import setting
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 # Published per-channel statistics of the 50,000 training images scaled to [0, 1].
@@ -26,9 +27,12 @@ CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 ENV_VAR = "CIFAR10_DIR"
 SAMPLE = "sample"  # the data_dir / CIFAR10_DIR value naming the shipped sample
 SAMPLE_VAL_SIZE = 200  # 20 images per class held out of the sample's 1,200
-_ADVICE = (f"Point wrnlib at CIFAR-10 with the {ENV_VAR} environment variable or --data-dir (a folder with "
-           "train_*.npz + test.npz, or torchvision's cifar-10-batches-py), or use 'sample' for the tiny subset "
-           "shipped with wrnlib (for smoke tests only, not the benchmark).")
+
+
+def _advice() -> str:
+    return (f"Point wrnlib at CIFAR-10 with the {ENV_VAR} environment variable or {setting('data_dir')} (a folder "
+            "with train_*.npz + test.npz, or torchvision's cifar-10-batches-py), or use 'sample' for the tiny subset "
+            "shipped with wrnlib (for smoke tests only, not the benchmark).")
 
 
 @dataclass
@@ -74,12 +78,12 @@ def load_cifar10(data_dir: str | os.PathLike[str] | None = None, *, download: bo
     """
     folder, source, origin = _locate(data_dir, download)
     if not folder.exists():
-        raise DataError(f"CIFAR-10 folder {folder} (from {origin}) does not exist. {_ADVICE}")
+        raise DataError(f"CIFAR-10 folder {folder} (from {origin}) does not exist. {_advice()}")
     if not folder.is_dir():
-        raise DataError(f"CIFAR-10 path {folder} (from {origin}) is not a directory. {_ADVICE}")
+        raise DataError(f"CIFAR-10 path {folder} (from {origin}) is not a directory. {_advice()}")
     if find_layout(folder) is None:
         raise DataError(f"CIFAR-10 folder {folder} (from {origin}) contains no recognised data files: "
-                        f"{EXPECTED_FILES}. {_ADVICE}")
+                        f"{EXPECTED_FILES}. {_advice()}")
     files = verify(folder, test_only)
     train = [files.read(path) for path in files.train]
     test_images, test_labels = files.read(files.test)
@@ -96,7 +100,7 @@ def _locate(data_dir, download: bool) -> tuple[Path, str, str]:
     """(folder, source to record, where the choice came from) of the data to load."""
     env_value = os.environ.get(ENV_VAR) or None  # an empty variable counts as unset
     if data_dir is not None:
-        chosen, origin = os.fspath(data_dir), "the data_dir argument"
+        chosen, origin = os.fspath(data_dir), f"the {setting('data_dir')} argument"
     elif env_value is not None:
         chosen, origin = env_value, f"the {ENV_VAR} environment variable"
     else:
@@ -104,7 +108,7 @@ def _locate(data_dir, download: bool) -> tuple[Path, str, str]:
         if find_layout(cache) is None:
             if not download:
                 raise DataError(f"No CIFAR-10 found: {ENV_VAR} is not set and the default cache folder {cache} "
-                                f"holds no data ({EXPECTED_FILES}). {_ADVICE} Or pass download=True (--download) "
+                                f"holds no data ({EXPECTED_FILES}). {_advice()} Or pass {setting('download', True)} "
                                 f"to fetch it with torchvision into {cache}.")
             _download_with_torchvision(cache)
         return cache, str(cache.resolve()), "the default cache folder"
@@ -116,14 +120,16 @@ def _locate(data_dir, download: bool) -> tuple[Path, str, str]:
 
 def _download_with_torchvision(cache: Path) -> None:
     try:
-        from torchvision.datasets import CIFAR10 as TorchvisionCIFAR10  # only when downloading
+        from torchvision.datasets import (
+            CIFAR10 as TorchvisionCIFAR10,  # only when downloading
+        )
 
         cache.mkdir(parents=True, exist_ok=True)
         for train in (True, False):
             TorchvisionCIFAR10(root=str(cache), train=train, download=True)
     except Exception as exc:  # offline, DNS, proxy, disk full, bad archive: all mean "no data"
         raise DataError(f"Downloading CIFAR-10 into {cache} with torchvision failed "
-                        f"({type(exc).__name__}: {exc}). {_ADVICE}") from exc
+                        f"({type(exc).__name__}: {exc}). {_advice()}") from exc
 
 
 def _checksum(tensors: list[torch.Tensor],

@@ -10,6 +10,8 @@ from typing import Any
 
 import torch
 
+from .errors import setting
+
 
 def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
@@ -21,7 +23,8 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type not in ("cpu", "cuda"):
         raise ValueError(f"device {name!r} is not supported; use auto, cpu, cuda or cuda:N")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} was asked for but no CUDA GPU is visible; use --device cpu or auto")
+        raise ValueError(f"device {name!r} was asked for but no CUDA GPU is visible; use {setting('device', 'cpu')} "
+                         f"or auto")
     return device
 
 

@@ -2,13 +2,14 @@
 what the run recorded, and kept in the run folder on request."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
 from .config import TrainConfig
-from .data import load_cifar10, test_subset
+from .data import ENV_VAR, SAMPLE, load_cifar10, test_subset
 from .device import device_name, keep_freed_memory
 from .engine import evaluate
 from .files import read_json, write_json
@@ -30,7 +31,7 @@ def evaluate_run(run_dir: str | Path, *, data_dir: str | None = None, device: st
     model, config = load_run_model(run_dir, device)
     if next(model.parameters()).device.type == "cpu":
         keep_freed_memory()
-    data = load_cifar10(data_dir if data_dir is not None else config.data_dir, test_only=True)
+    data = load_cifar10(_data_location(data_dir, config.data_dir), test_only=True)
     limit = config.test_limit if test_limit is None else test_limit
     images, labels = test_subset(data, limit)
     if on_start is not None:
@@ -49,6 +50,14 @@ def evaluate_run(run_dir: str | Path, *, data_dir: str | None = None, device: st
         if len(labels) == summary.get("test_images", len(labels)) and limit == config.test_limit:
             report.update(_agreement(run_dir, report, summary))
     return report
+
+
+def _data_location(asked: str | None, recorded: str | None) -> str | None:
+    """The data to score on is the user's: ``asked`` (--data-dir), else $CIFAR10_DIR, else the cache; the folder
+    an older run recorded only when it exists here. Which data it is, is checked by its checksum."""
+    if asked is not None or os.environ.get(ENV_VAR):
+        return asked
+    return recorded if recorded == SAMPLE or (recorded and Path(recorded).is_dir()) else None
 
 
 def _agreement(run_dir: Path, report: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:

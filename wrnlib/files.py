@@ -10,6 +10,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
+from .errors import setting
+
 
 def write_atomic(path: str | Path, write: Callable[[BinaryIO], Any]) -> None:
     """``write(f)`` into ``<path>.tmp``, then rename it over ``path``: a crash or a full disk leaves the old
@@ -76,10 +78,11 @@ def folder_lock(folder: str | Path, doing: str = "training it"):
     file. Locks are per machine (a shared folder used from two machines is not covered)."""
     folder = Path(folder)
     if folder.parent.exists() and not folder.parent.is_dir():
-        raise NotADirectoryError(f"{folder.parent} is a file, not a folder; point the output folder (--out-dir) "
-                                 f"somewhere else")
+        raise NotADirectoryError(f"{folder.parent} is a file, not a folder; point the output folder "
+                                 f"({setting('out_dir')}) somewhere else")
     if folder.exists() and not folder.is_dir():
-        raise NotADirectoryError(f"{folder} is a file, not a folder; choose another --name or --out-dir")
+        raise NotADirectoryError(f"{folder} is a file, not a folder; choose another {setting('name')} or "
+                                 f"{setting('out_dir')}")
     path = lock_path(folder)
     if not path.parent.is_dir():
         path.parent.mkdir(exist_ok=True)

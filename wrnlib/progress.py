@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 
 from .config import TrainConfig
 from .device import choose_precision, device_name, resolve_device
+from .errors import on_command_line, setting
 from .model import forward_flops
 
 # Training FLOP/s per CPU thread in each precision, from the committed CPU benchmark
@@ -86,10 +87,15 @@ def start_line(config: TrainConfig, steps: int, device: torch.device, precision:
 
 
 def interrupted(run_dir: Path, epoch: int, checkpoint_epoch: int | None) -> str:
-    saved = "none yet" if checkpoint_epoch is None else f"end of epoch {checkpoint_epoch}"
-    return (f"\nInterrupted during epoch {epoch + 1}. The checkpoint at the {saved} is "
-            f"intact in {run_dir}; continue with `python -m wrnlib train --resume --name {run_dir.name} "
-            f"--out-dir {run_dir.parent}`.")
+    """Where an interrupted run stands and how to go on, in the caller's language."""
+    if checkpoint_epoch is None:
+        return (f"\nInterrupted during epoch {epoch + 1}, before the run's first checkpoint: nothing to keep yet, "
+                f"so the same command starts it again.")
+    again = (f"`python -m wrnlib train {setting('existing', 'resume')} --name {run_dir.name} --out-dir "
+             f"{run_dir.parent}`" if on_command_line() else
+             f"`fit(config, {setting('existing', 'resume')})` with the same config")
+    return (f"\nInterrupted during epoch {epoch + 1}. The checkpoint at the end of epoch {checkpoint_epoch} is "
+            f"intact in {run_dir}; continue with {again}.")
 
 
 class Progress:

@@ -19,8 +19,9 @@ import torch
 from . import checkpoints
 from .checkpoints import CheckpointError
 from .config import TrainConfig, resume_conflicts
-from .data import NUM_CLASSES
+from .data import ENV_VAR, NUM_CLASSES, SAMPLE
 from .device import resolve_device
+from .errors import setting
 from .files import folder_lock, read_json, write_bytes, write_json
 from .model import WideResNet
 
@@ -78,40 +79,50 @@ class RunFolder:
         """(finished run, checkpoint) for what the folder holds, or an error saying why it may not be used."""
         path, state = self.path, status(self.path)
         if state == "absent" and self.existing == "resume":
-            raise FileNotFoundError(f"cannot resume: there is no run in {path}; start the run without --resume")
+            raise FileNotFoundError(f"cannot resume: there is no run in {path}; start the run without "
+                                    f"{setting('existing', 'resume')}")
         if state == "absent":
             return None, None
         if state == "foreign":
-            raise RunExistsError(f"{path} exists but is not a run folder (no {CONFIG}); choose another --name or "
-                                 f"--out-dir (nothing was changed)")
+            raise RunExistsError(f"{path} exists but is not a run folder (no {CONFIG}); choose another "
+                                 f"{setting('name')} or {setting('out_dir')} (nothing was changed)")
         if state == "unstarted":
             print(f"{path} holds a run that stopped before its first checkpoint: starting it again", flush=True)
             clear_unstarted(path)
             return None, None
         if self.existing == "error":
-            raise RunExistsError(f"run folder {path} already exists ({state}); pass --resume to continue it (a "
-                                 f"finished run is read back), or choose another --name (nothing was overwritten)")
+            raise RunExistsError(f"run folder {path} already exists ({state}); pass {setting('existing', 'resume')} "
+                                 f"to continue it (a finished run is read back), or choose another {setting('name')} "
+                                 f"(nothing was overwritten)")
         saved = load_config(path)
         conflicts = resume_conflicts(saved, self.config)
         if conflicts:
             details = ", ".join(f"{k}: saved {getattr(saved, k)!r} vs requested {getattr(self.config, k)!r}"
                                 for k in conflicts)
             raise ValueError(f"{path} exists with other settings ({details}); use the saved settings, or start a "
-                             f"new run under another --name (nothing was changed)")
+                             f"new run under another {setting('name')} (nothing was changed)")
         if state == "finished":
             print(f"{path} is already finished: reading it back instead of training again", flush=True)
             return read_result(path), None
         print(f"{path} was interrupted: resuming it", flush=True)
         return None, checkpoints.load_checkpoint(path / STATE)
 
-    def start(self, environment: Callable[[], dict[str, Any]]) -> None:
-        """Once data and model are ready: a resumed run's metrics.csv rewound to its checkpoint (it may have run
-        ahead), or a new folder with config.json, env.json and an empty metrics.csv (a failed start leaves no
-        folder behind). ``environment()`` is only called to create the folder."""
+    def start(self, environment: Callable[[], dict[str, Any]], data_checksum: str) -> None:
+        """Once data and model are ready: a resumed run, checked to go on with the data it was trained on, gets
+        its metrics.csv rewound to its checkpoint (it may have run ahead); a new run gets its folder, with
+        config.json, env.json (``environment()``) and an empty metrics.csv (a failed start leaves none)."""
         if self.checkpoint is not None:
-            self.dist.on_main(lambda: write_metrics(self.path / METRICS, self.checkpoint["metrics"]))
+            self.dist.on_main(lambda: self._resume(data_checksum))
         else:
             self.dist.on_main(lambda: create(self.config, environment()))
+
+    def _resume(self, data_checksum: str) -> None:
+        env = read_json(self.path / ENV) if (self.path / ENV).exists() else {}
+        if env.get("data_checksum", data_checksum) != data_checksum:
+            raise ValueError(f"{self.path} was trained on other data than this (data checksum {data_checksum[:12]}, "
+                             f"the run's {env['data_checksum'][:12]}); point {setting('data_dir')} or {ENV_VAR} at "
+                             f"the data it was trained on ({env.get('data_source')}) (nothing was changed)")
+        write_metrics(self.path / METRICS, self.checkpoint["metrics"])
 
     def save_epoch(self, rows: list[dict], state: Callable[[], dict[str, Any]]) -> None:
         """After each epoch: the checkpoint ``state()`` when one is due, then metrics.csv. The checkpoint goes
@@ -159,7 +170,10 @@ def create(config: TrainConfig, env: dict[str, Any]) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
         saved = config.to_dict()
-        del saved["out_dir"]  # machine-specific; where the run folder lies is where the run is
+        # Where the folders lie is machine-specific: the run folder is where it is, and the data is named by its
+        # checksum in env.json (a run read back elsewhere finds it by --data-dir, CIFAR10_DIR or the cache).
+        del saved["out_dir"]
+        saved["data_dir"] = SAMPLE if config.data_dir == SAMPLE else None
         write_json(run_dir / CONFIG, saved)
         write_json(run_dir / ENV, env)
         write_metrics(run_dir / METRICS, [])
@@ -234,9 +248,9 @@ def load_model_weights(run_dir: Path) -> dict[str, torch.Tensor]:
         state = checkpoint["ema"]["module"] if checkpoint.get("ema") else checkpoint["model"]
     else:
         raise FileNotFoundError(f"{run_dir} holds neither {MODEL_FP16} nor {STATE}; train with "
-                                f"--save-model (or keep the resume checkpoint) to evaluate later")
+                                f"{setting('save_model', True)} (or keep the resume checkpoint) to evaluate later")
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{source} does not hold a model's weights; re-train with --save-model")
+        raise CheckpointError(f"{source} does not hold a model's weights; re-train with {setting('save_model', True)}")
     return {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
 
 

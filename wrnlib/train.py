@@ -22,10 +22,11 @@ import torch
 
 from . import checkpoints, distributed
 from .augment import BatchAugment
-from .config import TrainConfig
+from .config import TrainConfig, fit_to_sample
 from .data import CIFAR10, NUM_CLASSES, load_cifar10, test_subset, train_val_split
 from .device import choose_precision, device_name, keep_freed_memory
 from .engine import evaluate, make_train_step
+from .errors import setting
 from .model import WideResNet, count_forward_flops, count_parameters
 from .optim import SAM, ModelEMA, make_sgd
 from .progress import Progress, interrupted, start_line
@@ -58,10 +59,13 @@ def fit(config: TrainConfig, *, existing: str = "error", data: CIFAR10 | None = 
     epoch's metrics after the checkpoint is safely on disk (notebooks print or plot from it).
     """
     config.validate()
+    config, fitted = fit_to_sample(config)
     if existing not in EXISTING:
         raise ValueError(f"existing must be one of {', '.join(EXISTING)}; got {existing!r}")
     dist = distributed.setup(config)  # this process alone, or one of torchrun's
     config = dist.agree(config)
+    if fitted and dist.is_main:
+        print(fitted, flush=True)
     with RunFolder(config, existing, dist) as folder:
         if folder.finished is not None:
             dist.close()
@@ -104,7 +108,7 @@ def _train(c: TrainConfig, data: CIFAR10, dist, folder: RunFolder, on_epoch_end)
     rows, train_time = (checkpoints.restore(folder.checkpoint, model, optimizer, ema, device)
                         if folder.checkpoint else ([], 0.0))
     folder.start(lambda: environment(device, data.checksum, data.source) | dist.describe()
-                 | {"precision": precision, "test_data_checksum": data.test_checksum})
+                 | {"precision": precision, "test_data_checksum": data.test_checksum}, data.checksum)
     log = Progress(c, steps, len(rows), c.progress and dist.is_main, start_line(c, steps, device, precision, dist))
     for epoch in range(len(rows), c.epochs):
         model.train()
@@ -178,19 +182,22 @@ class Splits:
 
 def make_splits(config: TrainConfig, data: CIFAR10, device: torch.device) -> Splits:
     """Carve the validation set (and the optional subsets) and move everything to ``device``."""
+    if config.val_size >= len(data.train_labels):
+        raise ValueError(f"{setting('val_size', config.val_size)} leaves no training images: this data set has "
+                         f"{len(data.train_labels):,}; lower it")
     train_idx, val_idx = train_val_split(data.train_labels, config.val_size, config.seed)
     if config.train_limit:
         if config.train_limit > len(train_idx):
-            raise ValueError(f"train_limit={config.train_limit} exceeds the {len(train_idx)} training images "
-                             f"left after holding out val_size={config.val_size}")
+            raise ValueError(f"{setting('train_limit', config.train_limit)} exceeds the {len(train_idx)} training "
+                             f"images left after holding out {setting('val_size', config.val_size)}")
         if config.train_limit < len(train_idx):
             # reuse the stratified splitter to draw a class-balanced subset of the training part
             _, keep = train_val_split(data.train_labels[train_idx], config.train_limit, config.seed + 1)
             train_idx = train_idx[keep]
     test_x, test_y = test_subset(data, config.test_limit)
     if config.batch_size > len(train_idx):
-        raise ValueError(f"batch_size={config.batch_size} is larger than the {len(train_idx)} training images; "
-                         f"lower --batch-size")
+        raise ValueError(f"{setting('batch_size', config.batch_size)} is larger than the {len(train_idx)} training "
+                         f"images; lower it")
 
     def put(t: torch.Tensor) -> torch.Tensor:
         return t.to(device, non_blocking=True)
@@ -227,7 +234,8 @@ def check_finite(row: dict[str, Any], epoch: int, config: TrainConfig) -> None:
         raise NonFiniteError(
             f"{' and '.join(bad)} became NaN or infinite in epoch {epoch + 1} of run {config.name}; the last good "
             f"checkpoint ({'none yet' if saved is None else f'end of epoch {saved}'}) is kept in {config.run_dir}. "
-            f"Lower --lr, add --warmup-epochs, or use --precision fp32 to find the cause.")
+            f"Lower {setting('lr')}, add {setting('warmup_epochs')}, or use {setting('precision', 'fp32')} to find the "
+            f"cause.")
 
 
 def _fp16_rounded(model: torch.nn.Module) -> torch.nn.Module:
