@@ -284,8 +284,8 @@ def test_a_malformed_config_file_names_the_file_and_the_line(tmp_path, capsys):
     (["train", "--width", "-1"], ("width", "> 0")),
     (["train", "--depth", "20"], ("6n + 4",)),
     (["train", "--schedule", "exp"], ("invalid choice: 'exp'", "cosine", "--help")),
-    (["train", "--batch-size", "5000"], ("batch_size=5000", "lower --batch-size")),
-    (["train", "--train-limit", "100000"], ("train_limit=100000", "val_size")),
+    (["train", "--batch-size", "5000"], ("--batch-size 5000 is larger", "lower it")),
+    (["train", "--train-limit", "100000"], ("--train-limit 100000 exceeds", "--val-size")),
     (["train", "--epochs", "0"], ("epochs must be an integer >= 1",)),
 ])
 def test_bad_training_values_get_one_line_and_leave_no_folder(tmp_path, capsys, argv, needles):
