@@ -874,14 +874,15 @@ def test_save_model_writes_the_evaluated_weights_in_fp16(real_data, tmp_path, mo
 @pytest.mark.parametrize("progress", [True, False])
 def test_progress_prints_the_start_line_a_line_per_epoch_and_a_bar(real_data, tmp_path, monkeypatch, capsys,
                                                                    progress):
-    """progress: a start line, one line per epoch and a progress bar; without it fit prints nothing."""
+    """progress: a start line, the estimate measured on the first steps, one line per epoch and a progress bar;
+    without it fit prints nothing."""
     Watch(monkeypatch, fake_step=True)
     fit(tiny(tmp_path, name="shown", epochs=2, progress=progress), data=real_data)
     out, err = capsys.readouterr()
     if progress:
         lines = out.splitlines()
-        assert len(lines) == 3 and lines[0].startswith("shown: WRN-10-1, 2 epochs of 2 steps")
-        assert [line.split()[:2] for line in lines[1:]] == [["epoch", "1/2"], ["epoch", "2/2"]]
+        assert len(lines) == 4 and lines[0].startswith("shown: WRN-10-1, 2 epochs of 2 steps")
+        assert [line.split()[:2] for line in lines[1:]] == [["epoch", "1/2"], ["measured", "on"], ["epoch", "2/2"]]
         assert "shown" in err and "step" in err  # the bar, named after the run
     else:
         assert out == "" and "shown" not in err

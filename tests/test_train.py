@@ -173,7 +173,9 @@ def test_fit_says_what_it_does_with_each_kind_of_folder_it_finds(real_data, tmp_
     with pytest.raises(KeyboardInterrupt):
         fit(config, data=real_data, on_epoch_end=stop_after_the_first_epoch)
     assert capsys.readouterr().out == (f"{run_dir} holds a run that stopped before its first checkpoint: starting "
-                                       f"it again\n")
+                                       f"it again\n\nInterrupted with 1 of 2 epochs done. The checkpoint at the end of "
+                                       f"epoch 1 is intact in {run_dir}; continue with `fit(config, existing='resume')` "
+                                       f"with the same config.\n")
     resumed = fit(config, data=real_data, existing="resume")
     assert capsys.readouterr().out == f"{run_dir} was interrupted: resuming it\n"
     read_back = fit(config, data=real_data, existing="resume")
@@ -234,18 +236,72 @@ def test_the_start_line_says_what_trains_where_and_for_how_long(monkeypatch, wor
 
     asked = []
     monkeypatch.setattr(progress, "rough_epoch_seconds", lambda c, train, evals, dev: asked.append(
-        (train, evals, dev.type)) or 480.0)
+        (train, evals, dev.type)) or 48.0)
     where = devices.device_name(torch.device("cpu"))
     if device == "auto":
         where += " (device 'auto': no CUDA GPU is visible, so this runs on the CPU)"
     if world > 1:
         where = f"2 processes (gloo, 64 images each per step), each on {where}"
     config = TrainConfig(name="r", depth=16, width=2.5, epochs=7, batch_size=128, device=device)
-    line = progress.start_line(config, 351, torch.device("cpu"), "bf16 autocast (asked for)",
-                               SimpleNamespace(world=world, backend="gloo"))
+    line = progress.start_line(config, 351, 15_000, torch.device("cpu"), "bf16 autocast (asked for)",
+                               SimpleNamespace(world=world, backend="gloo"), 5)
+    epoch, total = ("48 s", "4.0 min") if world == 1 else ("24 s", "2.0 min")  # the 5 epochs left
     assert line == (f"r: WRN-16-2.5, 7 epochs of 351 steps, on {where}; bf16 autocast (asked for); roughly "
-                    f"{'8.0' if world == 1 else '4.0'} min per epoch")
-    assert asked == [(351 * 128, 0, "cpu")]  # one epoch's training images, no evaluation, per process
+                    f"{epoch} per epoch, {total} in all")
+    assert asked == [(351 * 128, 15_000, "cpu")]  # one epoch's training and evaluated images, per process
+
+
+def test_a_run_longer_than_half_an_hour_is_said_to_be_with_what_would_take_minutes():
+    cpu = torch.device("cpu")
+    big, small = TrainConfig(name="r", depth=28, width=3.5, epochs=30), TrainConfig(name="s", depth=10, width=1,
+                                                                                  epochs=200)
+    assert progress.long_run_warning(big, 30 * 60, cpu) == ""
+    assert progress.long_run_warning(big, 9000, cpu) == (
+        "\nwarning: this run will take about 2.5 h on this CPU, more than half an hour; for minutes instead, train "
+        "fewer epochs or a smaller model: WRN-16-2 (depth 16 width 2) costs 6x less per image")
+    with command_line():
+        assert "train fewer --epochs or a smaller model: WRN-16-2 (--depth 16 --width 2)" in progress.long_run_warning(
+            big, 9000, torch.device("cuda"))
+    assert progress.long_run_warning(small, 3600, cpu).endswith("about 100 epochs fit in half an hour")
+
+
+def test_the_estimate_measured_on_the_first_steps_follows_the_steps_after_the_first(monkeypatch):
+    """The first step warms up (kernels, caches) and is left out; the next five are timed, or as many as take ten
+    seconds; an evaluated image counts as a third of a trained one."""
+    now = [100.0]
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: now[0])
+    config = TrainConfig(name="r", depth=16, width=2, epochs=4, batch_size=100)
+    log = progress.Progress(config, steps=50, start_epoch=1, show=True, start="r: ...", eval_images=3000,
+                            device=torch.device("cpu"))
+    for seconds in (30.0, 2.0, 2.0, 2.0, 2.0):  # the first step is slow
+        now[0] += seconds
+        log.step()
+        assert log.measured is None
+    now[0] += 2.0
+    log.step()
+    # 2 s a step, 50 steps: 100 s of training; evaluation 3,000 / (3 x 5,000) of it; 3 epochs left
+    assert log.measured == {"epoch_train_s": 100.0, "total_s": pytest.approx(3 * 100.0 * 1.2)}
+    slow = progress.Progress(config, steps=50, start_epoch=0, show=True, start="r: ...", eval_images=0,
+                             device=torch.device("cpu"))
+    for seconds in (1.0, 6.0, 6.0):  # ten seconds reached after two timed steps
+        now[0] += seconds
+        slow.step()
+    assert slow.measured == {"epoch_train_s": 300.0, "total_s": 1200.0}
+    log.close(), slow.close()
+
+
+def test_the_measured_estimate_is_within_a_factor_two_of_the_epochs_that_follow(real_data, tmp_path, monkeypatch):
+    logs = []
+
+    class Recorded(progress.Progress):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            logs.append(self)
+
+    monkeypatch.setattr(train_module, "Progress", Recorded)
+    result = fit(tiny(tmp_path, depth=16, width=2, epochs=3, progress=True), data=real_data)
+    measured = [r["epoch_time_s"] for r in result.metrics]
+    assert 0.5 < logs[0].measured["epoch_train_s"] / (sum(measured) / len(measured)) < 2, (logs[0].measured, measured)
 
 
 @pytest.mark.parametrize("seconds, text", [(0.4, "under 1 s"), (1, "1 s"), (119.4, "119 s"), (120, "2.0 min"),
@@ -284,15 +340,16 @@ def test_rough_eval_seconds_is_an_fp32_evaluation_of_the_images(monkeypatch):
 def test_the_interrupted_message_says_where_the_checkpoint_is_and_how_to_resume(tmp_path):
     run = tmp_path / "runs" / "r"
     run.mkdir(parents=True)
-    assert progress.interrupted(run, 2, 2) == (
-        f"\nInterrupted during epoch 3. The checkpoint at the end of epoch 2 is intact in {run}; continue with "
-        f"`fit(config, existing='resume')` with the same config.")
+    assert progress.interrupted(run, 3, 10, 2) == (
+        f"\nInterrupted with 3 of 10 epochs done. The checkpoint at the end of epoch 2 is intact in {run}; continue "
+        f"with `fit(config, existing='resume')` with the same config.")
     with command_line():
-        assert progress.interrupted(run, 2, 2) == (
-            f"\nInterrupted during epoch 3. The checkpoint at the end of epoch 2 is intact in {run}; continue with "
-            f"`python -m wrnlib train --resume --name r --out-dir {tmp_path / 'runs'}`.")
-    assert progress.interrupted(run, 0, None) == ("\nInterrupted during epoch 1, before the run's first checkpoint: "
-                                                  "nothing to keep yet, so the same command starts it again.")
+        assert progress.interrupted(run, 3, 10, 2) == (
+            f"\nInterrupted with 3 of 10 epochs done. The checkpoint at the end of epoch 2 is intact in {run}; continue "
+            f"with `python -m wrnlib train --resume --name r --out-dir {tmp_path / 'runs'}`.")
+    assert progress.interrupted(run, 1, 10, None) == (
+        "\nInterrupted with 1 of 10 epochs done, before the run's first checkpoint: nothing to keep yet, so the same "
+        "command starts it again.")
 
 
 @pytest.mark.parametrize("device, precision, threads", [("cuda", "auto", 2), ("cpu", "bf16", 1), ("cpu", "fp32", 3),
@@ -534,7 +591,7 @@ def test_the_progress_bar_counts_every_step_of_the_budget_from_where_the_run_sta
     assert bars[0].updates == steps and len(bars[0].lines) == 1  # a line per epoch, not per step
     fit(config, data=real_data, existing="resume")  # the bar of the resumed run starts where the checkpoint is
     assert (bars[1].kwargs["total"], bars[1].kwargs["initial"]) == (3 * steps, steps)
-    assert bars[1].updates == 2 * steps and len(bars[1].lines) == 2
+    assert bars[1].updates == 2 * steps and [line[:5] for line in bars[1].lines] == ["epoch", "measu", "epoch"]
     last = runfolder.read_metrics(tmp_path / "tiny")[-1]
     assert bars[1].postfix == {"loss": f"{last['train_loss']:.3f}", "val": f"{100 * last['val_acc']:.2f}%",
                                "test": f"{100 * last['test_acc']:.2f}%", "refresh": False}  # drawn at the next tick
@@ -546,8 +603,8 @@ def test_an_interrupted_run_says_where_it_stopped_and_how_to_continue(real_data,
         fit(tiny(tmp_path, epochs=3, checkpoint_every=1), data=real_data)
     run_dir = tmp_path / "tiny"
     assert capsys.readouterr().out == (
-        f"\nInterrupted during epoch 2. The checkpoint at the end of epoch 1 is intact in {run_dir}; continue with "
-        f"`fit(config, existing='resume')` with the same config.\n")
+        f"\nInterrupted with 1 of 3 epochs done. The checkpoint at the end of epoch 1 is intact in {run_dir}; continue "
+        f"with `fit(config, existing='resume')` with the same config.\n")
 
 
 def test_a_nan_validation_loss_stops_the_run_naming_its_epoch(real_data, tmp_path, monkeypatch):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -73,36 +74,60 @@ def format_epoch(row: dict, epochs: int | None = None) -> str:
             f"{row['epoch_time_s']:.1f}s ({row['images_per_s']:.0f} img/s)")
 
 
-def start_line(config: TrainConfig, steps: int, device: torch.device, precision: str, dist) -> str:
-    """What trains where, in which precision, and roughly how long an epoch takes."""
+LONG_RUN_S = 30 * 60  # a run past this is said to be long on its device, with what would take minutes instead
+REFINE_STEPS, REFINE_S = 5, 10.0  # the estimate is measured on this many steps after the first, or this long
+
+
+def start_line(config: TrainConfig, steps: int, eval_images: int, device: torch.device, precision: str, dist,
+               epochs_left: int) -> str:
+    """What trains where, in which precision, and roughly how long an epoch and the whole run take (from the
+    model's FLOPs at this kind of device's measured rate; the first steps then measure it here)."""
     c, world = config, dist.world
     where = device_name(device)
     if c.device == "auto" and device.type == "cpu":
         where += " (device 'auto': no CUDA GPU is visible, so this runs on the CPU)"
     if world > 1:
         where = f"{world} processes ({dist.backend}, {c.batch_size // world} images each per step), each on {where}"
-    seconds = rough_epoch_seconds(c, steps * c.batch_size, 0, device) / world
-    return (f"{c.name}: WRN-{c.depth}-{c.width:g}, {c.epochs} epochs of {steps} steps, on {where}; "
-            f"{precision}; roughly {duration(seconds)} per epoch")
+    epoch = rough_epoch_seconds(c, steps * c.batch_size, eval_images, device) / world
+    return (f"{c.name}: WRN-{c.depth}-{c.width:g}, {c.epochs} epochs of {steps} steps, on {where}; {precision}; "
+            f"roughly {duration(epoch)} per epoch, {duration(epochs_left * epoch)} in all"
+            + long_run_warning(c, epochs_left * epoch, device))
 
 
-def interrupted(run_dir: Path, epoch: int, checkpoint_epoch: int | None) -> str:
+def long_run_warning(config: TrainConfig, seconds: float, device: torch.device) -> str:
+    """"" for a run of at most half an hour, else a warning with what would train in minutes instead."""
+    if seconds <= LONG_RUN_S:
+        return ""
+    ratio = forward_flops(config.depth, config.width) / forward_flops(16, 2)
+    instead = (f"WRN-16-2 ({setting('depth')} 16 {setting('width')} 2) costs {ratio:.0f}x less per image" if ratio > 2
+               else f"about {max(1, int(config.epochs * LONG_RUN_S / seconds))} epochs fit in half an hour")
+    where = "CPU" if device.type == "cpu" else "GPU"
+    return (f"\nwarning: this run will take about {duration(seconds)} on this {where}, more than half an hour; for "
+            f"minutes instead, train fewer {setting('epochs')} or a smaller model: {instead}")
+
+
+def interrupted(run_dir: Path, epochs_done: int, epochs: int, checkpoint_epoch: int | None) -> str:
     """Where an interrupted run stands and how to go on, in the caller's language."""
+    done = f"Interrupted with {epochs_done} of {epochs} epochs done"
     if checkpoint_epoch is None:
-        return (f"\nInterrupted during epoch {epoch + 1}, before the run's first checkpoint: nothing to keep yet, "
-                f"so the same command starts it again.")
+        return f"\n{done}, before the run's first checkpoint: nothing to keep yet, so the same command starts it again."
     again = (f"`python -m wrnlib train {setting('existing', 'resume')} --name {run_dir.name} --out-dir "
              f"{run_dir.parent}`" if on_command_line() else
              f"`fit(config, {setting('existing', 'resume')})` with the same config")
-    return (f"\nInterrupted during epoch {epoch + 1}. The checkpoint at the end of epoch {checkpoint_epoch} is "
-            f"intact in {run_dir}; continue with {again}.")
+    return (f"\n{done}. The checkpoint at the end of epoch {checkpoint_epoch} is intact in {run_dir}; continue "
+            f"with {again}.")
 
 
 class Progress:
-    """The start line, a bar over every step of the budget and a line per epoch; silent unless ``show``."""
+    """The start line, a bar over every step of the budget, the estimate measured on the first steps, and a line
+    per epoch; silent unless ``show``."""
 
-    def __init__(self, config: TrainConfig, steps: int, start_epoch: int, show: bool, start: str):
-        self.config, self.show = config, show
+    def __init__(self, config: TrainConfig, steps: int, start_epoch: int, show: bool, start: str,
+                 eval_images: int, device: torch.device):
+        self.config, self.steps, self.show, self.device = config, steps, show, device
+        self.epochs_left, self.eval_images = config.epochs - start_epoch, eval_images
+        self.warned, self.done, self.clock = "warning:" in start, 0, None
+        self.measured: dict[str, float] | None = None  # seconds of training per epoch, and for the whole run
         if show:
             print(start, flush=True)
         self.bar = tqdm(total=config.epochs * steps, initial=start_epoch * steps, desc=config.name, unit="step",
@@ -110,6 +135,28 @@ class Progress:
 
     def step(self) -> None:
         self.bar.update()
+        if self.show and self.measured is None:
+            self._measure()
+
+    def _measure(self) -> None:
+        """Time the steps after the first (which warms up kernels and caches) and say what the run will take."""
+        self.done += 1
+        last = self.done == min(REFINE_STEPS + 1, self.steps * self.epochs_left)
+        if self.clock is not None and not last and time.perf_counter() - self.clock < REFINE_S:
+            return
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # twice in a run: the steps are asynchronous
+        now = time.perf_counter()
+        if self.clock is None:
+            self.clock = now
+            return
+        train = (now - self.clock) / (self.done - 1) * self.steps
+        # an evaluated image costs about a third of a trained one (a forward pass, no backward)
+        total = train * (1 + self.eval_images / (3 * self.steps * self.config.batch_size)) * self.epochs_left
+        self.measured = {"epoch_train_s": train, "total_s": total}
+        self.bar.write(f"measured on {self.done - 1} steps: {duration(train)} of training per epoch, about "
+                       f"{duration(total)} for the {self.epochs_left} epochs with their evaluations"
+                       + ("" if self.warned else long_run_warning(self.config, total, self.device)))
 
     def epoch(self, row: dict[str, Any]) -> None:
         self.bar.set_postfix(loss=f"{row['train_loss']:.3f}", val=pct(row["val_acc"]), test=pct(row["test_acc"]),

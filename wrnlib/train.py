@@ -109,14 +109,16 @@ def _train(c: TrainConfig, data: CIFAR10, dist, folder: RunFolder, on_epoch_end)
                         if folder.checkpoint else ([], 0.0))
     folder.start(lambda: environment(device, data.checksum, data.source) | dist.describe()
                  | {"precision": precision, "test_data_checksum": data.test_checksum}, data.checksum)
-    log = Progress(c, steps, len(rows), c.progress and dist.is_main, start_line(c, steps, device, precision, dist))
-    for epoch in range(len(rows), c.epochs):
-        model.train()
-        t0 = time.perf_counter()
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.int64)
-        order = torch.randperm(len(s.train_y), device=device)
-        try:
+    evaluated = len(s.val_y) + len(s.test_y)
+    log = Progress(c, steps, len(rows), c.progress and dist.is_main,
+                   start_line(c, steps, evaluated, device, precision, dist, c.epochs - len(rows)), evaluated, device)
+    try:
+        for epoch in range(len(rows), c.epochs):
+            model.train()
+            t0 = time.perf_counter()
+            loss_sum = torch.zeros((), device=device)
+            correct = torch.zeros((), device=device, dtype=torch.int64)
+            order = torch.randperm(len(s.train_y), device=device)
             for i in range(steps):
                 idx = order[i * c.batch_size:(i + 1) * c.batch_size]
                 x, targets = augment(s.train_x[idx], s.train_y[idx])
@@ -134,32 +136,32 @@ def _train(c: TrainConfig, data: CIFAR10, dist, folder: RunFolder, on_epoch_end)
                 if ema is not None:
                     ema.update(model)
                 log.step()
-        except KeyboardInterrupt:
-            log.close()
-            if dist.is_main:
-                print(interrupted(folder.path, epoch, folder.checkpoint_epoch()), flush=True)
-            raise
-        dist.sync_buffers(model, *([ema.module] if ema is not None else []))
-        finite = torch.stack(torch._foreach_norm(list(model.parameters()))).isfinite().all()
-        totals = dist.sum(torch.stack([loss_sum, correct.to(loss_sum.dtype), finite.to(loss_sum.dtype)]))
-        loss_sum, correct, finite = totals.tolist()  # the epoch's one host sync
-        epoch_time = time.perf_counter() - t0
-        train_time += epoch_time
-        t0 = time.perf_counter()
-        val, test = dist.evaluate(score, s.val_x, s.val_y), dist.evaluate(score, s.test_x, s.test_y)
-        row = {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / (steps * dist.world),
-               "train_acc": correct / (steps * c.batch_size), "val_loss": val["loss"], "val_acc": val["acc"],
-               "test_loss": test["loss"], "test_acc": test["acc"], "epoch_time_s": epoch_time,
-               "train_time_s": train_time, "eval_time_s": time.perf_counter() - t0,
-               "images_per_s": steps * c.batch_size / epoch_time}
-        check_finite(row | {"weights_finite": float(finite == dist.world)}, epoch, c)
-        rows.append(row)
-        # rank 0 writes and the others wait for it, so on_epoch_end always follows a safe checkpoint
-        folder.save_epoch(rows, lambda: checkpoints.training_state(model, optimizer, ema, device, rows, train_time,
-                                                                  c.to_dict()))
-        log.epoch(row)
-        if on_epoch_end is not None:
-            on_epoch_end(dict(row))
+            dist.sync_buffers(model, *([ema.module] if ema is not None else []))
+            finite = torch.stack(torch._foreach_norm(list(model.parameters()))).isfinite().all()
+            totals = dist.sum(torch.stack([loss_sum, correct.to(loss_sum.dtype), finite.to(loss_sum.dtype)]))
+            loss_sum, correct, finite = totals.tolist()  # the epoch's one host sync
+            epoch_time = time.perf_counter() - t0
+            train_time += epoch_time
+            t0 = time.perf_counter()
+            val, test = dist.evaluate(score, s.val_x, s.val_y), dist.evaluate(score, s.test_x, s.test_y)
+            row = {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / (steps * dist.world),
+                   "train_acc": correct / (steps * c.batch_size), "val_loss": val["loss"], "val_acc": val["acc"],
+                   "test_loss": test["loss"], "test_acc": test["acc"], "epoch_time_s": epoch_time,
+                   "train_time_s": train_time, "eval_time_s": time.perf_counter() - t0,
+                   "images_per_s": steps * c.batch_size / epoch_time}
+            check_finite(row | {"weights_finite": float(finite == dist.world)}, epoch, c)
+            rows.append(row)
+            # rank 0 writes and the others wait for it, so on_epoch_end always follows a safe checkpoint
+            folder.save_epoch(rows, lambda: checkpoints.training_state(model, optimizer, ema, device, rows,
+                                                                      train_time, c.to_dict()))
+            log.epoch(row)
+            if on_epoch_end is not None:
+                on_epoch_end(dict(row))
+    except KeyboardInterrupt:
+        log.close()
+        if dist.is_main:
+            print(interrupted(folder.path, len(rows), c.epochs, folder.checkpoint_epoch()), flush=True)
+        raise
     log.close()
     final = _fp16_rounded(eval_model)
     summary = folder.finish(lambda: _final_summary(c, rows, train_time, final, s, score, model, device), final)
