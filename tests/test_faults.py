@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import re
 import resource
 import shutil
 import signal
@@ -150,6 +151,23 @@ def test_weights_of_another_model_are_a_clear_error(finished_run, tmp_path, caps
 
 
 # --------------------------------------------------------------------------- run folders
+
+
+def test_ctrl_c_in_a_command_says_how_many_epochs_are_done_and_the_command_that_goes_on(tmp_path):
+    args = ["train", *TINY, "--epochs", "50", "--progress", "--out-dir", str(tmp_path), "--name", "stopped"]
+    proc = subprocess.Popen([sys.executable, "-m", "wrnlib", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    metrics, deadline = tmp_path / "stopped" / runfolder.METRICS, time.monotonic() + 120
+    while (not metrics.exists() or len(metrics.read_text().splitlines()) < 2) and time.monotonic() < deadline:
+        time.sleep(0.02)  # the first epoch is written
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    said = re.search(r"\nInterrupted with (\d+) of 50 epochs done\. The checkpoint at the end of epoch (\d+) is intact "
+                     r"in (.*); continue with `python -m wrnlib train --resume --name stopped --out-dir (.*)`\.\n", out)
+    assert said and said[1] == said[2] != "0", out  # every epoch checkpointed (checkpoint_every 1)
+    assert (said[3], said[4]) == (str(tmp_path / "stopped"), str(tmp_path))
+    assert torch.load(tmp_path / "stopped" / runfolder.STATE, weights_only=True)["epoch"] == int(said[2])
 
 
 def test_a_run_killed_before_its_first_checkpoint_restarts_under_the_same_name(tmp_path):
