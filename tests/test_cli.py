@@ -46,3 +46,22 @@ def test_module_entry_point():
     assert result.returncode == 0
     for command in ("params", "train", "evaluate", "bench", "study"):
         assert command in result.stdout
+
+
+def test_a_misspelt_flag_gets_the_one_it_was_close_to(capsys):
+    assert main(["train", "--widht", "1"]) == 2
+    assert capsys.readouterr().err == ("error: unrecognized arguments: --widht 1; did you mean --width? (see "
+                                       "`python -m wrnlib train --help`)\n")
+    assert main(["evaluate", "runs/x", "--no-tda"]) == 2  # each command suggests from its own flags
+    assert "did you mean --no-tta?" in capsys.readouterr().err
+    assert main(["train", "--zzzzzz"]) == 2  # nothing close: no guess
+    assert capsys.readouterr().err == "error: unrecognized arguments: --zzzzzz (see `python -m wrnlib train --help`)\n"
+
+
+def test_the_help_leads_from_the_commands_to_their_flags(capsys):
+    assert main(["--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "`python -m wrnlib COMMAND --help` lists its flags" in out and "python -m wrnlib train --help" in out
+    assert main(["train", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--width WIDTH" in out and "(default: 3.5)" in out and "--resume" in out

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import json
 import sys
 from pathlib import Path
@@ -16,7 +17,20 @@ from .config import TrainConfig, read_config_file
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, with a bad flag reported as one line (the problem and where the help is)."""
+    """argparse, with a bad flag reported as one line: the problem, the flag meant where one is close, and where
+    the help is."""
+
+    commands: dict[str, argparse.ArgumentParser] = {}
+
+    def parse_args(self, args=None, namespace=None):
+        namespace, unknown = self.parse_known_args(args, namespace)
+        if unknown:  # reported by the command's own parser, which knows its flags
+            command = self.commands.get(getattr(namespace, "command", None), self)
+            known = [option for action in command._actions for option in action.option_strings]
+            meant = next((match for word in unknown if word.startswith("-")
+                          for match in difflib.get_close_matches(word, known, n=1)), None)
+            command.error(f"unrecognized arguments: {' '.join(unknown)}" + (f"; did you mean {meant}?" if meant else ""))
+        return namespace
 
     def error(self, message: str):
         self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
@@ -164,13 +178,24 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="python -m wrnlib", description="Train, evaluate and benchmark Wide "
-                                     "Residual Networks on CIFAR-10, and run the notebook study.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = Parser(prog="python -m wrnlib", description="Train, evaluate and benchmark Wide Residual Networks on "
+                    "CIFAR-10, and run the notebook study.", formatter_class=argparse.RawDescriptionHelpFormatter,
+                    epilog=EXAMPLES)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                help="one of the commands below; `python -m wrnlib COMMAND --help` lists its flags")
     for add in (_params_parser, _train_parser, _runs_parser, _evaluate_parser, _bench_parser, _sweep_parser,
                 _study_parser):
         add(sub)
+    parser.commands = sub.choices
     return parser
+
+
+EXAMPLES = """examples:
+  python -m wrnlib train --data-dir sample --depth 10 --width 1 --epochs 10   # seconds, on the shipped sample
+  python -m wrnlib train --help                     # every training flag, with its default
+  python -m wrnlib evaluate runs/<name>             # test accuracy of a run's saved model
+  python -m wrnlib study --profile quick            # run the notebooks
+"""
 
 
 def _params_parser(sub) -> None:
