@@ -1,42 +1,53 @@
-# make test  : create .venv if needed, install wrnlib with its dev and cluster (Ray) extras, run the test suite
-# make study : the same environment, then execute the notebooks with the quick (CPU) profile (and their HTML pages)
+# make study : create .venv with what the study needs (wrnlib, torch, papermill, JupyterLab) and execute the notebooks
+#              with the quick (CPU) profile, and their HTML pages
+# make lab   : the same environment, then JupyterLab on the notebooks
+# make test  : the study's environment plus the test tools (pytest, Playwright, mutmut, nbstripout) and Ray, then the
+#              test suite
 # make mutation : mutation testing of the library core with mutmut (hours on two cores, so not run by CI; it resumes
 #                 where it stopped), then results/mutation/report.md. JOBS=n sets the parallel mutants (default: cores)
 # make mutation-recheck : after new tests, judge again the survivors not listed as equivalent and the timeouts
-# make hooks : strip outputs from notebooks/*.ipynb whenever they are staged (run by the install step)
+# make hooks : strip outputs from notebooks/*.ipynb whenever they are staged (run by the test install)
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+DEV    := $(VENV)/.installed-dev
 
-.PHONY: test study mutation mutation-recheck venv clean hooks
+.PHONY: test study lab mutation mutation-recheck venv clean hooks
 
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,cluster]'
-	$(MAKE) --no-print-directory hooks
+	$(PY) -m pip install --quiet -e .
 	touch $(STAMP)
 
-test: $(STAMP)
+$(DEV): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,cluster]'
+	$(MAKE) --no-print-directory hooks
+	touch $(DEV)
+
+test: $(DEV)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 study: $(STAMP)
 	$(PY) -m wrnlib study --profile $(or $(PROFILE),quick)
 
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab notebooks
+
 # One torch thread per mutant's tests (JOBS of them share the cores; more and their thread pools fight and time out),
 # on the shipped sample (CIFAR10_DIR emptied): each mutant's worker loads its data afresh, and the full set costs
 # seconds each time and pushes the slowest workers past mutmut's timeout.
-mutation: $(STAMP)
+mutation: $(DEV)
 	CIFAR10_DIR= OMP_NUM_THREADS=1 $(VENV)/bin/mutmut run --max-children $(or $(JOBS),$(shell nproc))
 	$(PY) scripts/mutation_report.py
 
 # mutmut judges a mutant once: after new tests, run again by name the survivors not listed as equivalent and the
 # timeouts (the first pass's when the machine was busy), then the report.
 # With no names mutmut would run every unchecked mutant instead, so an empty list runs nothing.
-mutation-recheck: $(STAMP)
+mutation-recheck: $(DEV)
 	names="$$($(PY) scripts/mutation_report.py --recheck)"; test -z "$$names" || \
 	  CIFAR10_DIR= OMP_NUM_THREADS=1 $(VENV)/bin/mutmut run --max-children $(or $(JOBS),$(shell nproc)) $$names
 	$(PY) scripts/mutation_report.py
