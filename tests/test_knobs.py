@@ -84,6 +84,7 @@ KNOB_TESTS: dict[str, tuple[str, ...]] = {
                 "tests/test_model.py::test_dropout_only_in_training"),
     # optimisation
     "epochs": (SCHEDULE, E2E),
+    "budget_minutes": (K + "test_a_time_budget_chooses_the_epochs_from_the_step_timed_here_and_records_them",),
     "batch_size": (K + "test_split_sizes_and_batch_size_reach_training_and_evaluation", FIT_AUGMENT),
     "lr": (SCHEDULE, "tests/test_train.py::test_warmup_starts_above_zero_and_reaches_the_peak"),
     "momentum": (K + "test_fit_steps_sgd_with_the_configured_momentum_nesterov_and_weight_decay",),
@@ -832,6 +833,33 @@ def test_sync_bn_converts_batch_norm_in_a_data_parallel_process_and_is_a_no_op_a
     kinds = collections.Counter(type(m).__name__ for m in prepared.modules()
                                 if isinstance(m, nn.modules.batchnorm._BatchNorm))
     assert kinds == {("CpuSyncBatchNorm" if sync_bn else "BatchNorm2d"): 7}
+
+
+def test_a_time_budget_chooses_the_epochs_from_the_step_timed_here_and_records_them(real_data, tmp_path, monkeypatch,
+                                                                                    capsys):
+    """budget_minutes: the run's own step (built with the same settings, on a throwaway copy of the model) is timed,
+    the epochs that fit are chosen and recorded (config.json: the budget and the epochs; env.json: the
+    measurement), and the run is then an ordinary one: the same weights as a run given those epochs, and a resume
+    keeps them whatever epochs it is asked for."""
+    built, real_make_step = [], train_module.make_train_step
+    monkeypatch.setattr(train_module, "make_train_step", lambda model, forward, optimizer, **kwargs: built.append(
+        (model, kwargs)) or real_make_step(model, forward, optimizer, **kwargs))
+    budget = tiny(tmp_path, name="budget", budget_minutes=0.005, deterministic=True, label_smoothing=0.1)
+    result = fit(budget, data=real_data)
+    measured = json.loads((tmp_path / "budget" / runfolder.ENV).read_text())["budget"]
+    epochs = max(1, int(0.005 * 60 / (measured["seconds_per_step"] * 2)))  # 32 images at batch 16: two steps
+    assert measured == {"minutes": 0.005, "seconds_per_step": measured["seconds_per_step"],
+                        "steps_timed": measured["steps_timed"], "epochs": epochs}
+    assert 1 <= measured["steps_timed"] <= 10  # ten steps, or as many as fit in five seconds
+    assert result.config.epochs == epochs == len(result.metrics) == runfolder.load_config(tmp_path / "budget").epochs
+    (timed, timed_settings), (trained, settings) = built
+    assert timed is not trained and timed_settings == settings  # the same step on another model
+    given = fit(tiny(tmp_path, name="given", epochs=epochs, deterministic=True, label_smoothing=0.1),
+                data=real_data)
+    for key, value in given.model.state_dict().items():  # timing the step changed nothing of the run
+        assert torch.equal(result.model.state_dict()[key], value), key
+    again = fit(budget, data=real_data, existing="resume")  # read back: the chosen epochs are the run's
+    assert again.config.epochs == epochs and "already finished" in capsys.readouterr().out
 
 
 # --------------------------------------------------------------------------- the run folder

@@ -513,19 +513,23 @@ def test_an_epoch_reports_its_mean_step_loss_and_the_accuracy_over_the_images_it
 
 def test_summarize_field_by_field():
     from wrnlib import WideResNet
+    from wrnlib.model import forward_flops
 
     rows = [{"epoch": 1, "val_acc": 0.50, "test_acc": 0.93, "images_per_s": 100.0, "eval_time_s": 2.0,
-             "train_time_s": 10.0},
+             "epoch_time_s": 10.0, "train_time_s": 10.0},
             {"epoch": 2, "val_acc": 0.70, "test_acc": 0.94, "images_per_s": 300.0, "eval_time_s": 3.0,
-             "train_time_s": 20.0},
+             "epoch_time_s": 10.0, "train_time_s": 20.0},
             {"epoch": 3, "val_acc": 0.60, "test_acc": 0.95, "images_per_s": 200.0,  # read back from an older run:
-             "train_time_s": 30.0}]                                                # no evaluation time recorded
+             "epoch_time_s": 10.0, "train_time_s": 30.0}]                          # no evaluation time recorded
     config, model = TrainConfig(name="s", depth=10, width=1), WideResNet(10, 1)
     summary = train_module.summarize(rows, config, {"acc": 0.95, "loss": 0.2}, {"acc": 0.96}, 60.0, model, 1000)
     assert (summary["test_acc"], summary["test_loss"], summary["test_acc_tta"], summary["test_images"]) == (
         0.95, 0.2, 0.96, 1000)
     assert (summary["final_val_acc"], summary["best_val_acc"], summary["best_val_epoch"]) == (0.60, 0.70, 2)
     assert (summary["train_time_s"], summary["eval_time_s"], summary["mean_images_per_s"]) == (60.0, 5.0, 200.0)
+    # 1,000 + 3,000 + 2,000 images trained, each a forward and a backward pass (3 forward passes' FLOPs)
+    assert summary["forward_flops"] == forward_flops(10, 1)
+    assert summary["train_pflop"] == pytest.approx(3 * forward_flops(10, 1) * 6_000 / 1e15)
     # the first epoch at or above each milestone (exactly at it counts)
     assert (summary["first_crossing_94_epoch"], summary["first_crossing_94_train_time_s"]) == (2, 20.0)
     assert (summary["first_crossing_95_epoch"], summary["first_crossing_95_train_time_s"]) == (3, 30.0)
@@ -534,6 +538,7 @@ def test_summarize_field_by_field():
     assert summary["final_val_acc"] is None and summary["best_val_acc"] is None and summary["test_acc_tta"] is None
     empty = train_module.summarize([], config, {"acc": 0.1, "loss": 2.3}, None, 0.0, model, 1000)
     assert empty["epochs"] == 0 and empty["mean_images_per_s"] is None and empty["first_crossing_94_epoch"] is None
+    assert empty["train_pflop"] == 0
 
 
 ROW_FIELDS = {"epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "epoch_time_s",

@@ -209,7 +209,7 @@ def test_summary_milestones_follow_test_accuracy_and_epoch_numbers(tmp_path):
              (3, 0.952, 0.941, 33.0),   # val passes 95 %, test passes 94 %
              (4, 0.960, 0.948, 46.0),
              (5, 0.955, 0.953, 60.0)]   # test passes 95 %
-    rows = [{"epoch": e, "val_acc": v, "test_acc": t, "train_time_s": s, "images_per_s": 1000.0}
+    rows = [{"epoch": e, "val_acc": v, "test_acc": t, "train_time_s": s, "images_per_s": 1000.0, "epoch_time_s": 1.0}
             for e, v, t, s in table]
     summary = summarize(rows, TrainConfig(name="m", out_dir=str(tmp_path)), {"acc": 0.953, "loss": 0.2}, None,
                         60.0, WideResNet(10, 1), 600)

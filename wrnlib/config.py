@@ -51,6 +51,9 @@ class TrainConfig:
     dropout: float = knob(0.0, "dropout between the two convolutions of a block, in [0, 1)")
     # optimisation
     epochs: int = knob(30, "training epochs: the schedule's budget")
+    budget_minutes: float = knob(0.0, "train for about this many minutes on this machine: before training, the "
+                                      "step is timed here and the epochs that fit are chosen and recorded (0: "
+                                      "train for epochs)")
     batch_size: int = knob(512, "training batch size; under torchrun the global batch, split evenly among the "
                                 "processes")
     lr: float = knob(0.4, "peak learning rate (the study's 0.1 at batch 128, scaled linearly with the batch)")
@@ -127,6 +130,7 @@ class TrainConfig:
                              f"{setting('pad_mode', 'constant')}")
         validate_schedule(self.schedule, self.epochs, self.schedule_params())
         _in_range("lr", self.lr, 0.0, None, low_open=True)
+        _in_range("budget_minutes", self.budget_minutes, 0.0, None)
         _in_range("momentum", self.momentum, 0.0, 1.0, high_open=True)
         _in_range("weight_decay", self.weight_decay, 0.0, None)
         _in_range("label_smoothing", self.label_smoothing, 0.0, 1.0, high_open=True)
@@ -209,9 +213,11 @@ RESUME_MUTABLE = frozenset({"out_dir", "data_dir", "download", "progress", "comp
 
 
 def resume_conflicts(saved: TrainConfig, requested: TrainConfig) -> list[str]:
-    """Fields whose values differ between a run's saved config and a resume request."""
+    """Fields whose values differ between a run's saved config and a resume request (with a time budget, the
+    epochs are the saved run's: chosen when it started)."""
     a, b = saved.to_dict(), requested.to_dict()
-    return [k for k in a if k not in RESUME_MUTABLE and a[k] != b[k]]
+    derived = {"epochs"} if saved.budget_minutes else set()
+    return [k for k in a if k not in RESUME_MUTABLE | derived and a[k] != b[k]]
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

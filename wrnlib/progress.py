@@ -89,7 +89,9 @@ def start_line(config: TrainConfig, steps: int, eval_images: int, device: torch.
     if world > 1:
         where = f"{world} processes ({dist.backend}, {c.batch_size // world} images each per step), each on {where}"
     epoch = rough_epoch_seconds(c, steps * c.batch_size, eval_images, device) / world
-    return (f"{c.name}: WRN-{c.depth}-{c.width:g}, {c.epochs} epochs of {steps} steps, on {where}; {precision}; "
+    epochs = f"{c.epochs} epochs" + (f" (what {duration(60 * c.budget_minutes)} of training fits, timed here)"
+                                     if c.budget_minutes else "")
+    return (f"{c.name}: WRN-{c.depth}-{c.width:g}, {epochs} of {steps} steps, on {where}; {precision}; "
             f"roughly {duration(epoch)} per epoch, {duration(epochs_left * epoch)} in all"
             + long_run_warning(c, epochs_left * epoch, device))
 

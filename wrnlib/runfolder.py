@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +67,8 @@ class RunFolder:
         self.dist.on_main(lambda: self._held.enter_context(folder_lock(self.path)))
         try:
             self.finished, self.checkpoint = self.dist.on_main(self._look)
+            if self.checkpoint is not None and self.config.budget_minutes:  # its epochs were chosen at its start
+                self.config = dataclasses.replace(self.config, epochs=self.checkpoint["config"]["epochs"])
         except BaseException:
             self._held.close()
             raise

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import math
 import os
 import time
@@ -73,7 +74,7 @@ def fit(config: TrainConfig, *, existing: str = "error", data: CIFAR10 | None = 
         data = data if data is not None else load_cifar10(config.data_dir, download=config.download)
         dist.same_data(data.checksum)
         with _kernels(config.deterministic):
-            result = _train(config, data, dist, folder, on_epoch_end)
+            result = _train(folder.config, data, dist, folder, on_epoch_end)
     dist.close()  # only now: the model's DDP wrapper, which uses the process group, is gone with _train
     return result
 
@@ -85,19 +86,16 @@ def _train(c: TrainConfig, data: CIFAR10, dist, folder: RunFolder, on_epoch_end)
     bf16, precision = choose_precision(c.precision, device)  # (bool, why: for the record)
     if device.type == "cpu":
         keep_freed_memory()  # no page faults on every step's activations (see wrnlib.device)
-    memory_format = torch.channels_last if c.channels_last else torch.contiguous_format
+    steps = len(s.train_y) // c.batch_size  # the last partial batch is dropped
+    budget = {}
+    if c.budget_minutes and folder.checkpoint is None:  # the epochs that fit the budget, measured before the run
+        c, budget = fit_budget(c, s, dist, bf16, steps)
+        folder.config = c
     torch.manual_seed(c.seed)
-    model = dist.prepare(WideResNet(c.depth, c.width, NUM_CLASSES, c.dropout).to(device, memory_format=memory_format))
-    sgd = make_sgd(model, c.lr, c.momentum, c.nesterov, c.weight_decay, c.decay_bn_bias)
-    optimizer = SAM(sgd, c.sam_rho) if c.optimizer == "sam" else sgd
-    ema = ModelEMA(model, c.ema_decay) if c.ema_decay else None
-    forward = dist.wrap(model)
-    forward = torch.compile(forward, mode=c.compile_mode) if c.compile else forward
-    step = make_train_step(model, forward, optimizer, device=device, bf16=bf16, label_smoothing=c.label_smoothing,
-                           no_sync=dist.no_sync(forward))
+    model, optimizer, ema, step = build(c, dist, bf16)
     augment, schedule = BatchAugment.from_config(c), c.schedule_params()
     eval_model = ema.module if ema is not None else model
-    steps = len(s.train_y) // c.batch_size  # the last partial batch is dropped
+    memory_format = layout(c)
 
     def score(images, labels, model=eval_model, bf16=bf16, tta=False) -> dict[str, float]:
         if len(labels) == 0:
@@ -107,7 +105,7 @@ def _train(c: TrainConfig, data: CIFAR10, dist, folder: RunFolder, on_epoch_end)
 
     rows, train_time = (checkpoints.restore(folder.checkpoint, model, optimizer, ema, device)
                         if folder.checkpoint else ([], 0.0))
-    folder.start(lambda: environment(device, data.checksum, data.source) | dist.describe()
+    folder.start(lambda: environment(device, data.checksum, data.source) | dist.describe() | budget
                  | {"precision": precision, "test_data_checksum": data.test_checksum}, data.checksum)
     evaluated = len(s.val_y) + len(s.test_y)
     log = Progress(c, steps, len(rows), c.progress and dist.is_main,
@@ -169,6 +167,52 @@ def _train(c: TrainConfig, data: CIFAR10, dist, folder: RunFolder, on_epoch_end)
 
 
 # --------------------------------------------------------------------------- the parts `_train` uses
+
+
+def build(c: TrainConfig, dist, bf16: bool) -> tuple[torch.nn.Module, Any, ModelEMA | None, Callable]:
+    """The model on its device, its optimiser, the weight EMA (or None) and the training step."""
+    model = dist.prepare(WideResNet(c.depth, c.width, NUM_CLASSES, c.dropout).to(dist.device,
+                                                                                  memory_format=layout(c)))
+    sgd = make_sgd(model, c.lr, c.momentum, c.nesterov, c.weight_decay, c.decay_bn_bias)
+    optimizer = SAM(sgd, c.sam_rho) if c.optimizer == "sam" else sgd
+    ema = ModelEMA(model, c.ema_decay) if c.ema_decay else None
+    forward = dist.wrap(model)
+    forward = torch.compile(forward, mode=c.compile_mode) if c.compile else forward
+    step = make_train_step(model, forward, optimizer, device=dist.device, bf16=bf16,
+                           label_smoothing=c.label_smoothing, no_sync=dist.no_sync(forward))
+    return model, optimizer, ema, step
+
+
+def layout(c: TrainConfig) -> torch.memory_format:
+    return torch.channels_last if c.channels_last else torch.contiguous_format
+
+
+BUDGET_WARMUP, BUDGET_STEPS, BUDGET_S = 3, 10, 5.0  # untimed steps, then timed ones (at most this many seconds)
+
+
+def fit_budget(c: TrainConfig, s: Splits, dist, bf16: bool, steps: int) -> tuple[TrainConfig, dict[str, Any]]:
+    """The config with the epochs that fit ``budget_minutes`` of training, from the real step timed here on a
+    throwaway copy of the run's model (the run itself then starts from its seed as any other), and the
+    measurement, for env.json. The median step counts, so that one step slowed by the machine does not."""
+    device, times = dist.device, []
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        model, _, ema, step = build(c, dist, bf16)
+        augment = BatchAugment.from_config(c)
+        while len(times) < BUDGET_WARMUP + BUDGET_STEPS and sum(times[BUDGET_WARMUP:]) < BUDGET_S:
+            t0 = time.perf_counter()
+            x, targets = augment(*(t[:c.batch_size] for t in (s.train_x, s.train_y)))
+            step(dist.shard(x).contiguous(memory_format=layout(c)), dist.shard(targets))
+            if ema is not None:
+                ema.update(model)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            times.append(time.perf_counter() - t0)
+    timed = sorted(times[BUDGET_WARMUP:])
+    median = torch.tensor([timed[len(timed) // 2]], dtype=torch.float64, device=device)
+    step_s = float(dist.sum(median)) / dist.world  # every process chooses the same epochs
+    epochs = max(1, int(c.budget_minutes * 60 / (step_s * steps)))
+    return dataclasses.replace(c, epochs=epochs), {"budget": {
+        "minutes": c.budget_minutes, "seconds_per_step": step_s, "steps_timed": len(timed), "epochs": epochs}}
 
 
 @dataclass
@@ -274,17 +318,21 @@ def summarize(rows: list[dict], config: TrainConfig, plain: dict, flipped: dict 
     """summary.json: final test accuracy (with and without flip-TTA), validation, times.
 
     ``train_time_s`` is the time of the training steps alone; ``eval_time_s`` is the per-epoch
-    evaluation (validation + test) on top of it. ``first_crossing_<p>_epoch`` is the first epoch
+    evaluation (validation + test) on top of it; ``train_pflop`` is the training compute (3 forward
+    passes' FLOPs per image trained), which compares runs across machines. ``first_crossing_<p>_epoch`` is the first epoch
     of this schedule whose test accuracy reached p %, reported mid-run: not the time a schedule
     budgeted to end at p % would take.
     """
     val_rows = [r for r in rows if r["val_acc"] == r["val_acc"]]  # drop NaN (no validation split)
     best_val = max(val_rows, key=lambda r: r["val_acc"]) if val_rows else None
+    flops = count_forward_flops(copy.deepcopy(model).float().cpu())
+    images = sum(round(r["images_per_s"] * r["epoch_time_s"]) for r in rows)  # steps x batch of each epoch
     summary = {
         "name": config.name,
         "epochs": len(rows),
         "params": count_parameters(model),
-        "forward_flops": count_forward_flops(copy.deepcopy(model).float().cpu()),
+        "forward_flops": flops,
+        "train_pflop": 3 * flops * images / 1e15,
         "test_acc": plain["acc"],
         "test_loss": plain["loss"],
         "test_acc_tta": flipped["acc"] if flipped else None,
