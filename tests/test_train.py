@@ -270,9 +270,9 @@ def test_the_estimate_measured_on_the_first_steps_follows_the_steps_after_the_fi
     seconds; an evaluated image counts as a third of a trained one."""
     now = [100.0]
     monkeypatch.setattr(progress.time, "perf_counter", lambda: now[0])
-    config = TrainConfig(name="r", depth=16, width=2, epochs=4, batch_size=100)
-    log = progress.Progress(config, steps=50, start_epoch=1, show=True, start="r: ...", eval_images=3000,
-                            device=torch.device("cpu"))
+    config = TrainConfig(name="r", depth=16, width=2, epochs=4, batch_size=100, device="cpu")
+    alone = distributed.Single(torch.device("cpu"))
+    log = progress.Progress(config, steps=50, start_epoch=1, eval_images=3000, dist=alone, precision="fp32")
     for seconds in (30.0, 2.0, 2.0, 2.0, 2.0):  # the first step is slow
         now[0] += seconds
         log.step()
@@ -281,8 +281,7 @@ def test_the_estimate_measured_on_the_first_steps_follows_the_steps_after_the_fi
     log.step()
     # 2 s a step, 50 steps: 100 s of training; evaluation 3,000 / (3 x 5,000) of it; 3 epochs left
     assert log.measured == {"epoch_train_s": 100.0, "total_s": pytest.approx(3 * 100.0 * 1.2)}
-    slow = progress.Progress(config, steps=50, start_epoch=0, show=True, start="r: ...", eval_images=0,
-                             device=torch.device("cpu"))
+    slow = progress.Progress(config, steps=50, start_epoch=0, eval_images=0, dist=alone, precision="fp32")
     for seconds in (1.0, 6.0, 6.0):  # ten seconds reached after two timed steps
         now[0] += seconds
         slow.step()
@@ -300,8 +299,8 @@ def test_the_measured_estimate_is_within_a_factor_two_of_the_epochs_that_follow(
 
     monkeypatch.setattr(train_module, "Progress", Recorded)
     result = fit(tiny(tmp_path, depth=16, width=2, epochs=3, progress=True), data=real_data)
-    measured = [r["epoch_time_s"] for r in result.metrics]
-    assert 0.5 < logs[0].measured["epoch_train_s"] / (sum(measured) / len(measured)) < 2, (logs[0].measured, measured)
+    measured = sorted(r["epoch_time_s"] for r in result.metrics)  # the median: one epoch slowed by the machine
+    assert 0.5 < logs[0].measured["epoch_train_s"] / measured[1] < 2, (logs[0].measured, measured)
 
 
 @pytest.mark.parametrize("seconds, text", [(0.4, "under 1 s"), (1, "1 s"), (119.4, "119 s"), (120, "2.0 min"),

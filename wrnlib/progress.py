@@ -124,16 +124,16 @@ class Progress:
     """The start line, a bar over every step of the budget, the estimate measured on the first steps, and a line
     per epoch; silent unless ``show``."""
 
-    def __init__(self, config: TrainConfig, steps: int, start_epoch: int, show: bool, start: str,
-                 eval_images: int, device: torch.device):
-        self.config, self.steps, self.show, self.device = config, steps, show, device
+    def __init__(self, config: TrainConfig, steps: int, start_epoch: int, eval_images: int, dist, precision: str):
+        self.config, self.steps, self.show, self.device = config, steps, config.progress and dist.is_main, dist.device
         self.epochs_left, self.eval_images = config.epochs - start_epoch, eval_images
+        start = start_line(config, steps, eval_images, dist.device, precision, dist, self.epochs_left)
         self.warned, self.done, self.clock = "warning:" in start, 0, None
         self.measured: dict[str, float] | None = None  # seconds of training per epoch, and for the whole run
-        if show:
+        if self.show:
             print(start, flush=True)
         self.bar = tqdm(total=config.epochs * steps, initial=start_epoch * steps, desc=config.name, unit="step",
-                        mininterval=2.0, disable=not show)
+                        mininterval=2.0, disable=not self.show)
 
     def step(self) -> None:
         self.bar.update()

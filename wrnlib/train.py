@@ -30,7 +30,7 @@ from .engine import evaluate, make_train_step
 from .errors import setting
 from .model import WideResNet, count_forward_flops, count_parameters
 from .optim import SAM, ModelEMA, make_sgd
-from .progress import Progress, interrupted, start_line
+from .progress import Progress, interrupted
 from .provenance import environment
 from .runfolder import EXISTING, RunFolder, RunResult, checkpoint_epoch
 from .schedules import lr_multiplier
@@ -95,7 +95,6 @@ def _train(c: TrainConfig, data: CIFAR10, dist, folder: RunFolder, on_epoch_end)
     model, optimizer, ema, step = build(c, dist, bf16)
     augment, schedule = BatchAugment.from_config(c), c.schedule_params()
     eval_model = ema.module if ema is not None else model
-    memory_format = layout(c)
 
     def score(images, labels, model=eval_model, bf16=bf16, tta=False) -> dict[str, float]:
         if len(labels) == 0:
@@ -107,9 +106,7 @@ def _train(c: TrainConfig, data: CIFAR10, dist, folder: RunFolder, on_epoch_end)
                         if folder.checkpoint else ([], 0.0))
     folder.start(lambda: environment(device, data.checksum, data.source) | dist.describe() | budget
                  | {"precision": precision, "test_data_checksum": data.test_checksum}, data.checksum)
-    evaluated = len(s.val_y) + len(s.test_y)
-    log = Progress(c, steps, len(rows), c.progress and dist.is_main,
-                   start_line(c, steps, evaluated, device, precision, dist, c.epochs - len(rows)), evaluated, device)
+    log = Progress(c, steps, len(rows), len(s.val_y) + len(s.test_y), dist, precision)
     try:
         for epoch in range(len(rows), c.epochs):
             model.train()
@@ -121,7 +118,7 @@ def _train(c: TrainConfig, data: CIFAR10, dist, folder: RunFolder, on_epoch_end)
                 idx = order[i * c.batch_size:(i + 1) * c.batch_size]
                 x, targets = augment(s.train_x[idx], s.train_y[idx])
                 # data-parallel: every process augments the global batch alike and trains on its slice
-                x, targets = dist.shard(x).contiguous(memory_format=memory_format), dist.shard(targets)
+                x, targets = dist.shard(x).contiguous(memory_format=layout(c)), dist.shard(targets)
                 # the lr of a step is the schedule's where the step ends: above zero at the first step,
                 # the peak at the last warm-up step
                 lr = c.lr * lr_multiplier(c.schedule, epoch + (i + 1) / steps, c.epochs, schedule)
