@@ -1,32 +1,13 @@
 """Data-parallel training of one run on N processes started by torchrun (PyTorch DDP).
 
-    torchrun --standalone --nproc-per-node 4 -m wrnlib train --sync-bn ...   # NCCL, one GPU per process
-    torchrun --standalone --nproc-per-node 2 -m wrnlib train --device cpu ...  # gloo, on the CPU
-
-`fit` asks :func:`setup` for a context and calls its hooks; outside torchrun the context is
-:class:`Single`, whose hooks do nothing. Under torchrun (:class:`DataParallel`):
-
-* ``--batch-size`` is the **global** batch: each of N processes trains on ``batch_size / N`` images.
-  Every process keeps the whole data set on its device, draws the same seeded permutation and
-  the same augmentation for the global batch (all random generators stay in step across the
-  processes), and keeps its own slice. So a data-parallel run sees exactly the batches of a
-  one-process run, the checkpoint's random states are everyone's, and a run resumes on any number
-  of processes (bit-exactly on the same number). The price is that augmentation is done N times, once per process (cheap
-  next to the forward/backward, for crop and flip).
-* DDP averages the gradients. ``sync_bn`` computes batch-norm statistics over the global batch:
-  torch.nn.SyncBatchNorm on GPUs (which reads a value back once per layer, pytorch#78549), and
-  :class:`CpuSyncBatchNorm`, the same statistics through an all-reduce, on the CPU, where torch's
-  refuses to run.
-* Dropout masks come from a per-process stream seeded by (seed, step, rank), so the processes
-  do not drop the same units of different images.
-* SAM's first backward runs under DDP's ``no_sync``: each process perturbs its replica with its
-  own gradient (SAM's m-sharpness with m = batch_size / N, as in Foret et al.), and only the
-  second backward is all-reduced.
-* Metrics are summed across processes once per epoch; the per-epoch evaluation is split among
-  them. Only rank 0 touches the run folder (:meth:`DataParallel.on_main`), and it alone runs the
-  final evaluation, on one device, so `wrnlib evaluate` reproduces it.
-* A process that fails exits with its error; torchrun then stops the others. An error raised
-  by a rank-0-only action is raised by every process, so they all stop with the same message.
+`fit` asks :func:`setup` for this process's part in the run and calls its hooks: :class:`Single` (one
+process) does nothing; :class:`DataParallel` shards each global batch (``--batch-size`` is the global
+batch; every process draws the same permutation and augmentation, so the run sees a one-process run's
+batches), averages gradients, syncs batch-norm statistics (``sync_bn``; :class:`CpuSyncBatchNorm` on
+the CPU, where torch's SyncBatchNorm refuses to run), gives dropout a stream per (step, rank), keeps
+SAM's first backward local (``no_sync``), sums the metrics once per epoch, and lets rank 0 alone
+touch the run folder (:meth:`DataParallel.on_main`), raising a rank-0 error on every process.
+docs/distributed.md says what a user can rely on.
 """
 from __future__ import annotations
 
