@@ -12,15 +12,14 @@ import pytest
 from wrnlib import TrainConfig
 from wrnlib import runfolder
 from wrnlib.config import resume_conflicts
-from wrnlib.study import results, sweep
-from wrnlib.study import runner as study
+from wrnlib.study import profiles, results, sweep
 
-CPU = study.load_profile("cpu")
-ROOT = study.REPO_ROOT
+CPU = profiles.load_profile("cpu")
+ROOT = profiles.REPO_ROOT
 
 
 def _params(prefix: str) -> dict:
-    return study.notebook_parameters(CPU, prefix, study.declared_parameters(study.find_notebooks()[prefix]))
+    return profiles.notebook_parameters(CPU, prefix, profiles.declared_parameters(profiles.find_notebooks()[prefix]))
 
 
 def _expected_configs() -> list[TrainConfig]:

@@ -12,8 +12,7 @@ import pytest  # noqa: E402
 
 from wrnlib import model_stats  # noqa: E402
 from wrnlib.model import forward_flops, param_count  # noqa: E402
-from wrnlib.study import explorer, results  # noqa: E402
-from wrnlib.study import runner as study_runner  # noqa: E402
+from wrnlib.study import explorer, profiles, results  # noqa: E402
 
 # --------------------------------------------------------------------------- explorer logic
 
@@ -51,13 +50,13 @@ def test_budget_classification():
 # --------------------------------------------------------------------------- what is known: finished runs
 
 
-COMMITTED = results.collect(study_runner.REPO_ROOT / "results")
+COMMITTED = results.collect(profiles.REPO_ROOT / "results")
 
 
 def _committed_accuracies(depth, width):
     """test_acc of the committed finished runs of WRN-depth-width, read from their summary.json."""
     found = []
-    for summary_path in sorted((study_runner.REPO_ROOT / "results" / "runs").glob("*/summary.json")):
+    for summary_path in sorted((profiles.REPO_ROOT / "results" / "runs").glob("*/summary.json")):
         config = json.loads((summary_path.parent / "config.json").read_text())
         if (config["depth"], config["width"]) == (depth, width):
             found.append(json.loads(summary_path.read_text())["test_acc"])

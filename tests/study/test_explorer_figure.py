@@ -11,10 +11,9 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 
-from wrnlib.study import explorer, explorer_figure, results  # noqa: E402
-from wrnlib.study import runner as study_runner  # noqa: E402
+from wrnlib.study import explorer, explorer_figure, profiles, results  # noqa: E402
 
-RESULTS = study_runner.REPO_ROOT / "results"
+RESULTS = profiles.REPO_ROOT / "results"
 
 
 def test_figure_is_not_registered_with_pyplot(tmp_path):

@@ -10,8 +10,7 @@ import torch
 from wrnlib import TrainConfig, load_cifar10, train_val_split
 from wrnlib import runfolder
 from wrnlib.data import sample_dir
-from wrnlib.study import notebook
-from wrnlib.study import runner as study_runner
+from wrnlib.study import notebook, profiles
 from wrnlib.train import make_splits
 
 
@@ -82,6 +81,6 @@ def test_training_far_over_the_limit_is_refused_at_once(nothing_configured):
 
 
 def test_finished_runs_cost_no_time():
-    finished = runfolder.load_config(study_runner.REPO_ROOT / "results" / "runs" / "wrn28-3.5-cutout-h200")
+    finished = runfolder.load_config(profiles.REPO_ROOT / "results" / "runs" / "wrn28-3.5-cutout-h200")
     finished.device = "cpu"  # 96 epochs of WRN-28-3.5 on a CPU would take days; it is read back instead
     assert notebook.check_training_time([finished], 50_000, 10_000, max_minutes=1) == 0

@@ -23,13 +23,13 @@ import torch
 
 from wrnlib import cli, fit
 from wrnlib.device import choose_precision
-from wrnlib.study import results
+from wrnlib.study import profiles, results
 from wrnlib.study import runner as study
 
-NOTEBOOKS = study.find_notebooks()
+NOTEBOOKS = profiles.find_notebooks()
 EXPECTED = ["01_data_exploration.ipynb", "02_train.ipynb", "03_lr_schedule_ablation.ipynb", "04_results.ipynb",
             "05_width_explorer.ipynb", "06_calibration_robustness.ipynb"]
-QUICK = study.load_profile("quick")
+QUICK = profiles.load_profile("quick")
 RUN_NAME = QUICK["notebooks"]["02"]["run_name"]
 ABLATION = QUICK["notebooks"]["03"]["ablation_name"]
 SWEPT_WIDTHS = QUICK["notebooks"]["05"]["sweep_widths"]
@@ -56,7 +56,7 @@ def test_source_notebook_is_clean(path):
 @pytest.mark.skipif(not (shutil.which("git") and shutil.which("make")), reason="needs git and make")
 def test_outputs_saved_in_jupyterlab_never_reach_git(tmp_path):
     """`make hooks` (part of the install) makes git strip outputs from notebooks/*.ipynb when they are staged."""
-    source = study.NOTEBOOKS_DIR / "05_width_explorer.ipynb"
+    source = profiles.NOTEBOOKS_DIR / "05_width_explorer.ipynb"
     saved = nbformat.read(str(source), as_version=4)  # as JupyterLab saves it after a run
     for count, cell in enumerate((c for c in saved.cells if c.cell_type == "code"), 1):
         cell.execution_count = count
@@ -67,7 +67,7 @@ def test_outputs_saved_in_jupyterlab_never_reach_git(tmp_path):
         (repo / rel).parent.mkdir(parents=True, exist_ok=True)
         nbformat.write(saved, str(repo / rel))
     for name in (".gitattributes", "Makefile"):
-        shutil.copy(study.REPO_ROOT / name, repo / name)
+        shutil.copy(profiles.REPO_ROOT / name, repo / name)
     env = dict(os.environ, HOME=str(tmp_path), GIT_CONFIG_NOSYSTEM="1")
 
     def run(*cmd):
@@ -80,13 +80,13 @@ def test_outputs_saved_in_jupyterlab_never_reach_git(tmp_path):
     assert "output 1" in run("git", "show", ":results/executed/full/05_width_explorer.ipynb")  # executed: kept
 
 
-@pytest.mark.parametrize("profile", study.known_profiles())
+@pytest.mark.parametrize("profile", profiles.known_profiles())
 def test_profile_parameters_are_declared_by_the_notebooks(profile):
-    spec = study.load_profile(profile)
+    spec = profiles.load_profile(profile)
     assert set(spec["notebooks"]) == set(NOTEBOOKS)
     for prefix, path in NOTEBOOKS.items():
-        declared = study.declared_parameters(path)
-        params = study.notebook_parameters(spec, prefix, declared)
+        declared = profiles.declared_parameters(path)
+        params = profiles.notebook_parameters(spec, prefix, declared)
         assert set(params) <= declared, (profile, path.name, set(params) - declared)
 
 
@@ -329,11 +329,11 @@ def test_each_notebook_runs_under_plain_papermill_with_its_defaults(name, tmp_pa
     """No profile, no parameters, no CIFAR10_DIR, an empty cache: what a person with a fresh clone gets.
     The notebook either finishes, or (training far too long for this machine) fails at once saying why."""
     env = {k: v for k, v in os.environ.items() if k not in ("CIFAR10_DIR", "MPLBACKEND")}
-    paths = [str(study.REPO_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
+    paths = [str(profiles.REPO_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
     env.update(PYTHONPATH=os.pathsep.join(paths), XDG_CACHE_HOME=str(tmp_path / "cache"),
                MPLCONFIGDIR=str(Path.home() / ".cache" / "matplotlib"))  # keep matplotlib's font cache
     out = tmp_path / name
-    rc, log, seconds = _plain_papermill(study.NOTEBOOKS_DIR / name, out, tmp_path, env)
+    rc, log, seconds = _plain_papermill(profiles.NOTEBOOKS_DIR / name, out, tmp_path, env)
     assert rc is not None, f"papermill {name} hung for {PLAIN_TIMEOUT_S} s:\n{log[-3000:]}"
     on_cpu = not torch.cuda.is_available()
     # On a CPU, 03 (ten runs of WRN-28-3.5 for 15 epochs) is far over its 10-minute limit even on the sample;

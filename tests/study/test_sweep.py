@@ -17,7 +17,7 @@ import pytest
 from wrnlib import TrainConfig
 from wrnlib import files, runfolder
 from wrnlib.cli import main
-from wrnlib.study import cluster, runner, sweep
+from wrnlib.study import cluster, profiles, sweep
 from wrnlib.study.results import BY_SCHEDULE_CSV, EPOCHS_CSV, FINAL_CSV
 
 TABLES = (EPOCHS_CSV, FINAL_CSV, BY_SCHEDULE_CSV)
@@ -245,7 +245,7 @@ def test_profile_settings_take_the_common_settings_notebook_03_declares():
 def test_profile_settings_without_the_notebooks_take_only_the_ablations_own_names(monkeypatch):
     """An install without the notebooks folder cannot read what 03 declares: the profile's "common" then reaches
     the sweep only under the names the ablation itself defines, none of which "common" holds; 03's own all do."""
-    monkeypatch.setattr(runner, "find_notebooks", lambda *a, **k: {})
+    monkeypatch.setattr(profiles, "find_notebooks", lambda *a, **k: {})
     settings = sweep.profile_settings("quick")
     assert not {"device", "data_dir", "figures_dir", "seed"} & set(settings)
     assert settings["ablation_dir"] == "results/quick/ablations" and settings["epochs"] == 2

@@ -21,7 +21,7 @@ from ..data import ENV_VAR, SAMPLE, default_cache_dir, has_cifar10, sample_size,
 from ..device import resolve_device
 from ..progress import format_epoch, rough_epoch_seconds  # also behind fit's "roughly N per epoch" line
 from . import plots
-from .runner import REPO_ROOT
+from .profiles import REPO_ROOT
 
 CIFAR10_TRAIN_IMAGES, CIFAR10_TEST_IMAGES = 50_000, 10_000
 

@@ -13,6 +13,8 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
+from .profiles import REPO_ROOT, StudyError, load_profile
+
 INDEX = "index.html"
 _SKIP = (".running.ipynb", ".failed.ipynb")  # an execution in progress, or a failed one kept for reading
 QUICK = "quick"  # the smoke profile: its numbers must not be read as results
@@ -88,8 +90,6 @@ def render_html(folder: str | Path, profile: str = "", results_root: str | Path 
 
 def _profile(name: str) -> dict[str, Any]:
     """The profile's JSON, or {} when there is none by that name (an ad-hoc rendering)."""
-    from .runner import StudyError, load_profile
-
     if not name:
         return {}
     try:
@@ -102,8 +102,6 @@ def _recorded_root(notebooks: list[Path], spec: dict[str, Any]) -> Path | None:
     """The results root the executed notebooks were given (papermill keeps their parameters), else the
     profile's. The notebooks ran in the repository root, so a relative one is relative to it."""
     import nbformat
-
-    from .runner import REPO_ROOT
 
     root = spec.get("results_root")
     for path in notebooks:
@@ -145,8 +143,6 @@ def _figures(root: Path, folder: Path) -> list[str]:
 
 def _shown(path: Path) -> str:
     """A path as the reader knows it: relative to the repository root when it lies inside it."""
-    from .runner import REPO_ROOT
-
     try:
         return str(path.resolve().relative_to(REPO_ROOT))
     except ValueError:

@@ -165,12 +165,12 @@ def profile_settings(profile: str | None) -> dict[str, Any]:
     """The ablation notebook's parameters in a study profile (its "03" and the "common" it declares)."""
     if profile is None:
         return dict(ABLATION_DEFAULTS)
-    from . import runner
+    from . import profiles
 
-    spec = runner.load_profile(profile)
-    notebook = runner.find_notebooks().get("03")
-    declared = runner.declared_parameters(notebook) if notebook else set(ABLATION_DEFAULTS)
-    return ABLATION_DEFAULTS | runner.notebook_parameters(spec, "03", declared)
+    spec = profiles.load_profile(profile)
+    notebook = profiles.find_notebooks().get("03")
+    declared = profiles.declared_parameters(notebook) if notebook else set(ABLATION_DEFAULTS)
+    return ABLATION_DEFAULTS | profiles.notebook_parameters(spec, "03", declared)
 
 
 def sweep_command(profile: str | None = None, *, overrides: dict[str, Any], shared: dict[str, Any],
