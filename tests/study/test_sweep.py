@@ -236,19 +236,27 @@ def test_the_local_executor_loads_the_data_once_logs_each_run_and_passes_its_set
         "    FAILED step-seed0: ValueError: no good"]
 
 
-def test_profile_settings_take_the_common_settings_notebook_03_declares():
+def test_profile_settings_take_the_common_settings_the_sweep_uses():
     settings = sweep.profile_settings("full")
-    assert settings["device"] == "auto" and "data_dir" in settings  # from the profile's "common"
-    assert "figures_dir" in settings and "results_root" not in settings  # 03 declares the one, not the other
+    assert settings["device"] == "auto" and "data_dir" in settings  # TrainConfig fields from the profile's "common"
+    # not TrainConfig fields, or set per run: notebook settings the sweep has no use for
+    assert not {"figures_dir", "results_root", "seed"} & set(settings)
 
 
-def test_profile_settings_without_the_notebooks_take_only_the_ablations_own_names(monkeypatch):
-    """An install without the notebooks folder cannot read what 03 declares: the profile's "common" then reaches
-    the sweep only under the names the ablation itself defines, none of which "common" holds; 03's own all do."""
-    monkeypatch.setattr(profiles, "find_notebooks", lambda *a, **k: {})
-    settings = sweep.profile_settings("quick")
-    assert not {"device", "data_dir", "figures_dir", "seed"} & set(settings)
-    assert settings["ablation_dir"] == "results/quick/ablations" and settings["epochs"] == 2
+def test_profile_settings_come_from_the_profile_without_reading_the_notebooks(monkeypatch):
+    """The profile alone says what the sweep runs: an install without the notebooks folder (mutmut's copy, a wheel)
+    gets the same settings."""
+    expected = sweep.profile_settings("quick")
+
+    def unread(*args, **kwargs):
+        raise AssertionError("the sweep's settings must not read a notebook")
+
+    monkeypatch.setattr(profiles, "find_notebooks", unread)
+    monkeypatch.setattr(profiles, "declared_parameters", unread)
+    assert sweep.profile_settings("quick") == expected
+    assert expected["ablation_dir"] == "results/quick/ablations" and expected["epochs"] == 2
+    assert expected["device"] == "cpu"
+    assert expected["data_dir"] == profiles.resolve_data_dir(profiles.load_profile("quick"))
 
 
 def test_a_second_sweep_of_the_same_ablation_is_refused_saying_why(monkeypatch, tmp_path):

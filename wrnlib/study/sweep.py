@@ -19,11 +19,12 @@ from ..data import CIFAR10, load_cifar10
 from ..progress import format_epoch
 from ..runfolder import EXISTING, RunResult
 from ..train import fit
-from . import cluster, results
+from . import cluster, profiles, results
 from .cluster import one_line
 
 EXECUTORS = ("local", "ray")
 PER_RUN_FIELDS = ("name", "out_dir", "schedule", "seed")  # set by the sweep for each run
+SHARED_FIELDS = {f.name for f in fields(TrainConfig)} - set(PER_RUN_FIELDS)
 
 
 class SweepError(RuntimeError):
@@ -162,15 +163,12 @@ ABLATION_DEFAULTS = {"ablation_name": "lr_schedules", "ablation_dir": "results/a
 
 
 def profile_settings(profile: str | None) -> dict[str, Any]:
-    """The ablation notebook's parameters in a study profile (its "03" and the "common" it declares)."""
+    """The schedule ablation of a study profile: its "03" section, and of its "common" settings those the sweep
+    takes (the TrainConfig fields its runs share, and the ablation's own settings)."""
     if profile is None:
         return dict(ABLATION_DEFAULTS)
-    from . import profiles
-
-    spec = profiles.load_profile(profile)
-    notebook = profiles.find_notebooks().get("03")
-    declared = profiles.declared_parameters(notebook) if notebook else set(ABLATION_DEFAULTS)
-    return ABLATION_DEFAULTS | profiles.notebook_parameters(spec, "03", declared)
+    taken = SHARED_FIELDS | set(ABLATION_DEFAULTS) | {"extra_config"}
+    return ABLATION_DEFAULTS | profiles.notebook_parameters(profiles.load_profile(profile), "03", taken)
 
 
 def sweep_command(profile: str | None = None, *, overrides: dict[str, Any], shared: dict[str, Any],
@@ -178,8 +176,7 @@ def sweep_command(profile: str | None = None, *, overrides: dict[str, Any], shar
     """Run the schedule ablation of ``profile`` (with ``overrides`` of its settings and ``shared``
     TrainConfig fields) and write its tables; 0 when every run finished, 1 when some failed."""
     settings = profile_settings(profile) | {k: v for k, v in overrides.items() if v is not None}
-    known = {f.name for f in fields(TrainConfig)} - set(PER_RUN_FIELDS)
-    config = {k: v for k, v in settings.items() if k in known} | settings.get("extra_config", {}) | shared
+    config = {k: v for k, v in settings.items() if k in SHARED_FIELDS} | settings.get("extra_config", {}) | shared
     config.setdefault("progress", False)  # one line per epoch instead of a bar per run
     folder = Path(settings["ablation_dir"]) / settings["ablation_name"]
     configs = schedule_configs(settings["schedules"], settings["seeds"], folder / "runs", **config)
