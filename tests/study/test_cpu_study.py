@@ -12,7 +12,8 @@ import pytest
 from wrnlib import TrainConfig
 from wrnlib import runfolder
 from wrnlib.config import resume_conflicts
-from wrnlib.study import profiles, results, sweep
+from wrnlib.study import profiles, sweep
+from wrnlib.study.collect import WIDTH_SWEEP
 
 CPU = profiles.load_profile("cpu")
 ROOT = profiles.REPO_ROOT
@@ -33,7 +34,7 @@ def _expected_configs() -> list[TrainConfig]:
                                       Path(nb3["ablation_dir"]) / nb3["ablation_name"] / "runs",
                                       **shared3, **nb3["extra_config"])
     widths = sweep.width_configs(nb5["sweep_widths"], nb5["sweep_seeds"],
-                                 Path(nb5["results_root"]) / results.WIDTH_SWEEP / "runs", nb5["sweep_depth"],
+                                 Path(nb5["results_root"]) / WIDTH_SWEEP / "runs", nb5["sweep_depth"],
                                  device=nb5["device"], val_size=nb5["val_size"], train_limit=nb5["train_limit"],
                                  test_limit=nb5["test_limit"], **nb5["sweep_config"])
     return [headline.validate(), *ablation, *widths]

@@ -12,7 +12,7 @@ import pytest  # noqa: E402
 
 from wrnlib import model_stats  # noqa: E402
 from wrnlib.model import forward_flops, param_count  # noqa: E402
-from wrnlib.study import explorer, profiles, results  # noqa: E402
+from wrnlib.study import collect, explorer, profiles  # noqa: E402
 
 # --------------------------------------------------------------------------- explorer logic
 
@@ -50,7 +50,7 @@ def test_budget_classification():
 # --------------------------------------------------------------------------- what is known: finished runs
 
 
-COMMITTED = results.collect(profiles.REPO_ROOT / "results")
+COMMITTED = collect.collect(profiles.REPO_ROOT / "results")
 
 
 def _committed_accuracies(depth, width):

@@ -11,14 +11,14 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 
-from wrnlib.study import explorer, explorer_figure, profiles, results  # noqa: E402
+from wrnlib.study import collect, explorer, explorer_figure, profiles  # noqa: E402
 
 RESULTS = profiles.REPO_ROOT / "results"
 
 
 def test_figure_is_not_registered_with_pyplot(tmp_path):
     before = plt.get_fignums()
-    fig, data = explorer_figure.draw(explorer.describe(16, 4.0), results.collect(tmp_path / "none").runs)
+    fig, data = explorer_figure.draw(explorer.describe(16, 4.0), collect.collect(tmp_path / "none").runs)
     assert plt.get_fignums() == before  # the inline backend's after-cell redraw never sees it
     titles = [ax.get_title() for ax in fig.axes]
     assert titles[0].startswith("computed") and titles[2].startswith("measured") and len(fig.axes) == 4  # + twin
@@ -26,7 +26,7 @@ def test_figure_is_not_registered_with_pyplot(tmp_path):
 
 
 def test_accuracy_panel_shows_the_measured_runs():
-    runs = results.collect(RESULTS).runs
+    runs = collect.collect(RESULTS).runs
     fig = explorer_figure.figure(explorer.describe(28, 3.5), runs)
     panel = fig.axes[2]
     shown = {(round(x, 4), round(y, 4)) for c in panel.collections for x, y in c.get_offsets()}
@@ -55,3 +55,14 @@ def test_explorer_drawings_never_overlap(monkeypatch):
     for t in threads:
         t.join(60)
     assert len(overlaps) == 4 and max(overlaps) == 1
+
+
+def test_measured_panel_joins_only_a_width_sweep_of_one_budget(cpu_study):
+    fig = explorer_figure.figure(explorer.describe(16, 2.0), collect.collect(cpu_study).runs)
+    panel = fig.axes[2]
+    labels = [t.get_text() for t in panel.get_legend().get_texts()]
+    assert "CPU, 4 epochs (3 runs)" in labels and "CPU, 10 epochs (2 runs)" in labels
+    assert "CPU, 20 epochs (1 runs)" in labels
+    joined = [line for line in panel.get_lines() if line.get_label().startswith("width sweep")]
+    assert len(joined) == 1 and joined[0].get_label() == "width sweep WRN-16-k, CPU, 4 epochs"
+    assert [round(y, 2) for y in joined[0].get_ydata()] == [70.0, 80.0, 84.0]

@@ -23,7 +23,7 @@ import torch
 
 from wrnlib import cli, fit
 from wrnlib.device import choose_precision
-from wrnlib.study import profiles, results
+from wrnlib.study import collect, profiles, tables
 from wrnlib.study import runner as study
 
 NOTEBOOKS = profiles.find_notebooks()
@@ -202,7 +202,7 @@ def test_explorer_notebook_shows_the_parameter_choice(quick):
 
 def test_trust_notebook_assesses_the_kept_model(quick):
     """06 scores the quick run's kept weights: calibration and every corruption, written beside the results."""
-    report = json.loads((quick["results"] / results.TRUST / RUN_NAME / "trust.json").read_text())
+    report = json.loads((quick["results"] / collect.TRUST / RUN_NAME / "trust.json").read_text())
     assert report["settings"]["corruption_images"] == QUICK["notebooks"]["06"]["corruption_images"]
     assert 0 <= report["calibration"]["ece_plain"] <= 1 and report["calibration"]["temperature"] > 0
     text = _text(quick["executed"] / "06_calibration_robustness.ipynb")
@@ -212,7 +212,7 @@ def test_trust_notebook_assesses_the_kept_model(quick):
 
 def test_explorer_notebook_trains_the_width_sweep(quick):
     """05 with sweep_widths trains one run per width into <results>/width_sweep/runs, tabulated and collected."""
-    sweep_runs = quick["results"] / results.WIDTH_SWEEP / "runs"
+    sweep_runs = quick["results"] / collect.WIDTH_SWEEP / "runs"
     depth = QUICK["notebooks"]["05"]["sweep_depth"]
     assert sorted(p.name for p in sweep_runs.iterdir()) == sorted(f"wrn{depth}-{k:g}-seed0" for k in SWEPT_WIDTHS)
     for width in SWEPT_WIDTHS:
@@ -221,12 +221,12 @@ def test_explorer_notebook_trains_the_width_sweep(quick):
         assert config["epochs"] == QUICK["notebooks"]["05"]["sweep_config"]["epochs"]  # one budget for all
     text = _text(quick["executed"] / "05_width_explorer.ipynb")
     assert f"WRN-{depth}-k for k in {SWEPT_WIDTHS}" in text and "2 runs: 2 trained, 0 read back, 0 failed" in text
-    found = results.collect(quick["results"])
-    assert list(results.width_table(found.runs)["model"]) == [f"WRN-{depth}-{k:g}" for k in SWEPT_WIDTHS]
+    found = collect.collect(quick["results"])
+    assert list(tables.width_table(found.runs)["model"]) == [f"WRN-{depth}-{k:g}" for k in SWEPT_WIDTHS]
 
 
 def test_results_collects_the_study(quick):
-    found = results.collect(quick["results"])
+    found = collect.collect(quick["results"])
     assert found.problems == []
     assert len(found.main_runs) == 1 and found.main_runs.iloc[0]["status"] == "finished"
     ablation_runs = len(QUICK["notebooks"]["03"]["schedules"]) * len(QUICK["notebooks"]["03"]["seeds"])
@@ -285,7 +285,7 @@ def test_results_notebook_copes_with_empty_and_partial_folders(quick, tmp_path, 
                      "--modes", "fp32", "--device", "cpu", "--out", str(partial / "benchmarks" / "cpu")]) == 0
     capsys.readouterr()
 
-    found = results.collect(partial)
+    found = collect.collect(partial)
     run = found.runs.set_index("name").loc[RUN_NAME]
     assert run["status"] == "partial" and run["epochs_done"] == QUICK["notebooks"]["02"]["epochs"]
     assert found.ablation_final.empty and not found.ablation_epochs.empty

@@ -18,7 +18,7 @@ from wrnlib import TrainConfig
 from wrnlib import files, runfolder
 from wrnlib.cli import main
 from wrnlib.study import cluster, profiles, sweep
-from wrnlib.study.results import BY_SCHEDULE_CSV, EPOCHS_CSV, FINAL_CSV
+from wrnlib.study.collect import BY_SCHEDULE_CSV, EPOCHS_CSV, FINAL_CSV
 
 TABLES = (EPOCHS_CSV, FINAL_CSV, BY_SCHEDULE_CSV)
 TIMING = {"epoch_time_s", "train_time_s", "eval_time_s", "images_per_s", "mean_images_per_s", "train_time_s_mean"}
@@ -334,3 +334,11 @@ def test_the_cluster_executors_outcomes_are_gathered_by_run_in_config_order(monk
     assert sent == [([good[1].name, good[2].name], "resume", 0.5, 2, 9.0)]
     assert swept.done == [f"read back {good[0].name} (resume)", "result-1"]
     assert swept.failed == {good[2].name: "ValueError: no good"} and swept.reused == [good[0].name]
+
+
+def test_width_configs_name_each_width_and_seed_and_share_the_rest(tmp_path):
+    configs = sweep.width_configs([1, 2.5], [0, 1], tmp_path, 16, epochs=4, lr=0.1)
+    assert [c.name for c in configs] == ["wrn16-1-seed0", "wrn16-1-seed1", "wrn16-2.5-seed0", "wrn16-2.5-seed1"]
+    assert {(c.depth, c.epochs, c.lr) for c in configs} == {(16, 4, 0.1)}
+    assert [c.width for c in configs] == [1.0, 1.0, 2.5, 2.5] and [c.seed for c in configs] == [0, 1, 0, 1]
+    assert {c.out_dir for c in configs} == {str(tmp_path)}

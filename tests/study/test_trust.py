@@ -12,7 +12,7 @@ from wrnlib import TrainConfig, load_cifar10, test_subset, train_val_split
 from wrnlib import checkpoints, runfolder
 from wrnlib.engine import evaluate
 from wrnlib.model import WideResNet
-from wrnlib.study import calibration, results, trust
+from wrnlib.study import calibration, collect, report, trust
 
 SETTINGS = trust.Settings(corruption_images=60, kinds=("contrast", "gaussian_noise"), severities=(1, 5),
                           precision="fp32")
@@ -90,7 +90,7 @@ def test_runs_with_weights_and_one_setting_pairs(tmp_path):
 
 def test_summary_lists_each_assessed_model(sample, tmp_path):
     run_dir = _run_folder(tmp_path / "runs")
-    trust.assess(run_dir, sample, tmp_path / results.TRUST, SETTINGS, device="cpu")
-    text = results.summary_markdown(results.collect(tmp_path))
+    trust.assess(run_dir, sample, tmp_path / collect.TRUST, SETTINGS, device="cpu")
+    text = report.summary_markdown(collect.collect(tmp_path))
     section = text.split("## Calibration and robustness")[1]
     assert "| tiny | WRN-10-1 | 30 |" in section and "60 test images" in section

@@ -24,6 +24,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from ..model import forward_flops, model_stats, param_count
+from .formats import markdown_table, pct
 
 BUDGET = 5_000_000
 DEPTHS = tuple(6 * n + 4 for n in range(1, 9))  # 10, 16, ..., 52
@@ -146,7 +147,7 @@ def _measured_text(runs: pd.DataFrame | None, choice: Choice, shown: int = 3) ->
         return (f"no finished run of {choice.name} in the results folder: its accuracy is unknown "
                 f"(the figure's right panel shows what was measured at other sizes)")
     bench = benchmark_mask(here)
-    parts = [f"{100 * float(r['test_acc']):.2f}% ({r['name']}, {budget_label(r)}"
+    parts = [f"{pct(r['test_acc'])} ({r['name']}, {budget_label(r)}"
              + ("" if bench.iloc[i] else "; sample or subset, not the benchmark") + ")"
              for i, (_, r) in enumerate(here.head(shown).iterrows())]
     more = len(here) - shown
@@ -160,7 +161,7 @@ def view_rows(choice: Choice, runs: pd.DataFrame | None = None) -> list[tuple[st
            if choice.max_width_within else f"no WRN-{choice.depth} fits the budget")
     return [
         ("parameters", f"{choice.params:,} ({choice.params / 1e6:.2f} M)", "exact"),
-        ("budget", f"{choice.budget:,}: {100 * choice.budget_fraction:.1f}% used, {verdict}; {fit}", "exact"),
+        ("budget", f"{choice.budget:,}: {pct(choice.budget_fraction, digits=1)} used, {verdict}; {fit}", "exact"),
         ("forward FLOPs / image",
          f"{choice.forward_flops / 1e9:.3f} GFLOP (training ≈ {choice.train_flops / 1e9:.2f} GFLOP)", "exact"),
         ("stage widths", " / ".join(map(str, choice.stage_widths)) + " channels", "exact"),
@@ -176,8 +177,7 @@ def markdown(choice: Choice, runs: pd.DataFrame | None = None) -> str:
     rows = [(k, v.replace("within the budget", "**within** the budget").replace("over the budget",
                                                                                "**over** the budget"), kind)
             for k, v, kind in view_rows(choice, runs)]
-    return (f"### {choice.name}\n\n| | | |\n|---|---|---|\n"
-            + "\n".join(f"| {k} | {v} | {kind} |" for k, v, kind in rows) + "\n")
+    return f"### {choice.name}\n\n{markdown_table(['', '', ''], rows)}\n"
 
 
 def html(choice: Choice, runs: pd.DataFrame | None = None) -> str:

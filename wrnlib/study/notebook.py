@@ -21,6 +21,7 @@ from ..data import ENV_VAR, SAMPLE, default_cache_dir, has_cifar10, sample_size,
 from ..device import resolve_device
 from ..progress import format_epoch, rough_epoch_seconds  # also behind fit's "roughly N per epoch" line
 from . import plots
+from .formats import duration
 from .profiles import REPO_ROOT
 
 CIFAR10_TRAIN_IMAGES, CIFAR10_TEST_IMAGES = 50_000, 10_000
@@ -126,15 +127,11 @@ def check_training_time(configs: Iterable[TrainConfig], train_images: int, test_
         what = (f"{len(todo)} run(s) of WRN-{first.depth}-{first.width:g} for {first.epochs} epochs on "
                 f"{resolve_device(first.device).type}")
         raise TrainingTimeError(
-            f"{what} would take about {_duration(minutes)} (a rough estimate from the model's FLOPs), more than "
+            f"{what} would take about {duration(60 * minutes)} (a rough estimate from the model's FLOPs), more than "
             f"max_train_minutes = {max_minutes:g}. Use a GPU (device = \"cuda\"), fewer epochs or a smaller WRN "
             f"(the quick study: python -m wrnlib study --profile quick), or raise max_train_minutes "
             f"(None: no limit).")
     return minutes
-
-
-def _duration(minutes: float) -> str:
-    return f"{minutes:.0f} min" if minutes < 120 else f"{minutes / 60:.1f} h"
 
 
 def describe_estimate(minutes: float) -> str:
@@ -142,6 +139,4 @@ def describe_estimate(minutes: float) -> str:
     reads as zero."""
     if minutes == 0:
         return "nothing to train: the finished runs are read back"
-    if minutes < 1:
-        return f"estimated training time: roughly {max(1, round(minutes * 60))} s (a rough estimate from the FLOPs)"
-    return f"estimated training time: roughly {_duration(minutes)} (a rough estimate from the FLOPs)"
+    return f"estimated training time: {duration(60 * minutes)} (a rough estimate from the FLOPs)"

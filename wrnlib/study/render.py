@@ -114,16 +114,17 @@ def _recorded_root(notebooks: list[Path], spec: dict[str, Any]) -> Path | None:
 
 def _findings(root: Path) -> list[str]:
     """The headline numbers under ``root``: its finished runs and the schedule ablation (if any)."""
-    from . import results
+    from . import tables
+    from .collect import collect
 
-    found = results.collect(root)
+    found = collect(root)
     out = ["<h2>Findings</h2>", f"<p>Read from {html.escape(_shown(root))}"
            + ("" if root.is_dir() else " (which does not exist yet)") + ".</p>", "<h3>Training runs</h3>"]
-    header, rows = results.finished_run_rows(found)
+    header, rows = tables.finished_run_rows(found)
     out.append(_table(header, rows) if rows else "<p>No finished runs yet.</p>")
-    schedules = results.schedule_table(found.ablation_final)
+    schedules = tables.schedule_table(found.ablation_final)
     if not schedules.empty:
-        out += ["<h3>Learning-rate schedule ablation</h3>", _table(*results.schedule_rows(schedules))]
+        out += ["<h3>Learning-rate schedule ablation</h3>", _table(*tables.schedule_rows(schedules))]
     return out
 
 
@@ -150,5 +151,6 @@ def _shown(path: Path) -> str:
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
+    """An HTML table of text cells, escaped."""
     cells = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
     return "<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>" + cells + "</table>"

@@ -19,7 +19,7 @@ from ..data import CIFAR10, load_cifar10
 from ..progress import format_epoch
 from ..runfolder import EXISTING, RunResult
 from ..train import fit
-from . import cluster, profiles, results
+from . import cluster, profiles, tables
 from .cluster import one_line
 
 EXECUTORS = ("local", "ray")
@@ -151,8 +151,8 @@ def record(swept: SweepResult, config: TrainConfig, train: Callable[[], RunResul
 
 def write_tables(done: list[RunResult], folder: str | Path, ablation: str) -> dict[str, Path]:
     """epochs.csv, final.csv and by_schedule.csv of the finished runs, in ``folder``."""
-    epochs, final = results.ablation_tables(done, ablation)
-    return results.write_ablation(folder, epochs, final)
+    epochs, final = tables.ablation_tables(done, ablation)
+    return tables.write_ablation(folder, epochs, final)
 
 
 # --------------------------------------------------------------------------- `python -m wrnlib sweep`
