@@ -9,7 +9,8 @@ import pytest
 
 from result_folders import CONFIG, SUMMARY, write_run
 from wrnlib import runfolder
-from wrnlib.study import collect, explorer, report, tables
+from wrnlib.study import collect, report, tables
+from wrnlib.study.explorer import numbers
 
 def test_results_on_a_missing_or_empty_folder(tmp_path):
     for root in (tmp_path / "missing", tmp_path):
@@ -22,7 +23,7 @@ def test_results_on_a_missing_or_empty_folder(tmp_path):
         text = report.summary_markdown(found)
         assert "No runs yet." in text and "No ablations yet." in text and "No benchmarks yet." in text
         assert tables.schedule_table(found.ablation_final).empty
-        assert explorer.run_points(found.runs).empty
+        assert numbers.run_points(found.runs).empty
 
 
 def test_results_skip_broken_files(tmp_path):

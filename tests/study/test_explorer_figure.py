@@ -11,14 +11,15 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 
-from wrnlib.study import collect, explorer, explorer_figure, profiles  # noqa: E402
+from wrnlib.study import collect, profiles  # noqa: E402
+from wrnlib.study.explorer import figure, numbers  # noqa: E402
 
 RESULTS = profiles.REPO_ROOT / "results"
 
 
 def test_figure_is_not_registered_with_pyplot(tmp_path):
     before = plt.get_fignums()
-    fig, data = explorer_figure.draw(explorer.describe(16, 4.0), collect.collect(tmp_path / "none").runs)
+    fig, data = figure.draw(numbers.describe(16, 4.0), collect.collect(tmp_path / "none").runs)
     assert plt.get_fignums() == before  # the inline backend's after-cell redraw never sees it
     titles = [ax.get_title() for ax in fig.axes]
     assert titles[0].startswith("computed") and titles[2].startswith("measured") and len(fig.axes) == 4  # + twin
@@ -27,7 +28,7 @@ def test_figure_is_not_registered_with_pyplot(tmp_path):
 
 def test_accuracy_panel_shows_the_measured_runs():
     runs = collect.collect(RESULTS).runs
-    fig = explorer_figure.figure(explorer.describe(28, 3.5), runs)
+    fig = figure.figure(numbers.describe(28, 3.5), runs)
     panel = fig.axes[2]
     shown = {(round(x, 4), round(y, 4)) for c in panel.collections for x, y in c.get_offsets()}
     for summary_path in (RESULTS / "runs").glob("*/summary.json"):
@@ -36,7 +37,7 @@ def test_accuracy_panel_shows_the_measured_runs():
 
 
 def test_explorer_drawings_never_overlap(monkeypatch):
-    active, overlaps, real = [0], [], explorer_figure.figure
+    active, overlaps, real = [0], [], figure.figure
 
     def counting_figure(*args, **kwargs):
         active[0] += 1
@@ -47,8 +48,8 @@ def test_explorer_drawings_never_overlap(monkeypatch):
         finally:
             active[0] -= 1
 
-    monkeypatch.setattr(explorer_figure, "figure", counting_figure)
-    threads = [threading.Thread(target=explorer_figure.draw, args=(explorer.describe(10 + 6 * i, 1.0),))
+    monkeypatch.setattr(figure, "figure", counting_figure)
+    threads = [threading.Thread(target=figure.draw, args=(numbers.describe(10 + 6 * i, 1.0),))
                for i in range(4)]
     for t in threads:
         t.start()
@@ -58,7 +59,7 @@ def test_explorer_drawings_never_overlap(monkeypatch):
 
 
 def test_measured_panel_joins_only_a_width_sweep_of_one_budget(cpu_study):
-    fig = explorer_figure.figure(explorer.describe(16, 2.0), collect.collect(cpu_study).runs)
+    fig = figure.figure(numbers.describe(16, 2.0), collect.collect(cpu_study).runs)
     panel = fig.axes[2]
     labels = [t.get_text() for t in panel.get_legend().get_texts()]
     assert "CPU, 4 epochs (3 runs)" in labels and "CPU, 10 epochs (2 runs)" in labels

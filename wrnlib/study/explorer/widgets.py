@@ -23,10 +23,11 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from .. import runfolder as runs_io
-from ..data import DataError, load_cifar10
-from . import explorer, explorer_figure, notebook
-from .explorer import BUDGET, DEPTHS, WIDTH_MAX, WIDTH_MIN, WIDTH_STEP, Choice
+from ... import runfolder as runs_io
+from ...data import DataError, load_cifar10
+from .. import notebook
+from . import figure, numbers
+from .numbers import BUDGET, DEPTHS, WIDTH_MAX, WIDTH_MIN, WIDTH_STEP, Choice
 
 BATCH_SIZES = (32, 64, 128, 256, 512, 1024, 2048)
 
@@ -35,9 +36,9 @@ def show(depth: int, width: float, batch_size: int = 512, budget: int = BUDGET, 
     """Display the table and the figure for one choice (in a notebook); returns (choice, figure)."""
     from IPython.display import Image, Markdown, display
 
-    choice = explorer.describe(depth, width, batch_size, budget)
-    fig, data = explorer_figure.draw(choice, runs)
-    display(Markdown(explorer.markdown(choice, runs)))
+    choice = numbers.describe(depth, width, batch_size, budget)
+    fig, data = figure.draw(choice, runs)
+    display(Markdown(numbers.markdown(choice, runs)))
     display(Image(data=data, format="png"))
     return choice, fig
 
@@ -119,10 +120,10 @@ class Explorer:
                 self._shown = wanted
 
     def _draw(self, depth: int, width: float, batch_size: int) -> None:
-        choice = explorer.describe(depth, width, batch_size, self.budget)
-        _, data = explorer_figure.draw(choice, self.runs)
+        choice = numbers.describe(depth, width, batch_size, self.budget)
+        _, data = figure.draw(choice, self.runs)
         self.choice = choice
-        self.table.value = explorer.html(choice, self.runs)
+        self.table.value = numbers.html(choice, self.runs)
         label = f"{choice.name}, batch {batch_size}: parameters, compute and memory, measured accuracy"
         self.figure.value = (f"<img src='data:image/png;base64,{base64.b64encode(data).decode()}' "
                              f"alt='{label}' title='{label}' style='max-width:100%'>")
@@ -130,7 +131,7 @@ class Explorer:
     # -- training ---------------------------------------------------------------------------
 
     def config(self):
-        return explorer.train_config(self.depth.value, self.width.value, **self.train_overrides)
+        return numbers.train_config(self.depth.value, self.width.value, **self.train_overrides)
 
     def _say(self, text: str, color: str = "inherit") -> None:
         import html
@@ -156,8 +157,8 @@ class Explorer:
             self.button.disabled = False
 
     def _train(self, config) -> None:
-        from ..train import fit as default_fit
-        from ..progress import format_epoch
+        from ...progress import format_epoch
+        from ...train import fit as default_fit
 
         data = load_cifar10(config.data_dir)  # before anything is written: no data, no folder
         notebook.check_training_time([config], len(data.train_labels), len(data.test_labels),

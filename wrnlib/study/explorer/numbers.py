@@ -8,11 +8,11 @@ The logic is plain functions (testable without a kernel):
 * :func:`wrnlib.model.param_count` / :func:`wrnlib.model.forward_flops`: the same numbers in closed
   form (instant), used for the curves over many widths;
 * :func:`measured`: the finished runs under ``results/`` at exactly that size (measured accuracy);
-* :func:`view_rows`, :func:`markdown`, :func:`html`; the figure (:mod:`.explorer_figure`, drawn
+* :func:`view_rows`, :func:`markdown`, :func:`html`; the figure (:mod:`.figure`, drawn
   without pyplot): the view, each number marked as exact, estimate or measured.
 
-:func:`wrnlib.study.explorer_ui.show` displays the view (what papermill records for the parameter
-values); the sliders and the training button are :class:`wrnlib.study.explorer_ui.Explorer`.
+:func:`wrnlib.study.explorer.widgets.show` displays the view (what papermill records for the parameter
+values); the sliders and the training button are :class:`wrnlib.study.explorer.widgets.Explorer`.
 """
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from ..model import forward_flops, model_stats, param_count
-from .formats import markdown_table, pct
+from ...model import forward_flops, model_stats, param_count
+from ..formats import markdown_table, pct
 
 BUDGET = 5_000_000
 DEPTHS = tuple(6 * n + 4 for n in range(1, 9))  # 10, 16, ..., 52
@@ -53,7 +53,7 @@ def max_width_within(depth: int, budget: int = BUDGET, step: float = WIDTH_STEP,
 
 def width_curve(depths: Sequence[int], widths: Sequence[float], batch_size: int = 512) -> pd.DataFrame:
     """Tidy (depth, width, params, forward_flops, activation GiB for the batch) over a grid, in closed form."""
-    from ..model import activation_bytes_per_image
+    from ...model import activation_bytes_per_image
 
     rows = [{"depth": d, "width": w, "params": param_count(d, w), "forward_flops": forward_flops(d, w),
              "activation_gib": activation_bytes_per_image(d, w) * batch_size / GIB}
@@ -194,7 +194,7 @@ def html(choice: Choice, runs: pd.DataFrame | None = None) -> str:
 
 def train_config(depth: int, width: float, **overrides: Any):
     """The TrainConfig the explorer's button trains: the chosen WRN plus the notebook's training parameters."""
-    from ..config import TrainConfig
+    from ...config import TrainConfig
 
     overrides.setdefault("name", f"explore-wrn{depth}-{width:g}")
     return TrainConfig(depth=int(depth), width=float(width), **overrides).validate()
