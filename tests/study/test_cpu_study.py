@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
+import cell_parameters
 from wrnlib import TrainConfig
 from wrnlib import runfolder
 from wrnlib.config import resume_conflicts
-from wrnlib.study import profiles, sweep
+from wrnlib.study import notebook, profiles, sweep
 from wrnlib.study.collect import WIDTH_SWEEP
 
 CPU = profiles.load_profile("cpu")
@@ -20,24 +21,21 @@ ROOT = profiles.REPO_ROOT
 
 
 def _params(prefix: str) -> dict:
-    return profiles.notebook_parameters(CPU, prefix, profiles.declared_parameters(profiles.find_notebooks()[prefix]))
+    return cell_parameters.namespace("cpu", prefix)
 
 
 def _expected_configs() -> list[TrainConfig]:
     """The configs notebooks 02, 03 and 05 build from the profile (paths relative to the repository)."""
     nb2, nb3, nb5 = _params("02"), _params("03"), _params("05")
-    headline_fields = {k: v for k, v in nb2.items() if k in TrainConfig.__dataclass_fields__ and k != "run_name"}
-    headline = TrainConfig(name=nb2["run_name"], **headline_fields, **nb2.get("extra_config", {}))
-    shared3 = {k: nb3[k] for k in ("device", "depth", "width", "epochs", "batch_size", "lr", "warmup_epochs",
-                                   "val_size", "train_limit", "test_limit", "compile")}
+    on_cifar10 = cell_parameters.on_cifar10
+    headline = notebook.train_config(nb2, on_cifar10(nb2))
     ablation = sweep.schedule_configs(nb3["schedules"], nb3["seeds"],
                                       Path(nb3["ablation_dir"]) / nb3["ablation_name"] / "runs",
-                                      **shared3, **nb3["extra_config"])
+                                      notebook.train_config(nb3, on_cifar10(nb3)))
     widths = sweep.width_configs(nb5["sweep_widths"], nb5["sweep_seeds"],
                                  Path(nb5["results_root"]) / WIDTH_SWEEP / "runs", nb5["sweep_depth"],
-                                 device=nb5["device"], val_size=nb5["val_size"], train_limit=nb5["train_limit"],
-                                 test_limit=nb5["test_limit"], **nb5["sweep_config"])
-    return [headline.validate(), *ablation, *widths]
+                                 notebook.train_config(nb5["sweep_config"], on_cifar10(nb5), device=nb5["device"]))
+    return [headline, *ablation, *widths]
 
 
 CONFIGS = _expected_configs()

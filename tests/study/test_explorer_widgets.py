@@ -16,7 +16,7 @@ matplotlib.use("Agg")
 import IPython  # noqa: E402
 import pytest  # noqa: E402
 
-from wrnlib import model_stats
+from wrnlib import TrainConfig, model_stats
 from wrnlib import runfolder  # noqa: E402
 from wrnlib.study.explorer import figure, widgets  # noqa: E402
 
@@ -31,8 +31,8 @@ def _png(ui) -> bytes:
 
 
 def _ui(tmp_path, **overrides):
-    return widgets.Explorer(10, 1.0, 64, train_overrides={**TINY, "out_dir": str(tmp_path / "explore"),
-                                                          **overrides})
+    base = TrainConfig(**(TINY | {"out_dir": str(tmp_path / "explore")} | overrides))
+    return widgets.Explorer(10, 1.0, 64, train_base=base)
 
 
 # --------------------------------------------------------------------------- whether to build the widgets
@@ -124,9 +124,8 @@ def test_train_button_without_data_shows_one_message_and_leaves_nothing(tmp_path
 
 
 def test_train_button_refuses_a_run_far_over_its_time_limit(tmp_path):
-    ui = widgets.Explorer(28, 3.5, 512, train_overrides={**TINY, "epochs": 300, "train_limit": 0,
-                                                          "out_dir": str(tmp_path / "explore")},
-                          max_train_minutes=5)
+    base = TrainConfig(**(TINY | {"epochs": 300, "train_limit": 0, "out_dir": str(tmp_path / "explore")}))
+    ui = widgets.Explorer(28, 3.5, 512, train_base=base, max_train_minutes=5)
     ui._on_train(None)
     assert "Not started" in ui.status.value and "max_train_minutes = 5" in ui.status.value
     assert not (tmp_path / "explore").exists()

@@ -11,6 +11,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
+import cell_parameters
 from wrnlib import cli
 from wrnlib.study import profiles
 from wrnlib.study import runner as study
@@ -156,16 +157,12 @@ def test_study_command_line_runs_without_an_activated_venv(tmp_path):
 
 def test_the_full_profile_reads_the_committed_headline_run_back():
     """Notebook 02 under the full profile names the committed run with its settings, so it is not retrained."""
-    import dataclasses
-
-    from wrnlib import TrainConfig
     from wrnlib import runfolder
     from wrnlib.config import resume_conflicts
+    from wrnlib.study import notebook
 
-    spec = profiles.load_profile("full")
-    params = profiles.notebook_parameters(spec, "02", profiles.declared_parameters(profiles.find_notebooks()["02"]))
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    config = TrainConfig(name=params["run_name"], **{k: v for k, v in params.items() if k in fields})
+    params = cell_parameters.namespace("full", "02")
+    config = notebook.train_config(params, cell_parameters.on_cifar10(params))
     committed = profiles.REPO_ROOT / "results" / "runs" / params["run_name"]
     assert runfolder.status(committed) == "finished"
     assert resume_conflicts(runfolder.load_config(committed), config) == []

@@ -29,8 +29,9 @@ RAY_WAIT_S = 600
 
 def grid(folder):
     """2 schedules x 2 seeds, and a run that fails inside fit (more training images than there are)."""
-    good = sweep.schedule_configs(["cosine", "onecycle"], [0, 1], folder / "runs", **SHARED)
-    broken = sweep.schedule_configs(["step"], [0], folder / "runs", **(SHARED | {"train_limit": 10**6}))
+    good = sweep.schedule_configs(["cosine", "onecycle"], [0, 1], folder / "runs", TrainConfig(**SHARED))
+    too_many = TrainConfig(**(SHARED | {"train_limit": 10**6}))
+    broken = sweep.schedule_configs(["step"], [0], folder / "runs", too_many)
     return good, broken
 
 
@@ -337,7 +338,7 @@ def test_the_cluster_executors_outcomes_are_gathered_by_run_in_config_order(monk
 
 
 def test_width_configs_name_each_width_and_seed_and_share_the_rest(tmp_path):
-    configs = sweep.width_configs([1, 2.5], [0, 1], tmp_path, 16, epochs=4, lr=0.1)
+    configs = sweep.width_configs([1, 2.5], [0, 1], tmp_path, 16, TrainConfig(epochs=4, lr=0.1))
     assert [c.name for c in configs] == ["wrn16-1-seed0", "wrn16-1-seed1", "wrn16-2.5-seed0", "wrn16-2.5-seed1"]
     assert {(c.depth, c.epochs, c.lr) for c in configs} == {(16, 4, 0.1)}
     assert [c.width for c in configs] == [1.0, 1.0, 2.5, 2.5] and [c.seed for c in configs] == [0, 1, 0, 1]

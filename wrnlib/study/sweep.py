@@ -9,7 +9,7 @@ run results, so they are the same whichever executor ran them.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -52,18 +52,18 @@ class SweepResult:
 
 
 def schedule_configs(schedules: Sequence[str], seeds: Sequence[int], out_dir: str | Path,
-                     **shared: Any) -> list[TrainConfig]:
-    """One validated config per (schedule, seed), named ``<schedule>-seed<seed>``, all else shared."""
-    return [TrainConfig(name=f"{schedule}-seed{seed}", schedule=schedule, seed=seed, out_dir=str(out_dir),
-                        **shared).validate()
+                     base: TrainConfig) -> list[TrainConfig]:
+    """One validated config per (schedule, seed), named ``<schedule>-seed<seed>``, all else from ``base``."""
+    return [replace(base, name=f"{schedule}-seed{seed}", schedule=schedule, seed=seed, out_dir=str(out_dir)).validate()
             for schedule in schedules for seed in seeds]
 
 
 def width_configs(widths: Sequence[float], seeds: Sequence[int], out_dir: str | Path, depth: int,
-                  **shared: Any) -> list[TrainConfig]:
-    """One validated config per (width, seed) of WRN-depth-k, named ``wrn<depth>-<k>-seed<seed>``, all else shared."""
-    return [TrainConfig(name=f"wrn{depth}-{width:g}-seed{seed}", depth=depth, width=float(width), seed=seed,
-                        out_dir=str(out_dir), **shared).validate()
+                  base: TrainConfig) -> list[TrainConfig]:
+    """One validated config per (width, seed) of WRN-depth-k, named ``wrn<depth>-<k>-seed<seed>``, all else from
+    ``base``."""
+    return [replace(base, name=f"wrn{depth}-{width:g}-seed{seed}", depth=depth, width=float(width), seed=seed,
+                    out_dir=str(out_dir)).validate()
             for width in widths for seed in seeds]
 
 
@@ -179,7 +179,7 @@ def sweep_command(profile: str | None = None, *, overrides: dict[str, Any], shar
     config = {k: v for k, v in settings.items() if k in SHARED_FIELDS} | settings.get("extra_config", {}) | shared
     config.setdefault("progress", False)  # one line per epoch instead of a bar per run
     folder = Path(settings["ablation_dir"]) / settings["ablation_name"]
-    configs = schedule_configs(settings["schedules"], settings["seeds"], folder / "runs", **config)
+    configs = schedule_configs(settings["schedules"], settings["seeds"], folder / "runs", TrainConfig(**config))
     with files.folder_lock(folder, doing="running this ablation"):  # one sweep per ablation folder
         print(f"sweep {settings['ablation_name']}: {len(configs)} runs on executor {settings['executor']!r} -> "
               f"{folder}", flush=True)

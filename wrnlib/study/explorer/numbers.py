@@ -1,25 +1,21 @@
-"""The width explorer of notebooks/05: what a (depth, widening factor) choice costs, against the 5 M budget,
-and what is known about it.
-
-The logic is plain functions (testable without a kernel):
+"""The width explorer's numbers: what a (depth, widening factor) choice costs against the 5 M budget, and what is
+known about it. Plain functions, testable without a kernel:
 
 * :func:`describe` -> :class:`Choice`: parameters, FLOPs, stage widths and activation memory of
   one WRN, straight from :func:`wrnlib.model_stats`, and its budget classification;
 * :func:`wrnlib.model.param_count` / :func:`wrnlib.model.forward_flops`: the same numbers in closed
   form (instant), used for the curves over many widths;
 * :func:`measured`: the finished runs under ``results/`` at exactly that size (measured accuracy);
-* :func:`view_rows`, :func:`markdown`, :func:`html`; the figure (:mod:`.figure`, drawn
-  without pyplot): the view, each number marked as exact, estimate or measured.
+* :func:`view_rows`, :func:`markdown`, :func:`html`: the view, each number marked as exact, estimate or measured.
 
-:func:`wrnlib.study.explorer.widgets.show` displays the view (what papermill records for the parameter
-values); the sliders and the training button are :class:`wrnlib.study.explorer.widgets.Explorer`.
+:mod:`.figure` draws them, :mod:`.widgets` shows them in a notebook.
 """
 from __future__ import annotations
 
 import html as html_lib
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Sequence
+from typing import Sequence
 
 import pandas as pd
 
@@ -187,14 +183,3 @@ def html(choice: Choice, runs: pd.DataFrame | None = None) -> str:
                     f"<td style='text-align:left;color:gray;padding-left:1em'><i>{kind}</i></td></tr>"
                     for k, v, kind in view_rows(choice, runs))
     return f"<h3>{html_lib.escape(choice.name)}</h3><table>{cells}</table>"
-
-
-# --------------------------------------------------------------------------- training a choice
-
-
-def train_config(depth: int, width: float, **overrides: Any):
-    """The TrainConfig the explorer's button trains: the chosen WRN plus the notebook's training parameters."""
-    from ...config import TrainConfig
-
-    overrides.setdefault("name", f"explore-wrn{depth}-{width:g}")
-    return TrainConfig(depth=int(depth), width=float(width), **overrides).validate()

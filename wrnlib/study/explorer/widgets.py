@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import base64
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
 
 from ... import runfolder as runs_io
+from ...config import TrainConfig
 from ...data import DataError, load_cifar10
 from .. import notebook
 from . import figure, numbers
@@ -63,18 +65,18 @@ def interactive(requested: bool | None = None) -> bool:
 class Explorer:
     """Sliders for depth, width and batch size, a live view, and a button that trains the choice.
 
-    ``train_overrides`` are the TrainConfig fields the button uses besides depth and width
-    (``data_dir``, sizes, epochs, ...); ``max_train_minutes`` refuses, with a message, training
-    estimated to take longer (None: no limit); ``fit`` replaces :func:`wrnlib.fit` (tests).
+    ``train_base`` is the TrainConfig the button trains (data, sizes, epochs, ...; TrainConfig's defaults when
+    None) with the sliders' depth and width and a name of their own; ``max_train_minutes`` refuses, with a
+    message, training estimated to take longer (None: no limit); ``fit`` replaces :func:`wrnlib.fit` (tests).
     """
 
     def __init__(self, depth: int = 28, width: float = 3.5, batch_size: int = 512, budget: int = BUDGET,
-                 runs: pd.DataFrame | None = None, train_overrides: dict[str, Any] | None = None,
+                 runs: pd.DataFrame | None = None, train_base: TrainConfig | None = None,
                  fit: Callable | None = None, max_train_minutes: float | None = 10):
         import ipywidgets as w
 
         self.budget, self.runs = budget, runs
-        self.train_overrides = dict(train_overrides or {})
+        self.train_base = train_base or TrainConfig()
         self.max_train_minutes = max_train_minutes
         self._fit = fit
         self._lock = threading.Lock()
@@ -130,8 +132,10 @@ class Explorer:
 
     # -- training ---------------------------------------------------------------------------
 
-    def config(self):
-        return numbers.train_config(self.depth.value, self.width.value, **self.train_overrides)
+    def config(self) -> TrainConfig:
+        """What the button trains: the chosen WRN, the rest from ``train_base``."""
+        depth, width = int(self.depth.value), float(self.width.value)
+        return replace(self.train_base, name=f"explore-wrn{depth}-{width:g}", depth=depth, width=width).validate()
 
     def _say(self, text: str, color: str = "inherit") -> None:
         import html
