@@ -13,7 +13,7 @@ import cell_parameters
 from wrnlib import TrainConfig
 from wrnlib import runfolder
 from wrnlib.config import resume_conflicts
-from wrnlib.study import notebook, profiles, sweep
+from wrnlib.study import collect, notebook, profiles, sweep
 from wrnlib.study.collect import WIDTH_SWEEP
 
 CPU = profiles.load_profile("cpu")
@@ -78,3 +78,16 @@ def test_the_headline_stays_within_its_time_budget():
     headline = CONFIGS[0]
     summary = json.loads((ROOT / headline.run_dir / runfolder.SUMMARY).read_text())
     assert summary["train_time_s"] <= 30 * 60  # the issue's budget: at most 30 minutes of training
+
+
+def test_each_study_keeps_its_benchmarks_and_assessments_in_its_own_folder():
+    """A study's summary lists its own runs, benchmarks and assessments: the CPU's benchmarks and the assessment of
+    its headline are under results/cpu/, and the full profile's notebook 06 assesses only results/runs."""
+    gpu = collect.collect(ROOT / "results")
+    cpu = collect.collect(ROOT / CPU["results_root"])
+    assert set(cpu.benchmarks["device"]) == {"cpu"} and "cpu" not in set(gpu.benchmarks["device"])
+    for found in (gpu, cpu):
+        assessed = {p.name for p in (found.root / collect.TRUST).iterdir() if p.is_dir()}
+        assert assessed and assessed <= set(found.main_runs["name"]), found.root
+    full = profiles.notebook_parameters(profiles.load_profile("full"), "06")
+    assert full["run_dirs"] == ["results/runs"]
