@@ -28,6 +28,7 @@ from ... import runfolder as runs_io
 from ...config import TrainConfig
 from ...data import DataError, load_cifar10
 from .. import notebook
+from ..formats import pct
 from . import figure, numbers
 from .numbers import BUDGET, DEPTHS, WIDTH_MAX, WIDTH_MIN, WIDTH_STEP, Choice
 
@@ -177,8 +178,7 @@ class Explorer:
 
         result = (self._fit or default_fit)(config, data=data, existing="reuse", on_epoch_end=on_epoch_end)
         self.progress.value = self.progress.max
-        self._say(f"done: test accuracy {100 * result.summary['test_acc']:.2f}%; run folder {result.run_dir}",
-                  "darkgreen")
+        self._say(f"done: test accuracy {pct(result.summary['test_acc'])}; run folder {result.run_dir}", "darkgreen")
 
     def _ipython_display_(self) -> None:
         from IPython.display import display
