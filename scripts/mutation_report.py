@@ -77,7 +77,7 @@ class ModuleCounts:
 
 
 def module_name(meta_path: Path, mutants_dir: Path) -> str:
-    """``mutants/wrnlib/study/results.py.meta`` -> ``wrnlib.study.results``."""
+    """``mutants/wrnlib/study/report.py.meta`` -> ``wrnlib.study.report``."""
     relative = meta_path.relative_to(mutants_dir).as_posix().removesuffix(".py.meta")
     return relative.replace("/", ".")
 

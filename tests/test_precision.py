@@ -74,7 +74,7 @@ def test_the_time_estimate_uses_the_rate_of_the_chosen_precision(monkeypatch):
 
 
 def test_the_cpu_rates_behind_the_estimates_are_the_committed_benchmarks():
-    bench = json.loads((REPO / "results" / "benchmarks" / "cpu-wrn16-2" / "bench.json").read_text())
+    bench = json.loads((REPO / "results" / "cpu" / "benchmarks" / "cpu-wrn16-2" / "bench.json").read_text())
     threads = bench["env"]["cpu"]["threads"]
     measured = {r["mode"]: r["train_tflops"] * 1e12 / threads for r in bench["results"]}
     for precision, mode in (("fp32", "fp32"), ("bf16", "bf16")):

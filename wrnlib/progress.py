@@ -17,7 +17,7 @@ from .errors import on_command_line, setting
 from .model import forward_flops
 
 # Training FLOP/s per CPU thread in each precision, from the committed CPU benchmark
-# (results/benchmarks/cpu-wrn16-2/bench.json, the fp32 and bf16 modes; tests check they agree),
+# (results/cpu/benchmarks/cpu-wrn16-2/bench.json, the fp32 and bf16 modes; tests check they agree),
 # and the H200's measured bf16 rate (results/benchmarks/h200-wrn28-3.5).
 CPU_FLOPS_PER_THREAD = {"fp32": 1.3e11, "bf16": 2.8e11}
 GPU_FLOPS = 1.4e14

@@ -1,8 +1,11 @@
-"""A failing browser test leaves a screenshot of its page in test-artifacts/browser/ (git-ignored)."""
+"""Fixtures of the study tests: results folders with known values; a failing browser test leaves a screenshot of
+its page in test-artifacts/browser/ (git-ignored)."""
 import re
 
 import pytest
 import torch
+
+import result_folders
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -28,3 +31,15 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def study(tmp_path):
+    """result_folders.study: runs, an ablation and a benchmark with known values."""
+    return result_folders.study(tmp_path / "study")
+
+
+@pytest.fixture
+def cpu_study(tmp_path):
+    """result_folders.cpu_study: a width sweep, a schedule ablation and a headline at CPU scale."""
+    return result_folders.cpu_study(tmp_path / "cpu")

@@ -19,12 +19,12 @@ from papermill.parameterize import parameterize_notebook
 
 import browser
 from wrnlib import model_stats
-from wrnlib.study import runner as study
+from wrnlib.study import profiles
 
 pytestmark = pytest.mark.browser
 
 EXPLORER = "05_width_explorer.ipynb"
-QUICK = study.load_profile("quick")
+QUICK = profiles.load_profile("quick")
 RUN_ALL_TIMEOUT_S = 240  # the quick notebooks take well under a minute on two cores; this only bounds a hang
 VIEW_TIMEOUT_S = 30  # a slider move redraws in about a second
 
@@ -32,7 +32,7 @@ VIEW_TIMEOUT_S = 30  # a slider move redraws in about a second
 def _measured(depth: int, width: float) -> list[str]:
     """Test accuracies of the committed finished runs of WRN-depth-width, from their summary.json, as shown."""
     found = []
-    for summary in sorted((study.REPO_ROOT / "results" / "runs").glob("*/summary.json")):
+    for summary in sorted((profiles.REPO_ROOT / "results" / "runs").glob("*/summary.json")):
         config = json.loads((summary.parent / "config.json").read_text())
         if (config["depth"], config["width"]) == (depth, width):
             found.append(f"{100 * json.loads(summary.read_text())['test_acc']:.2f}%")
@@ -40,7 +40,7 @@ def _measured(depth: int, width: float) -> list[str]:
 
 
 def _copy_notebook(name: str, folder: Path, params: dict) -> None:
-    nb = load_notebook_node(str(study.NOTEBOOKS_DIR / name))  # papermill's reader: cells get their tags list
+    nb = load_notebook_node(str(profiles.NOTEBOOKS_DIR / name))  # papermill's reader: cells get their tags list
     nbformat.write(parameterize_notebook(nb, params), str(folder / name))
 
 
@@ -57,11 +57,11 @@ def lab(tmp_path_factory):
     no_data = base / "no-cifar10"  # a data folder without CIFAR-10 in it, for the train button
     no_data.mkdir()
     train_out = base / "explorer_runs"
-    _copy_notebook(EXPLORER, root, {"results_root": str(study.REPO_ROOT / "results"), "data_dir": str(no_data),
+    _copy_notebook(EXPLORER, root, {"results_root": str(profiles.REPO_ROOT / "results"), "data_dir": str(no_data),
                                     "train_out_dir": str(train_out)})
     for prefix, name in (("01", "01_data_exploration.ipynb"), ("02", "02_train.ipynb")):
-        declared = study.declared_parameters(study.NOTEBOOKS_DIR / name)
-        _copy_notebook(name, root, study.notebook_parameters(QUICK, prefix, declared, results_root=results))
+        declared = profiles.declared_parameters(profiles.NOTEBOOKS_DIR / name)
+        _copy_notebook(name, root, profiles.notebook_parameters(QUICK, prefix, declared, results_root=results))
     server = browser.LabServer(root, base / "state")
     yield {"server": server, "base": base, "no_data": no_data, "train_out": train_out, "results": results}
     server.stop()
@@ -265,7 +265,7 @@ def test_quick_notebook_renders_its_figures(tab, name):
     tab.open(name)
     assert tab.run_all(RUN_ALL_TIMEOUT_S), "Run All stopped at an error"
     _assert_clean(tab)
-    source = nbformat.read(str(study.NOTEBOOKS_DIR / name), as_version=4)
+    source = nbformat.read(str(profiles.NOTEBOOKS_DIR / name), as_version=4)
     figures = sum(len(re.findall(r"plots\.save\(", c.source)) for c in source.cells if c.cell_type == "code")
     images = tab.images(tab.page.locator(".jp-NotebookPanel:visible .jp-OutputArea"))
     assert len(images) >= figures, f"{len(images)} images shown for {figures} figures"

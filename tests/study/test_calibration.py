@@ -9,7 +9,7 @@ from torch import nn
 
 from wrnlib.augment import normalize
 from wrnlib.engine import predict_logits
-from wrnlib.study.calibration import ece, fit_temperature, nll, reliability
+from wrnlib.study.trust.calibration import ece, fit_temperature, nll, reliability
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

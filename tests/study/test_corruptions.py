@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from wrnlib.study import corruptions
-from wrnlib.study.corruptions import KINDS, RANDOM_KINDS, SEVERITIES, corrupt
+from wrnlib.study.trust import corruptions
+from wrnlib.study.trust.corruptions import KINDS, RANDOM_KINDS, SEVERITIES, corrupt
 
 # torchvision 0.29 deprecates its JPEG codec (for TorchCodec); it still works, once per image
 pytestmark = [pytest.mark.filterwarnings("ignore:The image decoding and encoding:DeprecationWarning"),

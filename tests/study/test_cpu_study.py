@@ -9,35 +9,33 @@ from pathlib import Path
 
 import pytest
 
+import cell_parameters
 from wrnlib import TrainConfig
 from wrnlib import runfolder
 from wrnlib.config import resume_conflicts
-from wrnlib.study import results, sweep
-from wrnlib.study import runner as study
+from wrnlib.study import collect, notebook, profiles, sweep
+from wrnlib.study.collect import WIDTH_SWEEP
 
-CPU = study.load_profile("cpu")
-ROOT = study.REPO_ROOT
+CPU = profiles.load_profile("cpu")
+ROOT = profiles.REPO_ROOT
 
 
 def _params(prefix: str) -> dict:
-    return study.notebook_parameters(CPU, prefix, study.declared_parameters(study.find_notebooks()[prefix]))
+    return cell_parameters.namespace("cpu", prefix)
 
 
 def _expected_configs() -> list[TrainConfig]:
     """The configs notebooks 02, 03 and 05 build from the profile (paths relative to the repository)."""
     nb2, nb3, nb5 = _params("02"), _params("03"), _params("05")
-    headline_fields = {k: v for k, v in nb2.items() if k in TrainConfig.__dataclass_fields__ and k != "run_name"}
-    headline = TrainConfig(name=nb2["run_name"], **headline_fields, **nb2.get("extra_config", {}))
-    shared3 = {k: nb3[k] for k in ("device", "depth", "width", "epochs", "batch_size", "lr", "warmup_epochs",
-                                   "val_size", "train_limit", "test_limit", "compile")}
+    on_cifar10 = cell_parameters.on_cifar10
+    headline = notebook.train_config(nb2, on_cifar10(nb2))
     ablation = sweep.schedule_configs(nb3["schedules"], nb3["seeds"],
                                       Path(nb3["ablation_dir"]) / nb3["ablation_name"] / "runs",
-                                      **shared3, **nb3["extra_config"])
+                                      notebook.train_config(nb3, on_cifar10(nb3)))
     widths = sweep.width_configs(nb5["sweep_widths"], nb5["sweep_seeds"],
-                                 Path(nb5["results_root"]) / results.WIDTH_SWEEP / "runs", nb5["sweep_depth"],
-                                 device=nb5["device"], val_size=nb5["val_size"], train_limit=nb5["train_limit"],
-                                 test_limit=nb5["test_limit"], **nb5["sweep_config"])
-    return [headline.validate(), *ablation, *widths]
+                                 Path(nb5["results_root"]) / WIDTH_SWEEP / "runs", nb5["sweep_depth"],
+                                 notebook.train_config(nb5["sweep_config"], on_cifar10(nb5), device=nb5["device"]))
+    return [headline, *ablation, *widths]
 
 
 CONFIGS = _expected_configs()
@@ -80,3 +78,16 @@ def test_the_headline_stays_within_its_time_budget():
     headline = CONFIGS[0]
     summary = json.loads((ROOT / headline.run_dir / runfolder.SUMMARY).read_text())
     assert summary["train_time_s"] <= 30 * 60  # the issue's budget: at most 30 minutes of training
+
+
+def test_each_study_keeps_its_benchmarks_and_assessments_in_its_own_folder():
+    """A study's summary lists its own runs, benchmarks and assessments: the CPU's benchmarks and the assessment of
+    its headline are under results/cpu/, and the full profile's notebook 06 assesses only results/runs."""
+    gpu = collect.collect(ROOT / "results")
+    cpu = collect.collect(ROOT / CPU["results_root"])
+    assert set(cpu.benchmarks["device"]) == {"cpu"} and "cpu" not in set(gpu.benchmarks["device"])
+    for found in (gpu, cpu):
+        assessed = {p.name for p in (found.root / collect.TRUST).iterdir() if p.is_dir()}
+        assert assessed and assessed <= set(found.main_runs["name"]), found.root
+    full = profiles.notebook_parameters(profiles.load_profile("full"), "06")
+    assert full["run_dirs"] == ["results/runs"]

@@ -1,17 +1,19 @@
 """What every notebook does first: which data (the shipped sample when nothing is configured, with sizes that
-fit it and a note), and refusing at once training that would take far too long."""
+fit it and a note), the TrainConfig of its parameters (none typed twice), and refusing at once training that would
+take far too long."""
 from __future__ import annotations
 
+import dataclasses
 import shutil
 
 import pytest
 import torch
 
+import cell_parameters
 from wrnlib import TrainConfig, load_cifar10, train_val_split
 from wrnlib import runfolder
 from wrnlib.data import sample_dir
-from wrnlib.study import notebook
-from wrnlib.study import runner as study_runner
+from wrnlib.study import notebook, profiles
 from wrnlib.train import make_splits
 
 
@@ -82,6 +84,59 @@ def test_training_far_over_the_limit_is_refused_at_once(nothing_configured):
 
 
 def test_finished_runs_cost_no_time():
-    finished = runfolder.load_config(study_runner.REPO_ROOT / "results" / "runs" / "wrn28-3.5-cutout-h200")
+    finished = runfolder.load_config(profiles.REPO_ROOT / "results" / "runs" / "wrn28-3.5-cutout-h200")
     finished.device = "cpu"  # 96 epochs of WRN-28-3.5 on a CPU would take days; it is read back instead
     assert notebook.check_training_time([finished], 50_000, 10_000, max_minutes=1) == 0
+
+
+# --------------------------------------------------------------------------- the config of a notebook's parameters
+
+FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+DATA_FIELDS = ("data_dir", "val_size", "train_limit", "test_limit")  # as the data choice fitted them
+
+
+def test_every_parameter_of_02_named_like_a_trainconfig_field_reaches_its_config(monkeypatch):
+    """Notebook 02 builds its config with notebook.train_config(globals(), source): each of its parameters that is a
+    TrainConfig field arrives there (run_name as name), the data ones as the data choice fitted them, and the entries
+    of extra_config; a parameter that is no field (n_wrong, figures_dir, ...) is left out."""
+    params = cell_parameters.defaults(profiles.find_notebooks()["02"])
+    named = FIELDS & set(params)
+    assert {"depth", "width", "epochs", "lr", "schedule", "cutout", "seed", "device", "out_dir"} <= named
+    marked = {name: object() for name in params}  # a value of its own for every parameter
+    marked["extra_config"] = {"dropout": object()}
+    received = {}
+
+    class Recorder:  # stands in for TrainConfig: what reaches it, unchecked
+        @classmethod
+        def from_dict(cls, values, source):
+            received.update(values)
+            return cls()
+
+        def validate(self):
+            return self
+
+    monkeypatch.setattr(notebook, "TrainConfig", Recorder)
+    source = notebook.DataChoice("the chosen folder", 1, 2, 3, 50_000, 10_000)
+    notebook.train_config(marked, source)
+    assert {k: received[k] for k in named - set(DATA_FIELDS)} == {k: marked[k] for k in named - set(DATA_FIELDS)}
+    assert [received[k] for k in DATA_FIELDS] == ["the chosen folder", 1, 2, 3]
+    assert received["name"] is marked["run_name"] and received["dropout"] is marked["extra_config"]["dropout"]
+    assert received["progress"] is False  # the notebook prints a line per epoch instead of a bar
+    assert set(received) == named | {"name", "dropout", "progress"}  # n_wrong, figures_dir, ... are no fields
+
+
+@pytest.mark.parametrize("profile", profiles.known_profiles())
+def test_02s_parameters_under_each_profile_make_its_config(profile):
+    params = cell_parameters.namespace(profile, "02")
+    config = notebook.train_config(params, cell_parameters.on_cifar10(params))
+    assert {k: getattr(config, k) for k in FIELDS & set(params)} == {k: params[k] for k in FIELDS & set(params)}
+    assert config.name == params["run_name"] and config.progress is False
+    assert all(getattr(config, k) == v for k, v in params["extra_config"].items())
+
+
+def test_a_parameter_that_is_no_field_is_left_out_but_refused_in_extra_config():
+    assert notebook.train_config({"n_wrong": 24, "depth": 16}).depth == 16
+    with pytest.raises(ValueError, match=r"unknown TrainConfig field\(s\) \['n_wrong'\]"):
+        notebook.train_config({"extra_config": {"n_wrong": 24}})
+    with pytest.raises(ValueError, match="field 'depth' must be an integer"):  # checked like a config file
+        notebook.train_config({"depth": "16"})

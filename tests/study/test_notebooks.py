@@ -23,13 +23,13 @@ import torch
 
 from wrnlib import cli, fit
 from wrnlib.device import choose_precision
-from wrnlib.study import results
+from wrnlib.study import collect, profiles, tables
 from wrnlib.study import runner as study
 
-NOTEBOOKS = study.find_notebooks()
+NOTEBOOKS = profiles.find_notebooks()
 EXPECTED = ["01_data_exploration.ipynb", "02_train.ipynb", "03_lr_schedule_ablation.ipynb", "04_results.ipynb",
             "05_width_explorer.ipynb", "06_calibration_robustness.ipynb"]
-QUICK = study.load_profile("quick")
+QUICK = profiles.load_profile("quick")
 RUN_NAME = QUICK["notebooks"]["02"]["run_name"]
 ABLATION = QUICK["notebooks"]["03"]["ablation_name"]
 SWEPT_WIDTHS = QUICK["notebooks"]["05"]["sweep_widths"]
@@ -56,7 +56,7 @@ def test_source_notebook_is_clean(path):
 @pytest.mark.skipif(not (shutil.which("git") and shutil.which("make")), reason="needs git and make")
 def test_outputs_saved_in_jupyterlab_never_reach_git(tmp_path):
     """`make hooks` (part of the install) makes git strip outputs from notebooks/*.ipynb when they are staged."""
-    source = study.NOTEBOOKS_DIR / "05_width_explorer.ipynb"
+    source = profiles.NOTEBOOKS_DIR / "05_width_explorer.ipynb"
     saved = nbformat.read(str(source), as_version=4)  # as JupyterLab saves it after a run
     for count, cell in enumerate((c for c in saved.cells if c.cell_type == "code"), 1):
         cell.execution_count = count
@@ -67,7 +67,7 @@ def test_outputs_saved_in_jupyterlab_never_reach_git(tmp_path):
         (repo / rel).parent.mkdir(parents=True, exist_ok=True)
         nbformat.write(saved, str(repo / rel))
     for name in (".gitattributes", "Makefile"):
-        shutil.copy(study.REPO_ROOT / name, repo / name)
+        shutil.copy(profiles.REPO_ROOT / name, repo / name)
     env = dict(os.environ, HOME=str(tmp_path), GIT_CONFIG_NOSYSTEM="1")
 
     def run(*cmd):
@@ -80,13 +80,13 @@ def test_outputs_saved_in_jupyterlab_never_reach_git(tmp_path):
     assert "output 1" in run("git", "show", ":results/executed/full/05_width_explorer.ipynb")  # executed: kept
 
 
-@pytest.mark.parametrize("profile", study.known_profiles())
+@pytest.mark.parametrize("profile", profiles.known_profiles())
 def test_profile_parameters_are_declared_by_the_notebooks(profile):
-    spec = study.load_profile(profile)
+    spec = profiles.load_profile(profile)
     assert set(spec["notebooks"]) == set(NOTEBOOKS)
     for prefix, path in NOTEBOOKS.items():
-        declared = study.declared_parameters(path)
-        params = study.notebook_parameters(spec, prefix, declared)
+        declared = profiles.declared_parameters(path)
+        params = profiles.notebook_parameters(spec, prefix, declared)
         assert set(params) <= declared, (profile, path.name, set(params) - declared)
 
 
@@ -202,7 +202,7 @@ def test_explorer_notebook_shows_the_parameter_choice(quick):
 
 def test_trust_notebook_assesses_the_kept_model(quick):
     """06 scores the quick run's kept weights: calibration and every corruption, written beside the results."""
-    report = json.loads((quick["results"] / results.TRUST / RUN_NAME / "trust.json").read_text())
+    report = json.loads((quick["results"] / collect.TRUST / RUN_NAME / "trust.json").read_text())
     assert report["settings"]["corruption_images"] == QUICK["notebooks"]["06"]["corruption_images"]
     assert 0 <= report["calibration"]["ece_plain"] <= 1 and report["calibration"]["temperature"] > 0
     text = _text(quick["executed"] / "06_calibration_robustness.ipynb")
@@ -212,7 +212,7 @@ def test_trust_notebook_assesses_the_kept_model(quick):
 
 def test_explorer_notebook_trains_the_width_sweep(quick):
     """05 with sweep_widths trains one run per width into <results>/width_sweep/runs, tabulated and collected."""
-    sweep_runs = quick["results"] / results.WIDTH_SWEEP / "runs"
+    sweep_runs = quick["results"] / collect.WIDTH_SWEEP / "runs"
     depth = QUICK["notebooks"]["05"]["sweep_depth"]
     assert sorted(p.name for p in sweep_runs.iterdir()) == sorted(f"wrn{depth}-{k:g}-seed0" for k in SWEPT_WIDTHS)
     for width in SWEPT_WIDTHS:
@@ -221,12 +221,12 @@ def test_explorer_notebook_trains_the_width_sweep(quick):
         assert config["epochs"] == QUICK["notebooks"]["05"]["sweep_config"]["epochs"]  # one budget for all
     text = _text(quick["executed"] / "05_width_explorer.ipynb")
     assert f"WRN-{depth}-k for k in {SWEPT_WIDTHS}" in text and "2 runs: 2 trained, 0 read back, 0 failed" in text
-    found = results.collect(quick["results"])
-    assert list(results.width_table(found.runs)["model"]) == [f"WRN-{depth}-{k:g}" for k in SWEPT_WIDTHS]
+    found = collect.collect(quick["results"])
+    assert list(tables.width_table(found.runs)["model"]) == [f"WRN-{depth}-{k:g}" for k in SWEPT_WIDTHS]
 
 
 def test_results_collects_the_study(quick):
-    found = results.collect(quick["results"])
+    found = collect.collect(quick["results"])
     assert found.problems == []
     assert len(found.main_runs) == 1 and found.main_runs.iloc[0]["status"] == "finished"
     ablation_runs = len(QUICK["notebooks"]["03"]["schedules"]) * len(QUICK["notebooks"]["03"]["seeds"])
@@ -285,7 +285,7 @@ def test_results_notebook_copes_with_empty_and_partial_folders(quick, tmp_path, 
                      "--modes", "fp32", "--device", "cpu", "--out", str(partial / "benchmarks" / "cpu")]) == 0
     capsys.readouterr()
 
-    found = results.collect(partial)
+    found = collect.collect(partial)
     run = found.runs.set_index("name").loc[RUN_NAME]
     assert run["status"] == "partial" and run["epochs_done"] == QUICK["notebooks"]["02"]["epochs"]
     assert found.ablation_final.empty and not found.ablation_epochs.empty
@@ -329,11 +329,11 @@ def test_each_notebook_runs_under_plain_papermill_with_its_defaults(name, tmp_pa
     """No profile, no parameters, no CIFAR10_DIR, an empty cache: what a person with a fresh clone gets.
     The notebook either finishes, or (training far too long for this machine) fails at once saying why."""
     env = {k: v for k, v in os.environ.items() if k not in ("CIFAR10_DIR", "MPLBACKEND")}
-    paths = [str(study.REPO_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
+    paths = [str(profiles.REPO_ROOT)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
     env.update(PYTHONPATH=os.pathsep.join(paths), XDG_CACHE_HOME=str(tmp_path / "cache"),
                MPLCONFIGDIR=str(Path.home() / ".cache" / "matplotlib"))  # keep matplotlib's font cache
     out = tmp_path / name
-    rc, log, seconds = _plain_papermill(study.NOTEBOOKS_DIR / name, out, tmp_path, env)
+    rc, log, seconds = _plain_papermill(profiles.NOTEBOOKS_DIR / name, out, tmp_path, env)
     assert rc is not None, f"papermill {name} hung for {PLAIN_TIMEOUT_S} s:\n{log[-3000:]}"
     on_cpu = not torch.cuda.is_available()
     # On a CPU, 03 (ten runs of WRN-28-3.5 for 15 epochs) is far over its 10-minute limit even on the sample;

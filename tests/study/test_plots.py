@@ -8,7 +8,8 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from wrnlib.study import plots  # noqa: E402
+from result_folders import saved_run  # noqa: E402
+from wrnlib.study import collect, plots  # noqa: E402
 
 
 def test_save_writes_a_png_only_when_given_a_folder(tmp_path):
@@ -49,3 +50,18 @@ def test_labels_of_runs_of_one_size_do_not_overlap():
     assert set(heights) == set(runs["name"])
     same_size = sorted(heights[n] for n in runs["name"][:4])
     assert all(b - a >= plots.LABEL_STEP - 1e-6 for a, b in zip(same_size, same_size[1:]))
+
+
+def test_studies_are_drawn_side_by_side_never_on_one_axis(cpu_study, tmp_path):
+    gpu = tmp_path / "gpu"
+    saved_run(gpu / "runs", "big", device_type="cuda", test_acc=0.95, val=0.95, minutes=2, depth=28, width=3.5,
+              epochs=96)
+    fig = plots.studies_side_by_side({"GPU": collect.collect(gpu).finished_runs,
+                                      "CPU": collect.collect(cpu_study).finished_runs})
+    gpu_ax, cpu_ax = fig.axes[:2]
+    gpu_labels = [t.get_text() for t in gpu_ax.get_legend().get_texts()]
+    cpu_labels = [t.get_text() for t in cpu_ax.get_legend().get_texts()]
+    assert gpu_labels == ["runs: WRN-28-3.5, 96 epochs, GPU"]
+    assert "width_sweep: WRN-16-3, 4 epochs, CPU" in cpu_labels and "runs: WRN-16-2, 20 epochs, CPU" in cpu_labels
+    assert sum(len(c.get_offsets()) for c in gpu_ax.collections) == 1
+    assert sum(len(c.get_offsets()) for c in cpu_ax.collections) == 6

@@ -13,7 +13,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
 from wrnlib import TrainConfig, fit
-from wrnlib.study import render, runner
+from wrnlib.study import profiles, render
 
 
 def _executed(path, heading, text):
@@ -101,7 +101,7 @@ def test_the_index_shows_the_finished_runs_the_ablation_and_the_figures(results_
         assert (folder / urllib.parse.unquote(src)).resolve().parent == results_root / "figures"
     assert "<img src='../figures/a%26b%20%3Cc%3E.png'" in page and "<figcaption>a&amp;b &lt;c&gt;.png" in page
     assert "notes.txt" not in page and "<c>" not in page
-    assert html.escape(runner.load_profile("full")["description"]) in page
+    assert html.escape(profiles.load_profile("full")["description"]) in page
     assert page.index("Findings") < page.index("<h2>Notebooks</h2>") < page.index("<h2>Figures</h2>")
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from wrnlib import TrainConfig, fit, load_cifar10
 from wrnlib import files, runfolder
-from wrnlib.study import results, run_list
+from wrnlib.study import formats, run_list
 
 
 def tiny(out_dir: Path, name: str, **overrides) -> TrainConfig:
@@ -75,8 +75,10 @@ def test_the_table_shows_the_runs_numbers_formatted(folder):
     summary = json.loads((folder / "a-finished" / runfolder.SUMMARY).read_text())
     config_time = (folder / "a-finished" / runfolder.CONFIG).stat().st_mtime
     assert lines["a-finished"][:5] == ["a-finished", "finished", "WRN-10-1", "2/2", f"{100 * summary['test_acc']:.2f}%"]
-    assert " ".join(lines["a-finished"][5:7]) == results.duration(summary["train_time_s"])
-    assert " ".join(lines["a-finished"][7:]) == time.strftime("%Y-%m-%d %H:%M", time.localtime(config_time))
+    finished = next(line for line in table[1:] if line.startswith("a-finished "))
+    train_time, date = table[0].index("train time"), table[0].index("date")  # a duration may be several words
+    assert finished[train_time:date].rstrip() == formats.duration(summary["train_time_s"], missing="-")
+    assert finished[date:] == time.strftime("%Y-%m-%d %H:%M", time.localtime(config_time))
     assert lines["b-interrupted"][1:5] == ["interrupted", "WRN-10-1", "1/3", "-"]
     assert lines["c-unstarted"][1:6] == ["unstarted", "WRN-10-1", "0/4", "-", "-"]
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d", " ".join(lines["c-unstarted"][6:]))

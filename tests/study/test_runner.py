@@ -11,18 +11,20 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
+import cell_parameters
 from wrnlib import cli
+from wrnlib.study import profiles
 from wrnlib.study import runner as study
 
 # --------------------------------------------------------------------------- profiles and selection
 
 
 def test_known_profiles():
-    assert {"quick", "full"} <= set(study.known_profiles())
+    assert {"quick", "full"} <= set(profiles.known_profiles())
 
 
 def test_unknown_profile_is_a_clear_error(tmp_path):
-    with pytest.raises(study.StudyError, match=r"unknown study profile 'nope'; known profiles: cpu, full, quick"):
+    with pytest.raises(profiles.StudyError, match=r"unknown study profile 'nope'; known profiles: cpu, full, quick"):
         study.run_study("nope", output_root=tmp_path)
     assert not (tmp_path / "nope").exists()
 
@@ -34,44 +36,44 @@ def test_unknown_profile_from_the_command_line(capsys, tmp_path):
 
 
 def test_unknown_notebook_prefix_lists_the_notebooks(tmp_path):
-    with pytest.raises(study.StudyError, match=r"no notebook with prefix '07'.*02 \(02_train.ipynb\)"):
+    with pytest.raises(profiles.StudyError, match=r"no notebook with prefix '07'.*02 \(02_train.ipynb\)"):
         study.run_study("quick", only=["07"], output_root=tmp_path)
 
 
 def test_select_accepts_prefix_spellings():
-    notebooks = study.find_notebooks()
+    notebooks = profiles.find_notebooks()
     assert study._select(notebooks, ["3", "02_train", "02"]) == ["02", "03"]
     assert study._select(notebooks, None) == list(notebooks)
 
 
 def test_profile_paths_and_data_dir(monkeypatch, tmp_path):
-    quick, full = study.load_profile("quick"), study.load_profile("full")
+    quick, full = profiles.load_profile("quick"), profiles.load_profile("full")
     monkeypatch.delenv("CIFAR10_DIR", raising=False)
-    params = study.notebook_parameters(quick, "02", study.declared_parameters(study.find_notebooks()["02"]))
+    params = profiles.notebook_parameters(quick, "02", profiles.declared_parameters(profiles.find_notebooks()["02"]))
     assert params["data_dir"] == "sample" and params["device"] == "cpu"
     assert params["out_dir"] == "results/quick/runs" and params["figures_dir"] == "results/quick/figures"
-    assert study.notebook_parameters(full, "02")["data_dir"] is None  # the loader's own default
-    assert study.notebook_parameters(full, "02")["out_dir"] == "results/runs"
-    assert study.notebook_parameters(full, "03")["ablation_dir"] == "results/ablations"
-    assert study.notebook_parameters(full, "04")["summary_path"] == "results/summary.md"
+    assert profiles.notebook_parameters(full, "02")["data_dir"] is None  # the loader's own default
+    assert profiles.notebook_parameters(full, "02")["out_dir"] == "results/runs"
+    assert profiles.notebook_parameters(full, "03")["ablation_dir"] == "results/ablations"
+    assert profiles.notebook_parameters(full, "04")["summary_path"] == "results/summary.md"
     monkeypatch.setenv("CIFAR10_DIR", str(tmp_path))
-    params = study.notebook_parameters(quick, "03", results_root=tmp_path / "r", overrides={"03": {"epochs": 1}})
+    params = profiles.notebook_parameters(quick, "03", results_root=tmp_path / "r", overrides={"03": {"epochs": 1}})
     assert params["data_dir"] == str(tmp_path.resolve())
     assert params["ablation_dir"] == str(tmp_path / "r" / "ablations") and params["epochs"] == 1
 
 
 def test_full_profile_is_the_real_study():
-    full = study.load_profile("full")["notebooks"]
+    full = profiles.load_profile("full")["notebooks"]
     assert (full["02"]["depth"], full["02"]["width"]) == (28, 3.5)  # the study's 4.48 M-parameter model
     assert full["02"]["train_limit"] == 0 and full["02"]["test_limit"] == 0
     assert full["03"]["schedules"] == ["constant", "step", "cosine", "sgdr", "onecycle"]
     assert len(full["03"]["seeds"]) >= 2
-    assert study.load_profile("full")["common"]["device"] == "auto"
+    assert profiles.load_profile("full")["common"]["device"] == "auto"
 
 
 def test_undeclared_profile_parameter_is_refused(tmp_path):
     (tmp_path / "typo.json").write_text(json.dumps({"notebooks": {"04": {"figure_dir": "x"}}}))
-    with pytest.raises(study.StudyError, match=r"\['figure_dir'\].*does not declare"):
+    with pytest.raises(profiles.StudyError, match=r"\['figure_dir'\].*does not declare"):
         study.run_study("typo", only=["04"], output_root=tmp_path / "out", profiles_dir=tmp_path)
 
 
@@ -90,19 +92,19 @@ def _notebook(path: Path, *cells) -> None:
 
 
 def test_failing_notebook_stops_the_batch_with_a_clear_message(tmp_path):
-    notebooks, profiles = tmp_path / "notebooks", tmp_path / "profiles"
+    notebooks, profile_dir = tmp_path / "notebooks", tmp_path / "profiles"
     notebooks.mkdir()
-    profiles.mkdir()
+    profile_dir.mkdir()
     marker = tmp_path / "third_ran"
     _notebook(notebooks / "01_fine.ipynb", ("parameters", "value = 1"), ("code", "import wrnlib\nprint(value + 1)"))
     _notebook(notebooks / "02_broken.ipynb", ("parameters", "value = 1"), ("code", "x = value * 2"),
               ("code", "# compute something\nraise RuntimeError(f'deliberate failure {x}')"))
     _notebook(notebooks / "03_after.ipynb", ("parameters", "marker = ''"),
               ("code", "open(marker, 'w').write('ran')"))
-    (profiles / "t.json").write_text(json.dumps({"notebooks": {"01": {"value": 2}, "02": {"value": 21},
+    (profile_dir / "t.json").write_text(json.dumps({"notebooks": {"01": {"value": 2}, "02": {"value": 21},
                                                                "03": {"marker": str(marker)}}}))
     log = io.StringIO()
-    rc = study.run_study("t", output_root=tmp_path / "out", notebooks_dir=notebooks, profiles_dir=profiles,
+    rc = study.run_study("t", output_root=tmp_path / "out", notebooks_dir=notebooks, profiles_dir=profile_dir,
                          progress_bar=False, stream=log)
     message = log.getvalue()
     assert rc != 0
@@ -117,14 +119,14 @@ def test_failing_notebook_stops_the_batch_with_a_clear_message(tmp_path):
 
 
 def test_a_cell_past_the_profile_timeout_fails_instead_of_hanging(tmp_path):
-    notebooks, profiles = tmp_path / "notebooks", tmp_path / "profiles"
+    notebooks, profile_dir = tmp_path / "notebooks", tmp_path / "profiles"
     notebooks.mkdir()
-    profiles.mkdir()
+    profile_dir.mkdir()
     _notebook(notebooks / "01_stuck.ipynb", ("parameters", "seconds = 1"), ("code", "import time\ntime.sleep(seconds)"))
-    (profiles / "t.json").write_text(json.dumps({"cell_timeout_s": 3, "notebooks": {"01": {"seconds": 120}}}))
+    (profile_dir / "t.json").write_text(json.dumps({"cell_timeout_s": 3, "notebooks": {"01": {"seconds": 120}}}))
     log = io.StringIO()
     started = time.perf_counter()
-    rc = study.run_study("t", output_root=tmp_path / "out", notebooks_dir=notebooks, profiles_dir=profiles,
+    rc = study.run_study("t", output_root=tmp_path / "out", notebooks_dir=notebooks, profiles_dir=profile_dir,
                          progress_bar=False, stream=log)
     assert rc == 1 and time.perf_counter() - started < 90
     assert "FAILED: notebook 01_stuck.ipynb did not finish" in log.getvalue()
@@ -136,18 +138,18 @@ def test_study_command_line_runs_without_an_activated_venv(tmp_path):
     import subprocess
     import sys
 
-    notebooks, profiles = tmp_path / "notebooks", tmp_path / "profiles"
+    notebooks, profile_dir = tmp_path / "notebooks", tmp_path / "profiles"
     notebooks.mkdir()
-    profiles.mkdir()
+    profile_dir.mkdir()
     out_file = tmp_path / "kernel_python.txt"
     _notebook(notebooks / "01_which.ipynb", ("parameters", "out = ''"),
               ("code", "import sys, wrnlib, papermill\nopen(out, 'w').write(sys.executable)"))
-    (profiles / "p.json").write_text(json.dumps({"notebooks": {"01": {"out": str(out_file)}}}))
+    (profile_dir / "p.json").write_text(json.dumps({"notebooks": {"01": {"out": str(out_file)}}}))
     code = ("import sys; from wrnlib.study.runner import run_study; "
             f"sys.exit(run_study('p', output_root={str(tmp_path / 'out')!r}, notebooks_dir={str(notebooks)!r}, "
-            f"profiles_dir={str(profiles)!r}, progress_bar=False))")
+            f"profiles_dir={str(profile_dir)!r}, progress_bar=False))")
     env = {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", str(tmp_path))}
-    proc = subprocess.run([sys.executable, "-c", code], cwd=study.REPO_ROOT, env=env, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-c", code], cwd=profiles.REPO_ROOT, env=env, capture_output=True, text=True,
                           timeout=180)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert Path(out_file.read_text()).resolve() == Path(sys.executable).resolve()
@@ -155,31 +157,27 @@ def test_study_command_line_runs_without_an_activated_venv(tmp_path):
 
 def test_the_full_profile_reads_the_committed_headline_run_back():
     """Notebook 02 under the full profile names the committed run with its settings, so it is not retrained."""
-    import dataclasses
-
-    from wrnlib import TrainConfig
     from wrnlib import runfolder
     from wrnlib.config import resume_conflicts
+    from wrnlib.study import notebook
 
-    spec = study.load_profile("full")
-    params = study.notebook_parameters(spec, "02", study.declared_parameters(study.find_notebooks()["02"]))
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    config = TrainConfig(name=params["run_name"], **{k: v for k, v in params.items() if k in fields})
-    committed = study.REPO_ROOT / "results" / "runs" / params["run_name"]
+    params = cell_parameters.namespace("full", "02")
+    config = notebook.train_config(params, cell_parameters.on_cifar10(params))
+    committed = profiles.REPO_ROOT / "results" / "runs" / params["run_name"]
     assert runfolder.status(committed) == "finished"
     assert resume_conflicts(runfolder.load_config(committed), config) == []
 
 
 def test_cell_output_is_streamed_while_the_study_runs(tmp_path):
     """With log_output (the CLI's default), a cell's printed lines reach the study's log as they happen."""
-    notebooks, profiles = tmp_path / "notebooks", tmp_path / "profiles"
+    notebooks, profile_dir = tmp_path / "notebooks", tmp_path / "profiles"
     notebooks.mkdir()
-    profiles.mkdir()
+    profile_dir.mkdir()
     _notebook(notebooks / "01_talk.ipynb", ("parameters", "n = 1"),
               ("code", "for i in range(n):\n    print(f'epoch {i + 1} of {n}', flush=True)"))
-    (profiles / "t.json").write_text(json.dumps({"notebooks": {"01": {"n": 3}}}))
+    (profile_dir / "t.json").write_text(json.dumps({"notebooks": {"01": {"n": 3}}}))
     log = io.StringIO()
-    rc = study.run_study("t", output_root=tmp_path / "out", notebooks_dir=notebooks, profiles_dir=profiles,
+    rc = study.run_study("t", output_root=tmp_path / "out", notebooks_dir=notebooks, profiles_dir=profile_dir,
                          progress_bar=False, log_output=True, stream=log)
     assert rc == 0
     assert all(f"epoch {i} of 3" in log.getvalue() for i in (1, 2, 3))

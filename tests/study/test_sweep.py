@@ -17,8 +17,8 @@ import pytest
 from wrnlib import TrainConfig
 from wrnlib import files, runfolder
 from wrnlib.cli import main
-from wrnlib.study import cluster, runner, sweep
-from wrnlib.study.results import BY_SCHEDULE_CSV, EPOCHS_CSV, FINAL_CSV
+from wrnlib.study import cluster, profiles, sweep
+from wrnlib.study.collect import BY_SCHEDULE_CSV, EPOCHS_CSV, FINAL_CSV
 
 TABLES = (EPOCHS_CSV, FINAL_CSV, BY_SCHEDULE_CSV)
 TIMING = {"epoch_time_s", "train_time_s", "eval_time_s", "images_per_s", "mean_images_per_s", "train_time_s_mean"}
@@ -29,8 +29,9 @@ RAY_WAIT_S = 600
 
 def grid(folder):
     """2 schedules x 2 seeds, and a run that fails inside fit (more training images than there are)."""
-    good = sweep.schedule_configs(["cosine", "onecycle"], [0, 1], folder / "runs", **SHARED)
-    broken = sweep.schedule_configs(["step"], [0], folder / "runs", **(SHARED | {"train_limit": 10**6}))
+    good = sweep.schedule_configs(["cosine", "onecycle"], [0, 1], folder / "runs", TrainConfig(**SHARED))
+    too_many = TrainConfig(**(SHARED | {"train_limit": 10**6}))
+    broken = sweep.schedule_configs(["step"], [0], folder / "runs", too_many)
     return good, broken
 
 
@@ -236,19 +237,27 @@ def test_the_local_executor_loads_the_data_once_logs_each_run_and_passes_its_set
         "    FAILED step-seed0: ValueError: no good"]
 
 
-def test_profile_settings_take_the_common_settings_notebook_03_declares():
+def test_profile_settings_take_the_common_settings_the_sweep_uses():
     settings = sweep.profile_settings("full")
-    assert settings["device"] == "auto" and "data_dir" in settings  # from the profile's "common"
-    assert "figures_dir" in settings and "results_root" not in settings  # 03 declares the one, not the other
+    assert settings["device"] == "auto" and "data_dir" in settings  # TrainConfig fields from the profile's "common"
+    # not TrainConfig fields, or set per run: notebook settings the sweep has no use for
+    assert not {"figures_dir", "results_root", "seed"} & set(settings)
 
 
-def test_profile_settings_without_the_notebooks_take_only_the_ablations_own_names(monkeypatch):
-    """An install without the notebooks folder cannot read what 03 declares: the profile's "common" then reaches
-    the sweep only under the names the ablation itself defines, none of which "common" holds; 03's own all do."""
-    monkeypatch.setattr(runner, "find_notebooks", lambda *a, **k: {})
-    settings = sweep.profile_settings("quick")
-    assert not {"device", "data_dir", "figures_dir", "seed"} & set(settings)
-    assert settings["ablation_dir"] == "results/quick/ablations" and settings["epochs"] == 2
+def test_profile_settings_come_from_the_profile_without_reading_the_notebooks(monkeypatch):
+    """The profile alone says what the sweep runs: an install without the notebooks folder (mutmut's copy, a wheel)
+    gets the same settings."""
+    expected = sweep.profile_settings("quick")
+
+    def unread(*args, **kwargs):
+        raise AssertionError("the sweep's settings must not read a notebook")
+
+    monkeypatch.setattr(profiles, "find_notebooks", unread)
+    monkeypatch.setattr(profiles, "declared_parameters", unread)
+    assert sweep.profile_settings("quick") == expected
+    assert expected["ablation_dir"] == "results/quick/ablations" and expected["epochs"] == 2
+    assert expected["device"] == "cpu"
+    assert expected["data_dir"] == profiles.resolve_data_dir(profiles.load_profile("quick"))
 
 
 def test_a_second_sweep_of_the_same_ablation_is_refused_saying_why(monkeypatch, tmp_path):
@@ -326,3 +335,11 @@ def test_the_cluster_executors_outcomes_are_gathered_by_run_in_config_order(monk
     assert sent == [([good[1].name, good[2].name], "resume", 0.5, 2, 9.0)]
     assert swept.done == [f"read back {good[0].name} (resume)", "result-1"]
     assert swept.failed == {good[2].name: "ValueError: no good"} and swept.reused == [good[0].name]
+
+
+def test_width_configs_name_each_width_and_seed_and_share_the_rest(tmp_path):
+    configs = sweep.width_configs([1, 2.5], [0, 1], tmp_path, 16, TrainConfig(epochs=4, lr=0.1))
+    assert [c.name for c in configs] == ["wrn16-1-seed0", "wrn16-1-seed1", "wrn16-2.5-seed0", "wrn16-2.5-seed1"]
+    assert {(c.depth, c.epochs, c.lr) for c in configs} == {(16, 4, 0.1)}
+    assert [c.width for c in configs] == [1.0, 1.0, 2.5, 2.5] and [c.seed for c in configs] == [0, 1, 0, 1]
+    assert {c.out_dir for c in configs} == {str(tmp_path)}

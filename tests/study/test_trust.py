@@ -12,7 +12,8 @@ from wrnlib import TrainConfig, load_cifar10, test_subset, train_val_split
 from wrnlib import checkpoints, runfolder
 from wrnlib.engine import evaluate
 from wrnlib.model import WideResNet
-from wrnlib.study import calibration, results, trust
+from wrnlib.study import collect, report, trust
+from wrnlib.study.trust import assessment, calibration
 
 SETTINGS = trust.Settings(corruption_images=60, kinds=("contrast", "gaussian_noise"), severities=(1, 5),
                           precision="fp32")
@@ -40,25 +41,25 @@ def test_assessment_scores_the_model_and_fits_the_temperature_on_its_validation_
     real_fit = calibration.fit_temperature
     monkeypatch.setattr(calibration, "fit_temperature",
                         lambda logits, labels: fitted_on.append(labels.clone()) or real_fit(logits, labels))
-    report = trust.assess(run_dir, sample, tmp_path / "trust", SETTINGS, device="cpu")
+    result = trust.assess(run_dir, sample, tmp_path / "trust", SETTINGS, device="cpu")
 
     _, val_idx = train_val_split(sample.train_labels, 100, 3)  # the run's val_size and seed
     assert len(fitted_on) == 1 and torch.equal(fitted_on[0], sample.train_labels[val_idx])
     model, _ = runfolder.load_run_model(run_dir, device="cpu")
-    assert report["calibration"]["test_acc_plain"] == pytest.approx(
+    assert result["calibration"]["test_acc_plain"] == pytest.approx(
         evaluate(model, sample.test_images, sample.test_labels)["acc"])
-    calib = report["calibration"]
+    calib = result["calibration"]
     assert calib["val_nll_scaled"] <= calib["val_nll"] + 1e-9  # the fit never makes validation worse
     assert calib["temperature"] > 0 and 0 <= calib["ece_plain"] <= 1 and "ece_tta_scaled" in calib
 
-    table = pd.read_csv(tmp_path / "trust" / "tiny" / trust.CORRUPTIONS_CSV)
+    table = pd.read_csv(tmp_path / "trust" / "tiny" / assessment.CORRUPTIONS_CSV)
     assert list(zip(table["kind"], table["severity"])) == [("clean", 0), ("contrast", 1), ("contrast", 5),
                                                            ("gaussian_noise", 1), ("gaussian_noise", 5)]
     images, labels = test_subset(sample, 60)
     assert table["images"].unique().tolist() == [len(labels)]
     assert table.loc[0, "accuracy"] == pytest.approx(evaluate(model, images, labels)["acc"])
-    assert report["mean_corruption_acc"] == pytest.approx(table.loc[1:, "accuracy"].mean())
-    reliability = pd.read_csv(tmp_path / "trust" / "tiny" / trust.RELIABILITY_CSV)
+    assert result["mean_corruption_acc"] == pytest.approx(table.loc[1:, "accuracy"].mean())
+    reliability = pd.read_csv(tmp_path / "trust" / "tiny" / assessment.RELIABILITY_CSV)
     assert set(zip(reliability["tta"], reliability["scaled"])) == {(False, False), (True, False), (False, True),
                                                                    (True, True)}
     assert (reliability.groupby(["tta", "scaled"])["count"].sum() == len(sample.test_labels)).all()
@@ -68,13 +69,13 @@ def test_assessment_is_read_back_unless_settings_or_data_changed(sample, tmp_pat
     run_dir = _run_folder(tmp_path / "runs")
     first = trust.assess(run_dir, sample, tmp_path / "trust", SETTINGS, device="cpu")
     calls = []
-    real_predict = trust.predict_logits
-    monkeypatch.setattr(trust, "predict_logits", lambda *a, **k: calls.append(1) or real_predict(*a, **k))
+    real_predict = assessment.predict_logits
+    monkeypatch.setattr(assessment, "predict_logits", lambda *a, **k: calls.append(1) or real_predict(*a, **k))
     assert trust.assess(run_dir, sample, tmp_path / "trust", SETTINGS, device="cpu") == first and calls == []
     fewer = trust.Settings(**{**SETTINGS.__dict__, "severities": (1,)})
     again = trust.assess(run_dir, sample, tmp_path / "trust", fewer, device="cpu")
     assert calls and again["settings"]["severities"] == [1]
-    stored = json.loads((tmp_path / "trust" / "tiny" / trust.TRUST_JSON).read_text())
+    stored = json.loads((tmp_path / "trust" / "tiny" / assessment.TRUST_JSON).read_text())
     assert stored["settings"]["severities"] == [1] and stored["data_checksum"] == sample.checksum
 
 
@@ -90,7 +91,7 @@ def test_runs_with_weights_and_one_setting_pairs(tmp_path):
 
 def test_summary_lists_each_assessed_model(sample, tmp_path):
     run_dir = _run_folder(tmp_path / "runs")
-    trust.assess(run_dir, sample, tmp_path / results.TRUST, SETTINGS, device="cpu")
-    text = results.summary_markdown(results.collect(tmp_path))
+    trust.assess(run_dir, sample, tmp_path / collect.TRUST, SETTINGS, device="cpu")
+    text = report.summary_markdown(collect.collect(tmp_path))
     section = text.split("## Calibration and robustness")[1]
     assert "| tiny | WRN-10-1 | 30 |" in section and "60 test images" in section

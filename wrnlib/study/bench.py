@@ -27,6 +27,7 @@ from ..device import choose_precision, keep_freed_memory, resolve_device
 from ..engine import autocast, make_train_step
 from ..model import WideResNet, count_forward_flops, count_parameters
 from ..optim import make_sgd
+from .formats import markdown_table, pct
 
 # mode -> (bf16 autocast, channels_last, torch.compile)
 MODES = {
@@ -314,19 +315,18 @@ def write_profile(train_step, device: torch.device, path: str, steps: int = 5) -
 
 def results_table(results: list[BenchResult]) -> str:
     """A markdown table of benchmark results."""
-    header = ("| mode | precision | batch | train img/s | epoch (45k) s | step ms | input alone ms | TFLOP/s "
-              "| of dense rate | inference img/s | compile s | peak mem GiB |\n"
-              "|---|---|---|---|---|---|---|---|---|---|---|---|\n")
-    lines = []
+    header = ["mode", "precision", "batch", "train img/s", "epoch (45k) s", "step ms", "input alone ms", "TFLOP/s",
+              "of dense rate", "inference img/s", "compile s", "peak mem GiB"]
+    rows = []
     for r in results:
-        frac = f"{100 * r.fraction_of_peak:.1f}%" if r.fraction_of_peak is not None else "n/a"
+        frac = pct(r.fraction_of_peak, missing="n/a", digits=1)
         comp = f"{r.compile_time_s:.1f}" if r.compile_time_s is not None else "-"
         mem = f"{r.peak_memory_gib:.1f}" if r.peak_memory_gib is not None else "-"
         mode = r.mode if r.loader_workers is None else f"{r.mode} ({r.loader_workers} workers)"
-        lines.append(f"| {mode} | {r.precision} | {r.batch_size} | {r.train_images_per_s:,.0f} | {r.epoch_time_s:.2f} | "
-                     f"{r.step_ms:.1f} | {r.augment_ms:.1f} | {r.train_tflops:.2f} | {frac} | "
-                     f"{r.inference_images_per_s:,.0f} | {comp} | {mem} |")
-    return header + "\n".join(lines) + "\n"
+        rows.append([mode, r.precision, str(r.batch_size), f"{r.train_images_per_s:,.0f}", f"{r.epoch_time_s:.2f}",
+                     f"{r.step_ms:.1f}", f"{r.augment_ms:.1f}", f"{r.train_tflops:.2f}", frac,
+                     f"{r.inference_images_per_s:,.0f}", comp, mem])
+    return markdown_table(header, rows) + "\n"
 
 
 def as_dicts(results: list[BenchResult]) -> list[dict]:

@@ -4,6 +4,7 @@
 * :func:`choose_data`: the data folder a notebook loads and the split sizes that fit it. A notebook
   opened by a person with no ``CIFAR10_DIR`` falls back to the sample shipped with wrnlib, and says
   so (:meth:`DataChoice.show`): it is not the benchmark;
+* :func:`train_config`: the TrainConfig of the notebook's parameters, none of them typed again;
 * :func:`check_training_time`: refuse at once, with a clear message, training that would take far
   longer than the notebook's ``max_train_minutes`` (e.g. WRN-28-3.5 for 30 epochs on a CPU);
 * :func:`epoch_printer`: fit's one line per epoch, for notebooks that run fit without its bar.
@@ -11,9 +12,9 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 from .. import runfolder as runs
 from ..config import TrainConfig
@@ -21,7 +22,8 @@ from ..data import ENV_VAR, SAMPLE, default_cache_dir, has_cifar10, sample_size,
 from ..device import resolve_device
 from ..progress import format_epoch, rough_epoch_seconds  # also behind fit's "roughly N per epoch" line
 from . import plots
-from .runner import REPO_ROOT
+from .formats import duration
+from .profiles import REPO_ROOT
 
 CIFAR10_TRAIN_IMAGES, CIFAR10_TEST_IMAGES = 50_000, 10_000
 
@@ -99,6 +101,30 @@ def _on_sample(why: str, val_size: int, train_limit: int, test_limit: int) -> Da
     return DataChoice(SAMPLE, fitted["val_size"], fitted["train_limit"], fitted["test_limit"], n_train, n_test, note)
 
 
+# --------------------------------------------------------------------------- the config of its parameters
+
+_FIELDS = {f.name for f in fields(TrainConfig)}
+
+
+def train_config(parameters: Mapping[str, Any], source: DataChoice | None = None, **fixed: Any) -> TrainConfig:
+    """The validated TrainConfig of a notebook's parameters (``globals()``, or a dict of them).
+
+    Every name that is a TrainConfig field is taken, ``run_name`` as ``name``; other names are ignored (a
+    notebook's globals hold much else). Then, each replacing what came before: the entries of ``extra_config``
+    (a name there that is no field is refused), the data ``source`` chose (its data_dir and the split sizes
+    fitted to it), progress off (the notebooks print a line per epoch instead), and ``fixed``.
+    """
+    values = {k: v for k, v in parameters.items() if k in _FIELDS}
+    if "run_name" in parameters:
+        values["name"] = parameters["run_name"]
+    values |= parameters.get("extra_config") or {}
+    if source is not None:
+        values |= {"data_dir": source.data_dir, "val_size": source.val_size, "train_limit": source.train_limit,
+                   "test_limit": source.test_limit}
+    values |= {"progress": False} | fixed
+    return TrainConfig.from_dict(values, source="the notebook's parameters and extra_config").validate()
+
+
 # --------------------------------------------------------------------------- how long training takes
 
 
@@ -126,15 +152,11 @@ def check_training_time(configs: Iterable[TrainConfig], train_images: int, test_
         what = (f"{len(todo)} run(s) of WRN-{first.depth}-{first.width:g} for {first.epochs} epochs on "
                 f"{resolve_device(first.device).type}")
         raise TrainingTimeError(
-            f"{what} would take about {_duration(minutes)} (a rough estimate from the model's FLOPs), more than "
+            f"{what} would take about {duration(60 * minutes)} (a rough estimate from the model's FLOPs), more than "
             f"max_train_minutes = {max_minutes:g}. Use a GPU (device = \"cuda\"), fewer epochs or a smaller WRN "
             f"(the quick study: python -m wrnlib study --profile quick), or raise max_train_minutes "
             f"(None: no limit).")
     return minutes
-
-
-def _duration(minutes: float) -> str:
-    return f"{minutes:.0f} min" if minutes < 120 else f"{minutes / 60:.1f} h"
 
 
 def describe_estimate(minutes: float) -> str:
@@ -142,6 +164,4 @@ def describe_estimate(minutes: float) -> str:
     reads as zero."""
     if minutes == 0:
         return "nothing to train: the finished runs are read back"
-    if minutes < 1:
-        return f"estimated training time: roughly {max(1, round(minutes * 60))} s (a rough estimate from the FLOPs)"
-    return f"estimated training time: roughly {_duration(minutes)} (a rough estimate from the FLOPs)"
+    return f"estimated training time: {duration(60 * minutes)} (a rough estimate from the FLOPs)"

@@ -14,6 +14,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from ..data import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD  # noqa: E402
+from .formats import pct  # noqa: E402
 
 SAVE_DPI = 110
 
@@ -59,7 +60,7 @@ def _percent_axis(ax: plt.Axes) -> None:
 
 
 def class_balance(counts: pd.DataFrame) -> plt.Figure:
-    """Bar chart of images per class, one panel per split (from results.class_counts)."""
+    """Bar chart of images per class, one panel per split (from dataset.class_counts)."""
     splits = list(dict.fromkeys(counts["split"]))
     fig, axes = plt.subplots(1, len(splits), figsize=(4.2 * len(splits), 3.6), squeeze=False)
     for ax, split in zip(axes[0], splits):
@@ -102,7 +103,7 @@ def image_grid(images: Any, titles: Sequence[str] | None = None, *, ncols: int =
 
 
 def channel_stats(stats: pd.DataFrame) -> plt.Figure:
-    """Measured per-channel mean and std beside the published CIFAR-10 values (from results.channel_stats)."""
+    """Measured per-channel mean and std beside the published CIFAR-10 values (from dataset.channel_stats)."""
     long = pd.concat([
         pd.DataFrame({"channel": stats["channel"], "statistic": "mean", "source": "measured", "value": stats["mean"]}),
         pd.DataFrame({"channel": stats["channel"], "statistic": "mean", "source": "published",
@@ -215,7 +216,7 @@ def per_class_accuracy(table: pd.DataFrame, overall: float | None = None) -> plt
     fig, ax = plt.subplots(figsize=(6, 3.6))
     sns.barplot(data=table, y="class", x="accuracy", ax=ax, color=sns.color_palette()[0], orient="h")
     if overall is not None:
-        ax.axvline(overall, color="black", ls="--", lw=1, label=f"overall {100 * overall:.1f}%")
+        ax.axvline(overall, color="black", ls="--", lw=1, label=f"overall {pct(overall, digits=1)}")
         ax.legend(loc="lower right", fontsize=8)
     ax.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
     ax.set_xlim(0, 1)

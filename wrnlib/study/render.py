@@ -13,6 +13,8 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
+from .profiles import REPO_ROOT, StudyError, load_profile
+
 INDEX = "index.html"
 _SKIP = (".running.ipynb", ".failed.ipynb")  # an execution in progress, or a failed one kept for reading
 QUICK = "quick"  # the smoke profile: its numbers must not be read as results
@@ -88,8 +90,6 @@ def render_html(folder: str | Path, profile: str = "", results_root: str | Path 
 
 def _profile(name: str) -> dict[str, Any]:
     """The profile's JSON, or {} when there is none by that name (an ad-hoc rendering)."""
-    from .runner import StudyError, load_profile
-
     if not name:
         return {}
     try:
@@ -103,8 +103,6 @@ def _recorded_root(notebooks: list[Path], spec: dict[str, Any]) -> Path | None:
     profile's. The notebooks ran in the repository root, so a relative one is relative to it."""
     import nbformat
 
-    from .runner import REPO_ROOT
-
     root = spec.get("results_root")
     for path in notebooks:
         params = nbformat.read(str(path), as_version=4).metadata.get("papermill", {}).get("parameters", {})
@@ -116,16 +114,17 @@ def _recorded_root(notebooks: list[Path], spec: dict[str, Any]) -> Path | None:
 
 def _findings(root: Path) -> list[str]:
     """The headline numbers under ``root``: its finished runs and the schedule ablation (if any)."""
-    from . import results
+    from . import tables
+    from .collect import collect
 
-    found = results.collect(root)
+    found = collect(root)
     out = ["<h2>Findings</h2>", f"<p>Read from {html.escape(_shown(root))}"
            + ("" if root.is_dir() else " (which does not exist yet)") + ".</p>", "<h3>Training runs</h3>"]
-    header, rows = results.finished_run_rows(found)
+    header, rows = tables.finished_run_rows(found)
     out.append(_table(header, rows) if rows else "<p>No finished runs yet.</p>")
-    schedules = results.schedule_table(found.ablation_final)
+    schedules = tables.schedule_table(found.ablation_final)
     if not schedules.empty:
-        out += ["<h3>Learning-rate schedule ablation</h3>", _table(*results.schedule_rows(schedules))]
+        out += ["<h3>Learning-rate schedule ablation</h3>", _table(*tables.schedule_rows(schedules))]
     return out
 
 
@@ -145,8 +144,6 @@ def _figures(root: Path, folder: Path) -> list[str]:
 
 def _shown(path: Path) -> str:
     """A path as the reader knows it: relative to the repository root when it lies inside it."""
-    from .runner import REPO_ROOT
-
     try:
         return str(path.resolve().relative_to(REPO_ROOT))
     except ValueError:
@@ -154,5 +151,6 @@ def _shown(path: Path) -> str:
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
+    """An HTML table of text cells, escaped."""
     cells = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
     return "<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>" + cells + "</table>"

@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from .. import files, runfolder as runs
-from . import results
+from . import formats
+from .collect import read_run, subfolders
 
 DEFAULT_FOLDER = "results/runs"
+MISSING = "-"  # plain ASCII in a terminal's table
 NOT_A_RUN = "not a run"  # a folder with files but no config.json: listed so nothing in FOLDER goes unexplained
 COLUMNS = (("name", "name"), ("status", "status"), ("model", "model"), ("epochs", "epochs"),
            ("test acc", "test_acc"), ("train time", "train_time_s"), ("date", "date"))
@@ -28,7 +30,7 @@ def list_runs(folder: str | Path) -> list[dict[str, Any]]:
     checkpoint), locked (a live process holds the folder: it is being trained) or "not a run".
     """
     rows = []
-    for run_dir in results._subdirs(Path(folder)):
+    for run_dir in subfolders(Path(folder)):
         state = runs.status(run_dir)
         if state == "absent":  # an empty folder: nothing to list
             continue
@@ -40,7 +42,7 @@ def list_runs(folder: str | Path) -> list[dict[str, Any]]:
 
 
 def _run_row(run_dir: Path, state: str) -> dict[str, Any]:
-    row, epochs = results.read_run(run_dir)
+    row, epochs = read_run(run_dir)
     row = row or {}  # its config.json unreadable and nothing else there: listed with what is known
     last_time = epochs[-1].get("train_time_s") if epochs else None
     train_time = row.get("train_time_s") if state == "finished" else last_time
@@ -85,13 +87,12 @@ def _cell(row: dict[str, Any], key: str) -> str:
     value = row.get(key)
     if key == "epochs":
         total = _number(value)
-        return "-" if total is None else f"{row.get('epochs_done', 0)}/{total:.0f}"
+        return MISSING if total is None else f"{row.get('epochs_done', 0)}/{total:.0f}"
     if key == "test_acc":
-        acc = _number(value)
-        return "-" if acc is None else f"{100 * acc:.2f}%"
+        return formats.pct(value, missing=MISSING)
     if key == "train_time_s":
-        return results.duration(value, missing="-")
-    return "-" if value is None else str(value)
+        return formats.duration(value, missing=MISSING)
+    return MISSING if value is None else str(value)
 
 
 def runs_command(folder: str | None = None) -> int:

@@ -9,7 +9,7 @@ run results, so they are the same whichever executor ran them.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -19,11 +19,12 @@ from ..data import CIFAR10, load_cifar10
 from ..progress import format_epoch
 from ..runfolder import EXISTING, RunResult
 from ..train import fit
-from . import cluster, results
+from . import cluster, profiles, tables
 from .cluster import one_line
 
 EXECUTORS = ("local", "ray")
 PER_RUN_FIELDS = ("name", "out_dir", "schedule", "seed")  # set by the sweep for each run
+SHARED_FIELDS = {f.name for f in fields(TrainConfig)} - set(PER_RUN_FIELDS)
 
 
 class SweepError(RuntimeError):
@@ -51,18 +52,18 @@ class SweepResult:
 
 
 def schedule_configs(schedules: Sequence[str], seeds: Sequence[int], out_dir: str | Path,
-                     **shared: Any) -> list[TrainConfig]:
-    """One validated config per (schedule, seed), named ``<schedule>-seed<seed>``, all else shared."""
-    return [TrainConfig(name=f"{schedule}-seed{seed}", schedule=schedule, seed=seed, out_dir=str(out_dir),
-                        **shared).validate()
+                     base: TrainConfig) -> list[TrainConfig]:
+    """One validated config per (schedule, seed), named ``<schedule>-seed<seed>``, all else from ``base``."""
+    return [replace(base, name=f"{schedule}-seed{seed}", schedule=schedule, seed=seed, out_dir=str(out_dir)).validate()
             for schedule in schedules for seed in seeds]
 
 
 def width_configs(widths: Sequence[float], seeds: Sequence[int], out_dir: str | Path, depth: int,
-                  **shared: Any) -> list[TrainConfig]:
-    """One validated config per (width, seed) of WRN-depth-k, named ``wrn<depth>-<k>-seed<seed>``, all else shared."""
-    return [TrainConfig(name=f"wrn{depth}-{width:g}-seed{seed}", depth=depth, width=float(width), seed=seed,
-                        out_dir=str(out_dir), **shared).validate()
+                  base: TrainConfig) -> list[TrainConfig]:
+    """One validated config per (width, seed) of WRN-depth-k, named ``wrn<depth>-<k>-seed<seed>``, all else from
+    ``base``."""
+    return [replace(base, name=f"wrn{depth}-{width:g}-seed{seed}", depth=depth, width=float(width), seed=seed,
+                    out_dir=str(out_dir)).validate()
             for width in widths for seed in seeds]
 
 
@@ -150,8 +151,8 @@ def record(swept: SweepResult, config: TrainConfig, train: Callable[[], RunResul
 
 def write_tables(done: list[RunResult], folder: str | Path, ablation: str) -> dict[str, Path]:
     """epochs.csv, final.csv and by_schedule.csv of the finished runs, in ``folder``."""
-    epochs, final = results.ablation_tables(done, ablation)
-    return results.write_ablation(folder, epochs, final)
+    epochs, final = tables.ablation_tables(done, ablation)
+    return tables.write_ablation(folder, epochs, final)
 
 
 # --------------------------------------------------------------------------- `python -m wrnlib sweep`
@@ -162,15 +163,12 @@ ABLATION_DEFAULTS = {"ablation_name": "lr_schedules", "ablation_dir": "results/a
 
 
 def profile_settings(profile: str | None) -> dict[str, Any]:
-    """The ablation notebook's parameters in a study profile (its "03" and the "common" it declares)."""
+    """The schedule ablation of a study profile: its "03" section, and of its "common" settings those the sweep
+    takes (the TrainConfig fields its runs share, and the ablation's own settings)."""
     if profile is None:
         return dict(ABLATION_DEFAULTS)
-    from . import runner
-
-    spec = runner.load_profile(profile)
-    notebook = runner.find_notebooks().get("03")
-    declared = runner.declared_parameters(notebook) if notebook else set(ABLATION_DEFAULTS)
-    return ABLATION_DEFAULTS | runner.notebook_parameters(spec, "03", declared)
+    taken = SHARED_FIELDS | set(ABLATION_DEFAULTS) | {"extra_config"}
+    return ABLATION_DEFAULTS | profiles.notebook_parameters(profiles.load_profile(profile), "03", taken)
 
 
 def sweep_command(profile: str | None = None, *, overrides: dict[str, Any], shared: dict[str, Any],
@@ -178,11 +176,10 @@ def sweep_command(profile: str | None = None, *, overrides: dict[str, Any], shar
     """Run the schedule ablation of ``profile`` (with ``overrides`` of its settings and ``shared``
     TrainConfig fields) and write its tables; 0 when every run finished, 1 when some failed."""
     settings = profile_settings(profile) | {k: v for k, v in overrides.items() if v is not None}
-    known = {f.name for f in fields(TrainConfig)} - set(PER_RUN_FIELDS)
-    config = {k: v for k, v in settings.items() if k in known} | settings.get("extra_config", {}) | shared
+    config = {k: v for k, v in settings.items() if k in SHARED_FIELDS} | settings.get("extra_config", {}) | shared
     config.setdefault("progress", False)  # one line per epoch instead of a bar per run
     folder = Path(settings["ablation_dir"]) / settings["ablation_name"]
-    configs = schedule_configs(settings["schedules"], settings["seeds"], folder / "runs", **config)
+    configs = schedule_configs(settings["schedules"], settings["seeds"], folder / "runs", TrainConfig(**config))
     with files.folder_lock(folder, doing="running this ablation"):  # one sweep per ablation folder
         print(f"sweep {settings['ablation_name']}: {len(configs)} runs on executor {settings['executor']!r} -> "
               f"{folder}", flush=True)

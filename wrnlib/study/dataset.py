@@ -1,11 +1,10 @@
-"""Tables the notebooks show about the data and about a trained model's predictions.
+"""What notebook 01 shows about CIFAR-10: class balance, example images, channel statistics, pixel intensities,
+and every augmentation of the study applied to the same images.
 
-Everything here is a plain function of tensors returning numbers or pandas tables, so the
-notebooks only call and plot, and the tests can check each one on its own.
+Plain functions of tensors returning numbers or pandas tables: the notebook only calls and plots.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -14,14 +13,10 @@ import torch
 
 from .. import augment
 from ..data import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD, NUM_CLASSES
-from ..engine import predict_logits
-
 
 
 def class_counts(labels_by_split: dict[str, Any]) -> pd.DataFrame:
     """Long table (split, class, count, fraction) from {split: int labels}."""
-
-
     rows = []
     for split, labels in labels_by_split.items():
         counts = np.bincount(np.asarray(labels, dtype=np.int64).ravel(), minlength=len(CIFAR10_CLASSES))
@@ -33,8 +28,6 @@ def class_counts(labels_by_split: dict[str, Any]) -> pd.DataFrame:
 
 def channel_stats(images, chunk: int = 5000) -> pd.DataFrame:
     """Per-channel mean and std of uint8 (N, 3, H, W) images scaled to [0, 1], beside the published values."""
-
-
     total = torch.zeros(3, dtype=torch.float64)
     total_sq = torch.zeros(3, dtype=torch.float64)
     count = 0
@@ -55,8 +48,6 @@ def channel_stats(images, chunk: int = 5000) -> pd.DataFrame:
 
 def pixel_histogram(images) -> pd.DataFrame:
     """Long table (channel, value 0..255, count, density) of uint8 (N, 3, H, W) images."""
-
-
     rows = []
     for i, ch in enumerate(("red", "green", "blue")):
         counts = torch.bincount(images[:, i].reshape(-1).to(torch.int64), minlength=256).tolist()
@@ -109,56 +100,3 @@ def augmentation_rows(images: torch.Tensor, labels: torch.Tensor, lam: float = 0
         return [f"{names[i][:5]} {t[i, labels[i]]:.0%}+{names[j][:5]}" for i, j in enumerate(partner.tolist())]
     titles = {"original": names, "Mixup": mix_titles(mixed_t), "CutMix": mix_titles(cut_t)}
     return rows, titles, pipeline.describe()
-
-
-# --------------------------------------------------------------------------- predictions
-
-
-@dataclass
-class Predictions:
-    """A model's predictions on a labelled set, and the tables the training notebook shows."""
-    labels: torch.Tensor  # (N,) true classes
-    pred: torch.Tensor  # (N,) predicted classes
-    confidence: torch.Tensor  # (N,) softmax probability of the prediction
-
-    @property
-    def accuracy(self) -> float:
-        return (self.pred == self.labels).float().mean().item()
-
-    def confusion(self) -> np.ndarray:
-        """Counts, true class by row, predicted class by column."""
-        flat = torch.bincount(self.labels * NUM_CLASSES + self.pred, minlength=NUM_CLASSES ** 2)
-        return flat.reshape(NUM_CLASSES, NUM_CLASSES).numpy()
-
-    def per_class(self) -> pd.DataFrame:
-        """Columns class, images (test images of the class) and accuracy (a fraction, for the figure)."""
-        cm = self.confusion()
-        images = cm.sum(axis=1).astype(np.int64)
-        return pd.DataFrame({"class": CIFAR10_CLASSES, "images": images,
-                             "accuracy": cm.diagonal() / np.maximum(images, 1)})
-
-    def per_class_table(self) -> pd.DataFrame:
-        """:meth:`per_class` for reading: one row per class, its image count as an integer and its accuracy in
-        percent. Not transposed: a transposed table has one dtype per column, which shows counts as 50.00."""
-        table = self.per_class().set_index("class")
-        return pd.DataFrame({"images": table["images"], "accuracy (%)": (100 * table["accuracy"]).round(2)})
-
-    def confident_errors(self, n: int) -> tuple[torch.Tensor, list[str]]:
-        """Indices of the ``n`` wrong predictions made with the highest confidence, and their titles."""
-        wrong = torch.nonzero(self.pred != self.labels).flatten()
-        worst = wrong[self.confidence[wrong].argsort(descending=True)][:n]
-        titles = [f"{CIFAR10_CLASSES[self.labels[i]]}\n→ {CIFAR10_CLASSES[self.pred[i]]} {self.confidence[i]:.0%}"
-                  for i in worst.tolist()]
-        return worst, titles
-
-    @property
-    def errors(self) -> int:
-        return int((self.pred != self.labels).sum())
-
-
-def predictions(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
-                batch_size: int = 1000) -> Predictions:
-    """Float32 predictions (no TTA) of ``model`` on uint8 ``images``, on the CPU."""
-    probs = predict_logits(model, images, batch_size=batch_size).cpu().softmax(dim=1)
-    confidence, pred = probs.max(dim=1)
-    return Predictions(labels.cpu(), pred, confidence)

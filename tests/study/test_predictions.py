@@ -1,20 +1,20 @@
-"""The tables the notebooks show, checked against values computed here by hand."""
+"""A model's predictions and the tables notebook 02 shows from them, checked against values computed here by
+hand."""
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from wrnlib import CIFAR10_CLASSES, CIFAR10_MEAN
-from wrnlib.study import analysis
+from wrnlib import CIFAR10_MEAN
+from wrnlib.study import predictions
 
 
 def test_predictions_tables_from_known_predictions():
     labels = torch.tensor([0, 0, 1, 1, 2, 2])
     pred = torch.tensor([0, 1, 1, 1, 0, 2])
     confidence = torch.tensor([0.9, 0.8, 0.7, 0.6, 0.95, 0.5])
-    p = analysis.Predictions(labels, pred, confidence)
+    p = predictions.Predictions(labels, pred, confidence)
     assert p.accuracy == pytest.approx(4 / 6) and p.errors == 2
     cm = p.confusion()
     assert cm.shape == (10, 10) and cm.sum() == 6
@@ -35,34 +35,9 @@ def test_predictions_of_a_model_agree_with_its_logits(real_data):
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3072, 10))
     images, labels = real_data.test_images[:50], real_data.test_labels[:50]
-    p = analysis.predictions(model, images, labels, batch_size=16)
+    p = predictions.predictions(model, images, labels, batch_size=16)
     x = (images.float() / 255 - torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1)) / torch.tensor(
         [0.2470, 0.2435, 0.2616]).view(1, 3, 1, 1)
     probs = model(x).softmax(1)
     assert torch.equal(p.pred, probs.argmax(1))
     assert torch.allclose(p.confidence, probs.max(1).values, atol=1e-5)
-
-
-def test_class_examples_and_counts(real_data):
-    idx = torch.arange(len(real_data.train_labels))
-    picks = analysis.class_examples(real_data.train_labels, idx, 3)
-    assert real_data.train_labels[picks].tolist() == [c for c in range(10) for _ in range(3)]
-    counts = analysis.class_counts({"train": real_data.train_labels})
-    expected = np.bincount(real_data.train_labels.numpy(), minlength=10)
-    assert counts["count"].tolist() == expected.tolist() and counts["fraction"].sum() == pytest.approx(1.0)
-
-
-def test_augmentation_rows_show_every_augmentation_of_the_same_images(real_data):
-    images, labels = real_data.train_images[:6], real_data.train_labels[:6]
-    rows, titles, pipeline = analysis.augmentation_rows(images, labels)
-    assert list(rows)[0] == "original" and torch.equal(rows["original"], images)
-    assert torch.equal(rows["flip"], images.flip(-1))
-    assert all(len(r) == 6 for r in rows.values())
-    assert titles["original"] == [CIFAR10_CLASSES[i] for i in labels.tolist()]
-    assert "cutout(8)" in pipeline and "trivialaugment" in pipeline
-
-
-def test_brightness_is_the_mean_pixel_value(real_data):
-    images, labels = real_data.train_images[:4], real_data.train_labels[:4]
-    table = analysis.brightness(images, labels, chunk=3)
-    assert table["brightness"].tolist() == pytest.approx((images.float().mean((1, 2, 3)) / 255).tolist())

@@ -1,29 +1,26 @@
-"""The width explorer of notebooks/05: what a (depth, widening factor) choice costs, against the 5 M budget,
-and what is known about it.
-
-The logic is plain functions (testable without a kernel):
+"""The width explorer's numbers: what a (depth, widening factor) choice costs against the 5 M budget, and what is
+known about it. Plain functions, testable without a kernel:
 
 * :func:`describe` -> :class:`Choice`: parameters, FLOPs, stage widths and activation memory of
   one WRN, straight from :func:`wrnlib.model_stats`, and its budget classification;
 * :func:`wrnlib.model.param_count` / :func:`wrnlib.model.forward_flops`: the same numbers in closed
   form (instant), used for the curves over many widths;
 * :func:`measured`: the finished runs under ``results/`` at exactly that size (measured accuracy);
-* :func:`view_rows`, :func:`markdown`, :func:`html`; the figure (:mod:`.explorer_figure`, drawn
-  without pyplot): the view, each number marked as exact, estimate or measured.
+* :func:`view_rows`, :func:`markdown`, :func:`html`: the view, each number marked as exact, estimate or measured.
 
-:func:`wrnlib.study.explorer_ui.show` displays the view (what papermill records for the parameter
-values); the sliders and the training button are :class:`wrnlib.study.explorer_ui.Explorer`.
+:mod:`.figure` draws them, :mod:`.widgets` shows them in a notebook.
 """
 from __future__ import annotations
 
 import html as html_lib
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Sequence
+from typing import Sequence
 
 import pandas as pd
 
-from ..model import forward_flops, model_stats, param_count
+from ...model import forward_flops, model_stats, param_count
+from ..formats import markdown_table, pct
 
 BUDGET = 5_000_000
 DEPTHS = tuple(6 * n + 4 for n in range(1, 9))  # 10, 16, ..., 52
@@ -52,7 +49,7 @@ def max_width_within(depth: int, budget: int = BUDGET, step: float = WIDTH_STEP,
 
 def width_curve(depths: Sequence[int], widths: Sequence[float], batch_size: int = 512) -> pd.DataFrame:
     """Tidy (depth, width, params, forward_flops, activation GiB for the batch) over a grid, in closed form."""
-    from ..model import activation_bytes_per_image
+    from ...model import activation_bytes_per_image
 
     rows = [{"depth": d, "width": w, "params": param_count(d, w), "forward_flops": forward_flops(d, w),
              "activation_gib": activation_bytes_per_image(d, w) * batch_size / GIB}
@@ -146,7 +143,7 @@ def _measured_text(runs: pd.DataFrame | None, choice: Choice, shown: int = 3) ->
         return (f"no finished run of {choice.name} in the results folder: its accuracy is unknown "
                 f"(the figure's right panel shows what was measured at other sizes)")
     bench = benchmark_mask(here)
-    parts = [f"{100 * float(r['test_acc']):.2f}% ({r['name']}, {budget_label(r)}"
+    parts = [f"{pct(r['test_acc'])} ({r['name']}, {budget_label(r)}"
              + ("" if bench.iloc[i] else "; sample or subset, not the benchmark") + ")"
              for i, (_, r) in enumerate(here.head(shown).iterrows())]
     more = len(here) - shown
@@ -160,7 +157,7 @@ def view_rows(choice: Choice, runs: pd.DataFrame | None = None) -> list[tuple[st
            if choice.max_width_within else f"no WRN-{choice.depth} fits the budget")
     return [
         ("parameters", f"{choice.params:,} ({choice.params / 1e6:.2f} M)", "exact"),
-        ("budget", f"{choice.budget:,}: {100 * choice.budget_fraction:.1f}% used, {verdict}; {fit}", "exact"),
+        ("budget", f"{choice.budget:,}: {pct(choice.budget_fraction, digits=1)} used, {verdict}; {fit}", "exact"),
         ("forward FLOPs / image",
          f"{choice.forward_flops / 1e9:.3f} GFLOP (training ≈ {choice.train_flops / 1e9:.2f} GFLOP)", "exact"),
         ("stage widths", " / ".join(map(str, choice.stage_widths)) + " channels", "exact"),
@@ -176,8 +173,7 @@ def markdown(choice: Choice, runs: pd.DataFrame | None = None) -> str:
     rows = [(k, v.replace("within the budget", "**within** the budget").replace("over the budget",
                                                                                "**over** the budget"), kind)
             for k, v, kind in view_rows(choice, runs)]
-    return (f"### {choice.name}\n\n| | | |\n|---|---|---|\n"
-            + "\n".join(f"| {k} | {v} | {kind} |" for k, v, kind in rows) + "\n")
+    return f"### {choice.name}\n\n{markdown_table(['', '', ''], rows)}\n"
 
 
 def html(choice: Choice, runs: pd.DataFrame | None = None) -> str:
@@ -187,14 +183,3 @@ def html(choice: Choice, runs: pd.DataFrame | None = None) -> str:
                     f"<td style='text-align:left;color:gray;padding-left:1em'><i>{kind}</i></td></tr>"
                     for k, v, kind in view_rows(choice, runs))
     return f"<h3>{html_lib.escape(choice.name)}</h3><table>{cells}</table>"
-
-
-# --------------------------------------------------------------------------- training a choice
-
-
-def train_config(depth: int, width: float, **overrides: Any):
-    """The TrainConfig the explorer's button trains: the chosen WRN plus the notebook's training parameters."""
-    from ..config import TrainConfig
-
-    overrides.setdefault("name", f"explore-wrn{depth}-{width:g}")
-    return TrainConfig(depth=int(depth), width=float(width), **overrides).validate()

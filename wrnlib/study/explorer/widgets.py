@@ -18,15 +18,19 @@ from __future__ import annotations
 
 import base64
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
 
-from .. import runfolder as runs_io
-from ..data import DataError, load_cifar10
-from . import explorer, explorer_figure, notebook
-from .explorer import BUDGET, DEPTHS, WIDTH_MAX, WIDTH_MIN, WIDTH_STEP, Choice
+from ... import runfolder as runs_io
+from ...config import TrainConfig
+from ...data import DataError, load_cifar10
+from .. import notebook
+from ..formats import pct
+from . import figure, numbers
+from .numbers import BUDGET, DEPTHS, WIDTH_MAX, WIDTH_MIN, WIDTH_STEP, Choice
 
 BATCH_SIZES = (32, 64, 128, 256, 512, 1024, 2048)
 
@@ -35,9 +39,9 @@ def show(depth: int, width: float, batch_size: int = 512, budget: int = BUDGET, 
     """Display the table and the figure for one choice (in a notebook); returns (choice, figure)."""
     from IPython.display import Image, Markdown, display
 
-    choice = explorer.describe(depth, width, batch_size, budget)
-    fig, data = explorer_figure.draw(choice, runs)
-    display(Markdown(explorer.markdown(choice, runs)))
+    choice = numbers.describe(depth, width, batch_size, budget)
+    fig, data = figure.draw(choice, runs)
+    display(Markdown(numbers.markdown(choice, runs)))
     display(Image(data=data, format="png"))
     return choice, fig
 
@@ -62,18 +66,18 @@ def interactive(requested: bool | None = None) -> bool:
 class Explorer:
     """Sliders for depth, width and batch size, a live view, and a button that trains the choice.
 
-    ``train_overrides`` are the TrainConfig fields the button uses besides depth and width
-    (``data_dir``, sizes, epochs, ...); ``max_train_minutes`` refuses, with a message, training
-    estimated to take longer (None: no limit); ``fit`` replaces :func:`wrnlib.fit` (tests).
+    ``train_base`` is the TrainConfig the button trains (data, sizes, epochs, ...; TrainConfig's defaults when
+    None) with the sliders' depth and width and a name of their own; ``max_train_minutes`` refuses, with a
+    message, training estimated to take longer (None: no limit); ``fit`` replaces :func:`wrnlib.fit` (tests).
     """
 
     def __init__(self, depth: int = 28, width: float = 3.5, batch_size: int = 512, budget: int = BUDGET,
-                 runs: pd.DataFrame | None = None, train_overrides: dict[str, Any] | None = None,
+                 runs: pd.DataFrame | None = None, train_base: TrainConfig | None = None,
                  fit: Callable | None = None, max_train_minutes: float | None = 10):
         import ipywidgets as w
 
         self.budget, self.runs = budget, runs
-        self.train_overrides = dict(train_overrides or {})
+        self.train_base = train_base or TrainConfig()
         self.max_train_minutes = max_train_minutes
         self._fit = fit
         self._lock = threading.Lock()
@@ -119,18 +123,20 @@ class Explorer:
                 self._shown = wanted
 
     def _draw(self, depth: int, width: float, batch_size: int) -> None:
-        choice = explorer.describe(depth, width, batch_size, self.budget)
-        _, data = explorer_figure.draw(choice, self.runs)
+        choice = numbers.describe(depth, width, batch_size, self.budget)
+        _, data = figure.draw(choice, self.runs)
         self.choice = choice
-        self.table.value = explorer.html(choice, self.runs)
+        self.table.value = numbers.html(choice, self.runs)
         label = f"{choice.name}, batch {batch_size}: parameters, compute and memory, measured accuracy"
         self.figure.value = (f"<img src='data:image/png;base64,{base64.b64encode(data).decode()}' "
                              f"alt='{label}' title='{label}' style='max-width:100%'>")
 
     # -- training ---------------------------------------------------------------------------
 
-    def config(self):
-        return explorer.train_config(self.depth.value, self.width.value, **self.train_overrides)
+    def config(self) -> TrainConfig:
+        """What the button trains: the chosen WRN, the rest from ``train_base``."""
+        depth, width = int(self.depth.value), float(self.width.value)
+        return replace(self.train_base, name=f"explore-wrn{depth}-{width:g}", depth=depth, width=width).validate()
 
     def _say(self, text: str, color: str = "inherit") -> None:
         import html
@@ -156,8 +162,8 @@ class Explorer:
             self.button.disabled = False
 
     def _train(self, config) -> None:
-        from ..train import fit as default_fit
-        from ..progress import format_epoch
+        from ...progress import format_epoch
+        from ...train import fit as default_fit
 
         data = load_cifar10(config.data_dir)  # before anything is written: no data, no folder
         notebook.check_training_time([config], len(data.train_labels), len(data.test_labels),
@@ -172,8 +178,7 @@ class Explorer:
 
         result = (self._fit or default_fit)(config, data=data, existing="reuse", on_epoch_end=on_epoch_end)
         self.progress.value = self.progress.max
-        self._say(f"done: test accuracy {100 * result.summary['test_acc']:.2f}%; run folder {result.run_dir}",
-                  "darkgreen")
+        self._say(f"done: test accuracy {pct(result.summary['test_acc'])}; run folder {result.run_dir}", "darkgreen")
 
     def _ipython_display_(self) -> None:
         from IPython.display import display

@@ -5,7 +5,7 @@ For a run folder with kept weights (``model_fp16.pt``) :func:`assess` computes, 
 * calibration on the test set: ECE (15 bins) and a reliability table, plain and with flip-TTA,
   then again after temperature scaling fitted on the run's *own* validation split (rebuilt from
   its config: the same ``val_size`` and seed as training held out);
-* accuracy under CIFAR-10-C style corruptions (:mod:`wrnlib.study.corruptions`, generated here,
+* accuracy under CIFAR-10-C style corruptions (:mod:`.corruptions`, generated here,
   not the published files), per kind and severity, on a fixed stratified test subset.
 
 The results go to ``<out_dir>/<run name>/`` (``trust.json``, ``reliability.csv``,
@@ -24,13 +24,13 @@ from typing import Any, Sequence
 import pandas as pd
 import torch
 
-from .. import runfolder as runs
-from ..files import write_json
-from ..provenance import environment
-from ..config import RESUME_MUTABLE, TrainConfig
-from ..data import CIFAR10, test_subset, train_val_split
-from ..device import choose_precision, resolve_device
-from ..engine import predict_logits
+from ... import runfolder as runs
+from ...config import RESUME_MUTABLE, TrainConfig
+from ...data import CIFAR10, test_subset, train_val_split
+from ...device import choose_precision, resolve_device
+from ...engine import predict_logits
+from ...files import write_json
+from ...provenance import environment
 from . import calibration, corruptions
 
 TRUST_JSON, RELIABILITY_CSV, CORRUPTIONS_CSV = "trust.json", "reliability.csv", "corruptions.csv"

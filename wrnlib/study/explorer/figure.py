@@ -21,8 +21,8 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .explorer import GIB, WIDTH_MIN, WIDTH_STEP, Choice, benchmark_mask, budget_label, run_points, width_curve
-from .results import WIDTH_SWEEP
+from ..collect import WIDTH_SWEEP
+from .numbers import GIB, WIDTH_MIN, WIDTH_STEP, Choice, benchmark_mask, budget_label, run_points, width_curve
 
 DRAW_LOCK = threading.RLock()
 

@@ -16,9 +16,9 @@ matplotlib.use("Agg")
 import IPython  # noqa: E402
 import pytest  # noqa: E402
 
-from wrnlib import model_stats
+from wrnlib import TrainConfig, model_stats
 from wrnlib import runfolder  # noqa: E402
-from wrnlib.study import explorer_figure, explorer_ui  # noqa: E402
+from wrnlib.study.explorer import figure, widgets  # noqa: E402
 
 TINY = dict(epochs=2, data_dir="sample", device="cpu", val_size=200, train_limit=200, test_limit=100, batch_size=50,
             progress=False)
@@ -31,8 +31,8 @@ def _png(ui) -> bytes:
 
 
 def _ui(tmp_path, **overrides):
-    return explorer_ui.Explorer(10, 1.0, 64, train_overrides={**TINY, "out_dir": str(tmp_path / "explore"),
-                                                               **overrides})
+    base = TrainConfig(**(TINY | {"out_dir": str(tmp_path / "explore")} | overrides))
+    return widgets.Explorer(10, 1.0, 64, train_base=base)
 
 
 # --------------------------------------------------------------------------- whether to build the widgets
@@ -44,14 +44,14 @@ def _kernel_shell(allow_stdin):
 
 
 def test_sliders_only_when_a_front_end_can_show_them(monkeypatch):
-    assert explorer_ui.interactive(True) is True and explorer_ui.interactive(False) is False
+    assert widgets.interactive(True) is True and widgets.interactive(False) is False
     monkeypatch.setattr(IPython, "get_ipython", lambda: None)  # plain python
-    assert explorer_ui.interactive(None) is False
+    assert widgets.interactive(None) is False
     monkeypatch.setattr(IPython, "get_ipython", lambda: _kernel_shell(True))  # JupyterLab's execute_request
-    assert explorer_ui.interactive(None) is True
+    assert widgets.interactive(None) is True
     monkeypatch.setattr(IPython, "get_ipython", lambda: _kernel_shell(False))  # nbclient (papermill, nbconvert)
-    assert explorer_ui.interactive(None) is False
-    assert explorer_ui.interactive(True) is True  # an explicit choice wins
+    assert widgets.interactive(None) is False
+    assert widgets.interactive(True) is True  # an explicit choice wins
 
 
 # --------------------------------------------------------------------------- the view
@@ -75,8 +75,8 @@ def test_each_slider_updates_the_table_and_the_figure(tmp_path):
 def test_last_slider_value_wins_when_callbacks_overlap(monkeypatch):
     """JupyterLab sends widget messages over a kernel subshell: two callbacks can run on two threads at once.
     Whatever order their drawing finishes in, the view must end on the slider's last value."""
-    ui = explorer_ui.Explorer(28, 3.5, 512)
-    real_figure, slow_started = explorer_figure.figure, threading.Event()
+    ui = widgets.Explorer(28, 3.5, 512)
+    real_figure, slow_started = figure.figure, threading.Event()
 
     def slow_figure(choice, *args, **kwargs):
         if choice.batch_size == 256:  # the first move draws slowly ...
@@ -84,7 +84,7 @@ def test_last_slider_value_wins_when_callbacks_overlap(monkeypatch):
             time.sleep(1.0)
         return real_figure(choice, *args, **kwargs)
 
-    monkeypatch.setattr(explorer_figure, "figure", slow_figure)
+    monkeypatch.setattr(figure, "figure", slow_figure)
     first = threading.Thread(target=lambda: setattr(ui.batch, "value", 256))
     first.start()
     assert slow_started.wait(20)
@@ -124,9 +124,8 @@ def test_train_button_without_data_shows_one_message_and_leaves_nothing(tmp_path
 
 
 def test_train_button_refuses_a_run_far_over_its_time_limit(tmp_path):
-    ui = explorer_ui.Explorer(28, 3.5, 512, train_overrides={**TINY, "epochs": 300, "train_limit": 0,
-                                                              "out_dir": str(tmp_path / "explore")},
-                              max_train_minutes=5)
+    base = TrainConfig(**(TINY | {"epochs": 300, "train_limit": 0, "out_dir": str(tmp_path / "explore")}))
+    ui = widgets.Explorer(28, 3.5, 512, train_base=base, max_train_minutes=5)
     ui._on_train(None)
     assert "Not started" in ui.status.value and "max_train_minutes = 5" in ui.status.value
     assert not (tmp_path / "explore").exists()
