@@ -257,7 +257,7 @@ def ablation_final(final: pd.DataFrame) -> plt.Figure:
     sns.pointplot(data=final, x="schedule", y="test_acc", order=order, errorbar="sd", capsize=0.2,
                   linestyles="none", color="black", ax=ax, label="mean ± std")
     sns.stripplot(data=final, x="schedule", y="test_acc", order=order, hue="seed", palette="deep", size=7,
-                  jitter=0.1, ax=ax)
+                  jitter=False, dodge=True, ax=ax)  # each seed at its own offset: the same figure every time
     ax.set_title("final test accuracy per schedule (dots: seeds)")
     _percent_axis(ax)
     ax.legend(fontsize=8, title="seed", title_fontsize=8)

@@ -28,6 +28,14 @@ PROFILES_DIR = STUDY_DIR / "profiles"
 DATA_ENV = "CIFAR10_DIR"
 
 
+def in_repo(path: Path) -> str:
+    """A path as a reader of the repository knows it: relative to its root when it lies inside, else as it is
+    (what an executed notebook or the study's index names, so that it names no machine's folders)."""
+    try:
+        return str(Path(path).resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
 class StudyError(ValueError):
     """A study cannot start: unknown profile, unknown notebook prefix, bad parameters."""
 

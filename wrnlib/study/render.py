@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import html
 import os
-import time
 import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from .profiles import REPO_ROOT, StudyError, load_profile
+from .profiles import REPO_ROOT, StudyError, in_repo, load_profile
 
 INDEX = "index.html"
 _SKIP = (".running.ipynb", ".failed.ipynb")  # an execution in progress, or a failed one kept for reading
@@ -66,9 +65,8 @@ def render_html(folder: str | Path, profile: str = "", results_root: str | Path 
         if not page.exists() or page.stat().st_mtime < path.stat().st_mtime:
             body, _ = exporter.from_filename(str(path), resources={"metadata": {"name": name}})
             page.write_text(body, encoding="utf-8")
-        executed = time.strftime("%Y-%m-%d %H:%M", time.localtime(path.stat().st_mtime))
         rows.append(f"<tr><td><a href='{html.escape(page.name)}'>{html.escape(name)}</a></td>"
-                    f"<td><a href='{html.escape(path.name)}'>{html.escape(path.name)}</a></td><td>{executed}</td></tr>")
+                    f"<td><a href='{html.escape(path.name)}'>{html.escape(path.name)}</a></td></tr>")
     spec = _profile(profile)
     root = Path(results_root) if results_root is not None else _recorded_root(notebooks, spec)
     heading = f"wrnlib study{': ' + html.escape(profile) if profile else ''}"
@@ -77,9 +75,9 @@ def render_html(folder: str | Path, profile: str = "", results_root: str | Path 
         body.append(f"<p class='notice'>{html.escape(QUICK_NOTICE)}</p>")
     if spec.get("description"):
         body.append(f"<p>{html.escape(spec['description'])}</p>")
-    body += _findings(root) if root is not None else []
+    body += _findings(root, folder) if root is not None else []
     body += ["<h2>Notebooks</h2>", f"<p>The executed notebooks of {html.escape(str(folder))}.</p>",
-             "<table><tr><th>notebook</th><th>executed copy</th><th>executed</th></tr>" + "".join(rows) + "</table>"]
+             "<table><tr><th>notebook</th><th>executed copy</th></tr>" + "".join(rows) + "</table>"]
     body += _figures(root, folder) if root is not None else []
     index = folder / INDEX
     index.write_text(
@@ -112,14 +110,17 @@ def _recorded_root(notebooks: list[Path], spec: dict[str, Any]) -> Path | None:
     return None if root is None else REPO_ROOT / root  # an absolute root stays as it is
 
 
-def _findings(root: Path) -> list[str]:
+def _findings(root: Path, folder: Path) -> list[str]:
     """The headline numbers under ``root``: its finished runs and the schedule ablation (if any)."""
     from . import tables
     from .collect import collect
 
     found = collect(root)
-    out = ["<h2>Findings</h2>", f"<p>Read from {html.escape(_shown(root))}"
-           + ("" if root.is_dir() else " (which does not exist yet)") + ".</p>", "<h3>Training runs</h3>"]
+    summary = root / "summary.md"
+    out = ["<h2>Findings</h2>", f"<p>Read from {html.escape(in_repo(root))}"
+           + ("" if root.is_dir() else " (which does not exist yet)") + "."
+           + (f" All its tables: <a href='{html.escape(_link(summary, folder))}'>{html.escape(in_repo(summary))}</a>."
+              if summary.exists() else "") + "</p>", "<h3>Training runs</h3>"]
     header, rows = tables.finished_run_rows(found)
     out.append(_table(header, rows) if rows else "<p>No finished runs yet.</p>")
     schedules = tables.schedule_table(found.ablation_final)
@@ -134,20 +135,25 @@ def _figures(root: Path, folder: Path) -> list[str]:
     figures = sorted(p for p in (root / "figures").glob("*") if p.suffix.lower() in FIGURE_SUFFIXES)
     if not figures:
         return []
-    out = ["<h2>Figures</h2>", f"<p>From {html.escape(_shown(root / 'figures'))}.</p>"]
+    out = ["<h2>Figures</h2>", f"<p>From {html.escape(in_repo(root / 'figures'))}.</p>"]
     for path in figures:
-        src = urllib.parse.quote(Path(os.path.relpath(path.resolve(), folder.resolve())).as_posix())
-        out.append(f"<figure><img src='{html.escape(src)}' alt='{html.escape(path.name)}'>"
-                   f"<figcaption>{html.escape(path.name)}</figcaption></figure>")
+        caption = caption_of(path)
+        out.append(f"<figure><img src='{html.escape(_link(path, folder))}' alt='{html.escape(caption)}'>"
+                   f"<figcaption>{html.escape(caption)}</figcaption></figure>")
     return out
 
 
-def _shown(path: Path) -> str:
-    """A path as the reader knows it: relative to the repository root when it lies inside it."""
-    try:
-        return str(path.resolve().relative_to(REPO_ROOT))
-    except ValueError:
-        return str(path)
+def caption_of(figure: Path) -> str:
+    """A figure's caption from its file name: "04_studies_side_by_side.png" -> "notebook 04: studies side by side"."""
+    number, _, rest = figure.stem.partition("_")
+    words = (rest if number.isdigit() else figure.stem).replace("_", " ")
+    return f"notebook {number}: {words}" if number.isdigit() else words
+
+
+def _link(path: Path, folder: Path) -> str:
+    """``path`` relative to the index's folder: the page works wherever the repository (or a copy of the results
+    and executed folders together) lies."""
+    return urllib.parse.quote(Path(os.path.relpath(path.resolve(), folder.resolve())).as_posix())
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:

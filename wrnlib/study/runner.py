@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .profiles import (NOTEBOOKS_DIR, PROFILES_DIR, REPO_ROOT, StudyError, declared_parameters, find_notebooks,
-                       load_profile, notebook_parameters)
+                       in_repo, load_profile, notebook_parameters)
 
 KERNEL_NAME = "python3"  # jupyter_client starts it with sys.executable: the venv's python, activated or not
 KERNEL_ARGS = ["--IPKernelApp.log_level=ERROR"]  # keep the kernel's start-up chatter out of the study log
@@ -178,9 +178,32 @@ def execute_notebook(path: Path, output: Path, params: dict[str, Any], **options
         _keep_failed(running, failed)
         return (f"FAILED: notebook {path.name} did not finish: {type(exc).__name__}: {exc}\n"
                 f"  executed copy (if any): {failed}")
+    _without_the_clock(running)
     os.replace(running, output)
     failed.unlink(missing_ok=True)
     return None
+
+
+def _without_the_clock(path: Path) -> None:
+    """Take out of an executed notebook what changes from one execution to the next though the numbers do not:
+    the times of each cell, the id papermill draws for its parameters cell, the machine's paths. A re-run that
+    computes the same numbers then leaves the committed copy as it was."""
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)
+        for key in ("start_time", "end_time", "duration"):
+            cell.metadata.get("papermill", {}).pop(key, None)
+        if "injected-parameters" in cell.metadata.get("tags", []):
+            cell.id = "injected-parameters"
+    run = nb.metadata.get("papermill", {})
+    for key in ("start_time", "end_time", "duration"):
+        run.pop(key, None)
+    for key in ("input_path", "output_path"):
+        if run.get(key):
+            run[key] = in_repo(run[key])
+    nbformat.write(nb, str(path))
 
 
 def _keep_failed(running: Path, failed: Path) -> None:
