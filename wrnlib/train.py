@@ -208,6 +208,10 @@ def fit_budget(c: TrainConfig, s: Splits, dist, bf16: bool, steps: int) -> tuple
     median = torch.tensor([timed[len(timed) // 2]], dtype=torch.float64, device=device)
     step_s = float(dist.sum(median)) / dist.world  # every process chooses the same epochs
     epochs = max(1, int(c.budget_minutes * 60 / (step_s * steps)))
+    if epochs < c.warmup_epochs:
+        raise ValueError(f"{setting('budget_minutes', c.budget_minutes)} holds {epochs} epoch(s) of "
+                         f"WRN-{c.depth}-{c.width:g} here, fewer than its {c.warmup_epochs:g} warm-up epochs; raise "
+                         f"the budget or lower {setting('warmup_epochs')}")
     return dataclasses.replace(c, epochs=epochs), {"budget": {
         "minutes": c.budget_minutes, "seconds_per_step": step_s, "steps_timed": len(timed), "epochs": epochs}}
 

@@ -116,6 +116,7 @@ def test_every_parameter_of_02_named_like_a_trainconfig_field_reaches_its_config
             return self
 
     monkeypatch.setattr(notebook, "TrainConfig", Recorder)
+    monkeypatch.setattr(notebook, "fit_to_sample", lambda config: (config, ""))  # (not the sample here)
     source = notebook.DataChoice("the chosen folder", 1, 2, 3, 50_000, 10_000)
     notebook.train_config(marked, source)
     assert {k: received[k] for k in named - set(DATA_FIELDS)} == {k: marked[k] for k in named - set(DATA_FIELDS)}
@@ -140,3 +141,24 @@ def test_a_parameter_that_is_no_field_is_left_out_but_refused_in_extra_config():
         notebook.train_config({"extra_config": {"n_wrong": 24}})
     with pytest.raises(ValueError, match="field 'depth' must be an integer"):  # checked like a config file
         notebook.train_config({"depth": "16"})
+
+
+def test_a_notebook_run_without_a_name_is_named_after_its_settings():
+    """02's run_name = None: other settings train another run (no "exists with other settings"), the same ones read
+    it back; what only changes how a run runs (progress, where the data is) keeps the name."""
+    base = {"depth": 16, "width": 2.0, "epochs": 4, "out_dir": "runs", "run_name": None}
+    name = notebook.train_config(base).name
+    assert name.startswith("wrn16-2-") and len(name) == len("wrn16-2-") + 8
+    assert notebook.train_config(base).name == name
+    assert notebook.train_config(base | {"data_dir": "/elsewhere", "eval_batch_size": 100}).name == name
+    for changed in ({"depth": 22}, {"lr": 0.2}, {"epochs": 5}, {"seed": 1}):
+        other = notebook.train_config(base | changed).name
+        assert other != name and other.startswith(f"wrn{(base | changed)['depth']}-2-")
+    assert notebook.train_config(base | {"run_name": "mine"}).name == "mine"
+
+
+def test_on_the_sample_the_notebook_shows_what_fit_will_fit(capsys):
+    source = notebook.choose_data("sample", 5000, 0, 0)
+    config = notebook.train_config({"depth": 10, "width": 1.0, "batch_size": 512, "lr": 0.4, "run_name": "s"}, source)
+    assert (config.val_size, config.batch_size, config.lr) == (200, 64, 0.05)
+    assert "batch_size 512 -> 64, lr 0.4 -> 0.05" in capsys.readouterr().out

@@ -33,6 +33,7 @@ QUICK = profiles.load_profile("quick")
 RUN_NAME = QUICK["notebooks"]["02"]["run_name"]
 ABLATION = QUICK["notebooks"]["03"]["ablation_name"]
 SWEPT_WIDTHS = QUICK["notebooks"]["05"]["sweep_widths"]
+TIMED = [(d, k) for d in QUICK["notebooks"]["05"]["time_sweep_depths"] for k in QUICK["notebooks"]["05"]["time_sweep_widths"]]
 
 
 def test_the_six_notebooks_exist_in_order():
@@ -182,7 +183,7 @@ def test_figures_and_summary(quick):
                 "01_augmentations", f"02_{RUN_NAME}_curves", f"02_{RUN_NAME}_confusion", f"02_{RUN_NAME}_per_class",
                 f"02_{RUN_NAME}_confident_errors", f"03_{ABLATION}_lr_curves", f"03_{ABLATION}_val_acc",
                 f"03_{ABLATION}_final", "04_training_curves", "04_accuracy_vs_params", f"04_schedules_{ABLATION}",
-                "04_throughput", "05_width_explorer", "06_reliability", "06_corruptions"]
+                "04_throughput", "05_width_explorer", "05_width_study", "06_reliability", "06_corruptions"]
     for name in expected:
         path = figures / f"{name}.png"
         assert path.exists(), name
@@ -197,7 +198,7 @@ def test_figures_and_summary(quick):
 def test_explorer_notebook_shows_the_parameter_choice(quick):
     text = _text(quick["executed"] / "05_width_explorer.ipynb")
     assert "WRN-28-3.5" in text and "4,480,474" in text and "**within** the budget" in text
-    assert f"{1 + 4 + len(SWEPT_WIDTHS)} finished run(s)" in text  # the quick study's own runs, read back
+    assert f"{1 + 4 + len(SWEPT_WIDTHS) + len(TIMED)} finished run(s)" in text  # the quick study's runs, read back
 
 
 def test_trust_notebook_assesses_the_kept_model(quick):
@@ -225,12 +226,26 @@ def test_explorer_notebook_trains_the_width_sweep(quick):
     assert list(tables.width_table(found.runs)["model"]) == [f"WRN-{depth}-{k:g}" for k in SWEPT_WIDTHS]
 
 
+def test_explorer_notebook_trains_the_time_sweep_and_draws_both_sweeps(quick):
+    """05 with time_sweep_depths gives every WRN-d-k the same training time: each run's epochs were chosen from its
+    own step timed here (config.json and env.json say so), and the figure and its reading follow."""
+    runs, minutes = quick["results"] / collect.TIME_SWEEP / "runs", QUICK["notebooks"]["05"]["time_sweep_minutes"]
+    assert sorted(p.name for p in runs.iterdir()) == sorted(f"wrn{d}-{k:g}-seed0" for d, k in TIMED)
+    for d, k in TIMED:
+        config = json.loads((runs / f"wrn{d}-{k:g}-seed0" / "config.json").read_text())
+        budget = json.loads((runs / f"wrn{d}-{k:g}-seed0" / "env.json").read_text())["budget"]
+        assert config["budget_minutes"] == budget["minutes"] == minutes and config["epochs"] == budget["epochs"] >= 1
+    text = _text(quick["executed"] / "05_width_explorer.ipynb")
+    assert f"{minutes:g} min of training each" in text and "At equal training time: **WRN-" in text
+    assert (quick["results"] / "figures" / "05_width_study.png").exists()
+
+
 def test_results_collects_the_study(quick):
     found = collect.collect(quick["results"])
     assert found.problems == []
     assert len(found.main_runs) == 1 and found.main_runs.iloc[0]["status"] == "finished"
     ablation_runs = len(QUICK["notebooks"]["03"]["schedules"]) * len(QUICK["notebooks"]["03"]["seeds"])
-    assert len(found.finished_runs) == 1 + ablation_runs + len(SWEPT_WIDTHS)
+    assert len(found.finished_runs) == 1 + ablation_runs + len(SWEPT_WIDTHS) + len(TIMED)
     assert set(found.metrics["name"]) == set(found.runs["name"])
     assert found.benchmarks.empty
 
@@ -349,6 +364,10 @@ def test_each_notebook_runs_under_plain_papermill_with_its_defaults(name, tmp_pa
     assert not [o for o in outputs if o.output_type == "error"]
     if name.startswith(("01", "02", "03")):
         assert "not the benchmark" in text  # the sample, and the reader is told so
+    if name.startswith("02"):  # while it trains: a line per epoch and one figure of the curves, redrawn in place
+        training = next(c for c in nbformat.read(str(out), as_version=4).cells if "live_curves" in c.source)
+        assert [o.output_type for o in training.outputs if "image/png" in o.get("data", {})] == ["display_data"]
+        assert sum(o.get("text", "").count("epoch ") for o in training.outputs) == 30
     if name.startswith("06"):
         assert "run(s) with kept weights" in text and "corruptions: 9 kinds x 5 severities" in text
     if name.startswith("05"):

@@ -95,11 +95,17 @@ def test_the_index_shows_the_finished_runs_the_ablation_and_the_figures(results_
     assert f"<tr><td>tiny</td><td>WRN-10-1</td><td>2/2</td><td>{acc}</td><td>{tta}</td>" in page
     assert "<td>lr</td><td>cosine</td><td>2</td><td>55.00% ± 7.07</td>" in page
     assert "<td>lr</td><td>step</td><td>1</td><td>40.00% (one seed)</td>" in page
-    assert ("<img src='../figures/04_accuracy_vs_params.png' alt='04_accuracy_vs_params.png'>"
-            "<figcaption>04_accuracy_vs_params.png</figcaption>") in page
+    assert ("<img src='../figures/04_accuracy_vs_params.png' alt='notebook 04: accuracy vs params'>"
+            "<figcaption>notebook 04: accuracy vs params</figcaption>") in page  # a caption, not a file name
     for src in re.findall(r"<img src='([^']+)'", page):  # each one opens from the index's folder
         assert (folder / urllib.parse.unquote(src)).resolve().parent == results_root / "figures"
-    assert "<img src='../figures/a%26b%20%3Cc%3E.png'" in page and "<figcaption>a&amp;b &lt;c&gt;.png" in page
+    assert "<img src='../figures/a%26b%20%3Cc%3E.png'" in page and "<figcaption>a&amp;b &lt;c&gt;</figcaption>" in page
+    assert "<th>executed</th>" not in page  # a clone's file times say nothing of when a notebook ran
+    assert "All its tables" not in page  # no summary.md in this results root: no link to one
+    (results_root / "summary.md").write_text("# summary\n")
+    page = _index(folder, "full", results_root)
+    assert "All its tables: <a href='../summary.md'>" in page
+    (results_root / "summary.md").unlink()
     assert "notes.txt" not in page and "<c>" not in page
     assert html.escape(profiles.load_profile("full")["description"]) in page
     assert page.index("Findings") < page.index("<h2>Notebooks</h2>") < page.index("<h2>Figures</h2>")

@@ -181,3 +181,39 @@ def test_cell_output_is_streamed_while_the_study_runs(tmp_path):
                          progress_bar=False, log_output=True, stream=log)
     assert rc == 0
     assert all(f"epoch {i} of 3" in log.getvalue() for i in (1, 2, 3))
+
+
+def test_executing_a_notebook_again_writes_the_same_bytes(tmp_path):
+    """A study read back on a clone must leave git status clean: an executed notebook keeps no times of its cells,
+    no id papermill draws for the parameters cell and no folder of the machine that ran it."""
+    source = tmp_path / "01_same.ipynb"
+    _notebook(source, ("parameters", "value = 1"), ("code", "import time\ntime.sleep(0.01)\nprint(value * 2)"))
+    out = tmp_path / "out" / "01_same.ipynb"
+    out.parent.mkdir()
+    first = []
+    for _ in range(2):
+        assert study.execute_notebook(source, out, {"value": 21}, kernel_name=study.KERNEL_NAME,
+                                      progress_bar=False) is None
+        first.append(out.read_bytes())
+    assert first[0] == first[1]
+    nb = nbformat.read(str(out), as_version=4)
+    assert "42" in nb.cells[-1].outputs[0]["text"]  # it did run
+    injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert [c.id for c in injected] == ["injected-parameters"]
+    for cell in nb.cells:
+        assert "execution" not in cell.metadata
+        assert not {"start_time", "end_time", "duration"} & set(cell.metadata.get("papermill", {}))
+    run = nb.metadata["papermill"]
+    assert not {"start_time", "end_time", "duration"} & set(run)
+    assert run["input_path"] == str(source) and run["output_path"] == str(out)  # outside the repository: as is
+
+
+def test_the_ablation_figure_is_the_same_picture_every_time(tmp_path):
+    import pandas as pd
+
+    from wrnlib.study import plots
+
+    final = pd.DataFrame({"schedule": ["cosine", "cosine", "step", "step"], "seed": [0, 1, 0, 1],
+                          "test_acc": [0.88, 0.87, 0.85, 0.86]})
+    pictures = [plots.save(plots.ablation_final(final), tmp_path, f"f{i}").read_bytes() for i in range(2)]
+    assert pictures[0] == pictures[1]

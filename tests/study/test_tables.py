@@ -92,14 +92,51 @@ def test_write_ablation_writes_three_tables_that_read_back_as_written(tmp_path):
 def test_the_width_table_rounds_each_column_to_its_own_digits():
     assert list(tables.width_table(pd.DataFrame()).columns) == [
         "model", "params (M)", "seed", "epochs", "batch", "schedule", "device", "final val acc", "test acc",
-        "train min"]
-    runs = pd.DataFrame([{"group": collect.WIDTH_SWEEP, "status": "finished", "depth": 16, "width": 1.5, "seed": 0,
+        "train min", "PFLOP"]
+    runs = pd.DataFrame([{"group": group, "status": "finished", "depth": 16, "width": 1.5, "seed": 0,
                           "epochs": 18, "batch_size": 128, "schedule": "cosine", "device": "cpu",
                           "params": 1_000_501, "final_val_acc": 0.123456, "test_acc": 0.654321,
-                          "train_time_s": 1234.0}])
-    row = tables.width_table(runs).iloc[0]
-    assert (row["model"], row["params (M)"], row["final val acc"], row["test acc"], row["train min"]) == (
-        "WRN-16-1.5", 1.001, 12.35, 65.43, 20.6)
+                          "train_time_s": 1234.0, "train_pflop": 0.12345}
+                         for group in (collect.WIDTH_SWEEP, collect.TIME_SWEEP)])
+    for group in (collect.WIDTH_SWEEP, collect.TIME_SWEEP):  # each sweep's table holds its own runs
+        table = tables.width_table(runs, group)
+        assert len(table) == 1
+        row = table.iloc[0]
+        assert (row["model"], row["params (M)"], row["final val acc"], row["test acc"], row["train min"],
+                row["PFLOP"]) == ("WRN-16-1.5", 1.001, 12.35, 65.43, 20.6, 0.123)
+
+
+def _sweep(*runs) -> pd.DataFrame:
+    return pd.DataFrame([{"group": collect.TIME_SWEEP, "status": "finished", "depth": d, "width": k, "seed": seed,
+                          "final_val_acc": val, "test_acc": test} for d, k, seed, val, test in runs])
+
+
+def test_the_sweeps_winner_is_read_on_validation_with_its_gap_against_the_seed_spread():
+    resolved = _sweep((16, 2, 0, 0.90, 0.89), (16, 2, 1, 0.91, 0.90), (16, 4, 0, 0.88, 0.95), (16, 4, 1, 0.89, 0.95))
+    assert tables.sweep_winner(resolved) == (
+        "**WRN-16-2** has the best mean final validation accuracy, 90.50 % over 2 seed(s) (89.50 % on the test set); "
+        "the next, WRN-16-4, is 2.00 points behind, more than the seed spread (their ranges over seeds do not "
+        "overlap).")  # the test set's favourite is not the winner: settings are read on validation
+    overlapping = _sweep((10, 1, 0, 0.80, 0.8), (10, 1, 1, 0.84, 0.8), (10, 2, 0, 0.81, 0.8), (10, 2, 1, 0.82, 0.8))
+    assert tables.sweep_winner(overlapping).endswith(
+        "the next, WRN-10-2, is 0.50 points behind, within the seed spread (their ranges over seeds overlap): not a "
+        "difference these seeds resolve.")
+    assert tables.sweep_winner(_sweep((10, 1, 0, 0.8, 0.8))).endswith("over 1 seed(s) (80.00 % on the test set).")
+    assert tables.sweep_winner(resolved, collect.WIDTH_SWEEP) == "No finished runs in this sweep yet."
+
+
+def test_the_width_study_draws_equal_epochs_and_equal_time_side_by_side():
+    from wrnlib.study import plots
+
+    runs = _sweep((16, 2, 0, 0.90, 0.89), (16, 4, 0, 0.88, 0.95), (10, 2, 0, 0.85, 0.86)).assign(
+        params=[0.69e6, 2.7e6, 0.3e6], epochs=[30, 8, 40], budget_minutes=[15.0] * 3)
+    equal_epochs = runs.assign(group=collect.WIDTH_SWEEP, epochs=4, budget_minutes=0.0)
+    fig = plots.width_study(pd.concat([equal_epochs, runs]))
+    left, right = fig.axes[:2]
+    assert left.get_title() == "equal epochs (4 epochs)" and right.get_title() == "equal training time (15 min of training)"
+    assert {len(line.get_xdata()) for line in right.get_lines() if len(line.get_xdata())} >= {1, 2}  # a line per depth
+    empty = plots.width_study(runs)
+    assert empty.axes[0].get_title() == "equal epochs: no finished runs"
 
 
 def test_the_validation_table_skips_a_folder_that_holds_no_run_and_rounds_to_hundredths(tmp_path):

@@ -6,7 +6,8 @@ Layout read (any part may be missing, empty or half-written; nothing here raises
   metrics.csv, summary.json);
 * ``<root>/ablations/<ablation>/``: ``epochs.csv`` (one row per run and epoch), ``final.csv``
   (one row per run) and the ablation's own run folders under ``runs/``;
-* ``<root>/width_sweep/runs/``: the width sweep of notebook 05;
+* ``<root>/width_sweep/runs/``, ``<root>/time_sweep/runs/``: notebook 05's sweeps of depth and width at equal
+  epochs and at equal training time;
 * ``<root>/benchmarks/<name>/bench.json``: written by ``python -m wrnlib bench --out``.
 
 Folders that cannot be read are skipped and described in :attr:`Results.problems`.
@@ -24,8 +25,9 @@ from .. import runfolder as runs_io
 
 RUN_COLUMNS = (
     "name", "group", "status", "depth", "width", "epochs", "epochs_done", "schedule", "batch_size", "lr",
-    "seed", "optimizer", "policy", "cutout", "mix", "label_smoothing", "ema_decay", "params", "forward_flops",
-    "test_acc", "test_acc_tta", "best_val_acc", "final_val_acc", "last_test_acc", "train_time_s",
+    "seed", "optimizer", "policy", "cutout", "mix", "label_smoothing", "ema_decay", "budget_minutes", "params",
+    "forward_flops", "train_pflop", "test_acc", "test_acc_tta", "best_val_acc", "final_val_acc", "last_test_acc",
+    "train_time_s",
     "mean_images_per_s", "test_images", "device", "device_type", "torch", "git_commit", "data_source", "run_dir",
 )
 METRIC_COLUMNS = ("name", "group") + runs_io.METRIC_COLUMNS
@@ -36,13 +38,14 @@ BENCH_COLUMNS = ("name", "mode", "device", "depth", "width", "batch_size", "para
                  "train_images_per_s", "epoch_time_s", "train_tflops", "fraction_of_peak",
                  "inference_images_per_s", "compile_time_s", "step_ms", "peak_memory_gib", "torch", "git_commit")
 TRUST = "trust"  # <results>/trust/<run>/: notebook 06's calibration and corruption assessments
-WIDTH_SWEEP = "width_sweep"  # <results>/width_sweep/runs/: the width sweep of notebook 05 (its own group)
+WIDTH_SWEEP = "width_sweep"  # <results>/width_sweep/runs/: notebook 05's sweep at equal epochs (its own group)
+TIME_SWEEP = "time_sweep"  # <results>/time_sweep/runs/: notebook 05's sweep at equal training time
 
 EPOCHS_CSV, FINAL_CSV, BY_SCHEDULE_CSV = "epochs.csv", "final.csv", "by_schedule.csv"
 _CONFIG_KEYS = ("depth", "width", "epochs", "schedule", "batch_size", "lr", "seed", "optimizer", "policy", "cutout",
-                "mix", "label_smoothing", "ema_decay")
-_SUMMARY_KEYS = ("params", "forward_flops", "test_acc", "test_acc_tta", "best_val_acc", "final_val_acc",
-                 "train_time_s", "mean_images_per_s", "test_images")
+                "mix", "label_smoothing", "ema_decay", "budget_minutes")
+_SUMMARY_KEYS = ("params", "forward_flops", "train_pflop", "test_acc", "test_acc_tta", "best_val_acc",
+                 "final_val_acc", "train_time_s", "mean_images_per_s", "test_images")
 
 
 def empty_frame(columns: Iterable[str]) -> pd.DataFrame:
@@ -108,7 +111,7 @@ def collect(root: str | Path = "results") -> Results:
     run_dirs = [("runs", d) for d in subfolders(root / "runs")]
     for ablation in subfolders(root / "ablations"):
         run_dirs += [(f"ablation:{ablation.name}", d) for d in subfolders(ablation / "runs")]
-    run_dirs += [(WIDTH_SWEEP, d) for d in subfolders(root / WIDTH_SWEEP / "runs")]
+    run_dirs += [(sweep, d) for sweep in (WIDTH_SWEEP, TIME_SWEEP) for d in subfolders(root / sweep / "runs")]
     run_rows, metric_rows = [], []
     for group, run_dir in run_dirs:
         row, metrics = read_run(run_dir, group, problems)

@@ -11,13 +11,15 @@
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from .. import runfolder as runs
-from ..config import TrainConfig
+from ..config import RESUME_MUTABLE, TrainConfig, fit_to_sample
 from ..data import ENV_VAR, SAMPLE, default_cache_dir, has_cifar10, sample_size, sample_split
 from ..device import resolve_device
 from ..progress import format_epoch, rough_epoch_seconds  # also behind fit's "roughly N per epoch" line
@@ -44,6 +46,29 @@ def epoch_printer(prefix: str = "") -> Callable[[dict[str, Any]], None]:
     """An ``on_epoch_end`` callback printing fit's one line per epoch (notebooks run fit without its bar)."""
     def show(row: dict[str, Any]) -> None:
         print(prefix + format_epoch(row), flush=True)
+    return show
+
+
+def live_curves(done: list[dict[str, Any]] | None = None) -> Callable[[dict[str, Any]], None]:
+    """An ``on_epoch_end`` callback for a notebook watching a run: fit's line per epoch, and the training curves
+    redrawn in place after each epoch (one figure, replaced). ``done``: the epochs a resumed run already has."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    from IPython.display import Image, display
+
+    rows, handle = list(done or []), None
+
+    def show(row: dict[str, Any]) -> None:
+        nonlocal handle
+        print(format_epoch(row), flush=True)
+        rows.append(row)
+        fig = plots.training_curves(pd.DataFrame(rows))
+        image = Image(data=plots.png(fig), format="png")
+        plt.close(fig)
+        if handle is None:
+            handle = display(image, display_id=True)
+        else:
+            handle.update(image)
     return show
 
 
@@ -109,20 +134,34 @@ _FIELDS = {f.name for f in fields(TrainConfig)}
 def train_config(parameters: Mapping[str, Any], source: DataChoice | None = None, **fixed: Any) -> TrainConfig:
     """The validated TrainConfig of a notebook's parameters (``globals()``, or a dict of them).
 
-    Every name that is a TrainConfig field is taken, ``run_name`` as ``name``; other names are ignored (a
-    notebook's globals hold much else). Then, each replacing what came before: the entries of ``extra_config``
-    (a name there that is no field is refused), the data ``source`` chose (its data_dir and the split sizes
-    fitted to it), progress off (the notebooks print a line per epoch instead), and ``fixed``.
+    Every name that is a TrainConfig field is taken, ``run_name`` as ``name`` (None: :func:`run_name`); other
+    names are ignored (a notebook's globals hold much else). Then, each replacing what came before: the entries of
+    ``extra_config`` (a name there that is no field is refused), the data ``source`` chose (its data_dir and the
+    split sizes fitted to it), progress off (the notebooks print a line per epoch instead), and ``fixed``. On the
+    sample, what fit would fit to it is fitted here, and said.
     """
     values = {k: v for k, v in parameters.items() if k in _FIELDS}
-    if "run_name" in parameters:
+    if parameters.get("run_name"):
         values["name"] = parameters["run_name"]
     values |= parameters.get("extra_config") or {}
     if source is not None:
         values |= {"data_dir": source.data_dir, "val_size": source.val_size, "train_limit": source.train_limit,
                    "test_limit": source.test_limit}
     values |= {"progress": False} | fixed
-    return TrainConfig.from_dict(values, source="the notebook's parameters and extra_config").validate()
+    config = TrainConfig.from_dict(values | {"name": values.get("name") or "run"},
+                                   source="the notebook's parameters and extra_config").validate()
+    config, fitted = fit_to_sample(config)  # what fit would do, shown before the settings are printed
+    if fitted:
+        print(fitted)
+    return config if values.get("name") else replace(config, name=run_name(config))
+
+
+def run_name(config: TrainConfig) -> str:
+    """A run folder name that follows the settings: "wrn16-2-" and a digest of every setting that changes what
+    is computed, so that other settings train another run and the same ones read it back."""
+    settings = {k: v for k, v in config.to_dict().items() if k not in RESUME_MUTABLE | {"name"}}
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
+    return f"wrn{config.depth}-{config.width:g}-{digest}"
 
 
 # --------------------------------------------------------------------------- how long training takes
@@ -133,10 +172,14 @@ class TrainingTimeError(RuntimeError):
 
 
 def estimate_minutes(config: TrainConfig, train_images: int, test_images: int) -> float:
-    """A rough training time: 3 x forward FLOPs per training image, 1 x per evaluated image, at fit's rate."""
+    """A rough training time: 3 x forward FLOPs per training image, 1 x per evaluated image, at fit's rate; with a
+    time budget, the budget and the evaluations of the epochs it would roughly hold."""
     train = config.train_limit or max(train_images - config.val_size, 0)
     evaluated = config.val_size + (min(config.test_limit, test_images) if config.test_limit else test_images)
-    return config.epochs * rough_epoch_seconds(config, train, evaluated, resolve_device(config.device)) / 60
+    device = resolve_device(config.device)
+    epoch, evaluation = (rough_epoch_seconds(config, train, 0, device), rough_epoch_seconds(config, 0, evaluated, device))
+    epochs = config.budget_minutes * 60 / epoch if config.budget_minutes else config.epochs
+    return epochs * (epoch + evaluation) / 60
 
 
 def check_training_time(configs: Iterable[TrainConfig], train_images: int, test_images: int,

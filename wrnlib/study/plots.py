@@ -1,6 +1,7 @@
 """Seaborn / matplotlib figures of the study; every function returns a Figure (the notebooks show and save it)."""
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -34,6 +35,13 @@ def save(fig: plt.Figure, folder: str | Path | None, name: str, *, dpi: int = SA
     path = folder / f"{name}.png"
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
     return path
+
+
+def png(fig: matplotlib.figure.Figure, dpi: int = 80) -> bytes:
+    """The figure as PNG bytes (what a notebook or a widget shows in place)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    return buffer.getvalue()
 
 
 def to_display(images: Any) -> np.ndarray:
@@ -317,6 +325,30 @@ def accuracy_vs_params(runs: pd.DataFrame, budget: float | None = 5e6) -> plt.Fi
     for (_, r), offset in zip(df.iterrows(), label_offsets(df["params"], heights)):
         ax.annotate(str(r["name"]), (r["params_m"], r["test_acc"]), fontsize=LABEL_FONTSIZE, xytext=offset,
                     textcoords="offset points")
+    return fig
+
+
+def width_study(runs: pd.DataFrame) -> plt.Figure:
+    """Notebook 05's sweeps side by side: final test accuracy against parameters at equal epochs (left) and at
+    equal training time (right), a line per depth through the mean over seeds, each seed a dot."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
+    for ax, group, what in zip(axes, ("width_sweep", "time_sweep"), ("equal epochs", "equal training time")):
+        part = runs[(runs["group"] == group) & (runs["status"] == "finished")] if not runs.empty else runs
+        if part.empty:
+            ax.set_title(f"{what}: no finished runs")
+            continue
+        part = part.assign(params_m=part["params"].astype(float) / 1e6, test_acc=part["test_acc"].astype(float),
+                           depth=part["depth"].astype(int).map(lambda d: f"WRN-{d}"))
+        sns.lineplot(data=part, x="params_m", y="test_acc", hue="depth", errorbar=None, marker="o", ax=ax)
+        sns.scatterplot(data=part, x="params_m", y="test_acc", hue="depth", legend=False, alpha=0.5, s=25, ax=ax)
+        epochs = ", ".join(dict.fromkeys(f"{e:.0f}" for e in part["epochs"].astype(float)))
+        minutes = pd.to_numeric(part["budget_minutes"], errors="coerce").dropna()
+        budget = f"{minutes.iloc[0]:g} min of training" if len(minutes) and minutes.iloc[0] else f"{epochs} epochs"
+        ax.set_title(f"{what} ({budget})")
+        ax.set_xlabel("parameters (M)")
+        ax.set_ylabel("final test accuracy")
+        _percent_axis(ax)
+    fig.tight_layout()
     return fig
 
 

@@ -6,13 +6,14 @@ reading under its figures and notebook 04 writes the summary.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Mapping
 
 import pandas as pd
 
 from . import tables
-from .collect import TRUST, Results
+from .collect import TIME_SWEEP, TRUST, WIDTH_SWEEP, Results
 from .formats import MISSING, markdown_table, number, pct, points, text
 
 ZERO = 1e-3  # a schedule "decays to zero" when it ends below this fraction of the peak learning rate
@@ -55,10 +56,13 @@ def _sections(results: Results) -> list[str]:
     out += [f"- {line}" for line in budgets] + ([""] if budgets else [])
     table = tables.schedule_table(results.ablation_final)
     out.append("No ablations yet." if table.empty else schedule_markdown(table))
-    widths = tables.width_table(results.runs)
-    if not widths.empty:
-        out += ["", "## Width sweep", "", markdown_table(list(widths.columns), [[str(v) for v in row]
-                                                                  for row in widths.itertuples(index=False)])]
+    for group, heading in ((WIDTH_SWEEP, "## Width sweep"), (TIME_SWEEP, "## Width sweep at equal training time")):
+        widths = tables.width_table(results.runs, group)
+        if not widths.empty:
+            cells = [[MISSING if isinstance(v, float) and math.isnan(v) else str(v) for v in row]
+                     for row in widths.itertuples(index=False)]
+            out += ["", heading, "", markdown_table(list(widths.columns), cells), "",
+                    tables.sweep_winner(results.runs, group)]
     out += trust_section(results.root / TRUST)
     out += ["", "## Throughput", ""]
     bench = results.benchmarks

@@ -178,13 +178,13 @@ def execute_notebook(path: Path, output: Path, params: dict[str, Any], **options
         _keep_failed(running, failed)
         return (f"FAILED: notebook {path.name} did not finish: {type(exc).__name__}: {exc}\n"
                 f"  executed copy (if any): {failed}")
-    _without_the_clock(running)
+    _without_the_clock(running, output)
     os.replace(running, output)
     failed.unlink(missing_ok=True)
     return None
 
 
-def _without_the_clock(path: Path) -> None:
+def _without_the_clock(path: Path, output: Path) -> None:
     """Take out of an executed notebook what changes from one execution to the next though the numbers do not:
     the times of each cell, the id papermill draws for its parameters cell, the machine's paths. A re-run that
     computes the same numbers then leaves the committed copy as it was."""
@@ -200,9 +200,7 @@ def _without_the_clock(path: Path) -> None:
     run = nb.metadata.get("papermill", {})
     for key in ("start_time", "end_time", "duration"):
         run.pop(key, None)
-    for key in ("input_path", "output_path"):
-        if run.get(key):
-            run[key] = in_repo(run[key])
+    run["input_path"], run["output_path"] = in_repo(run.get("input_path", "")), in_repo(output)
     nbformat.write(nb, str(path))
 
 

@@ -58,13 +58,14 @@ def schedule_configs(schedules: Sequence[str], seeds: Sequence[int], out_dir: st
             for schedule in schedules for seed in seeds]
 
 
-def width_configs(widths: Sequence[float], seeds: Sequence[int], out_dir: str | Path, depth: int,
+def width_configs(widths: Sequence[float], seeds: Sequence[int], out_dir: str | Path, depth: int | Sequence[int],
                   base: TrainConfig) -> list[TrainConfig]:
-    """One validated config per (width, seed) of WRN-depth-k, named ``wrn<depth>-<k>-seed<seed>``, all else from
-    ``base``."""
-    return [replace(base, name=f"wrn{depth}-{width:g}-seed{seed}", depth=depth, width=float(width), seed=seed,
+    """One validated config per (depth, width, seed) of WRN-depth-k, named ``wrn<depth>-<k>-seed<seed>``, all else
+    from ``base`` (its ``budget_minutes`` gives every run the same training time)."""
+    depths = [depth] if isinstance(depth, int) else list(depth)
+    return [replace(base, name=f"wrn{d}-{width:g}-seed{seed}", depth=d, width=float(width), seed=seed,
                     out_dir=str(out_dir)).validate()
-            for width in widths for seed in seeds]
+            for d in depths for width in widths for seed in seeds]
 
 
 def run_sweep(configs: Iterable[TrainConfig], executor: str = "local", *, existing: str = "reuse",

@@ -17,7 +17,7 @@ import pandas as pd
 
 from .. import runfolder as runs_io
 from .collect import (ABLATION_EPOCH_COLUMNS, ABLATION_FINAL_COLUMNS, BY_SCHEDULE_CSV, EPOCHS_CSV, FINAL_CSV,
-                      WIDTH_SWEEP, Results, empty_frame, frame, read_run, subfolders)
+                      TIME_SWEEP, WIDTH_SWEEP, Results, empty_frame, frame, read_run, subfolders)
 from .formats import duration, number, pct, text
 
 SCHEDULE_TABLE_COLUMNS = ("ablation", "schedule", "runs", "seeds", "test_acc_mean", "test_acc_std", "test_acc_min",
@@ -56,13 +56,14 @@ def schedule_table(final: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values(["ablation", "_order"]).drop(columns="_order").reset_index(drop=True)
 
 
-def width_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """The finished runs of the width sweep (group ``width_sweep``), one row each, by depth, width and seed."""
+def width_table(runs: pd.DataFrame, group: str = WIDTH_SWEEP) -> pd.DataFrame:
+    """The finished runs of a sweep of notebook 05 (``width_sweep``: equal epochs; ``time_sweep``: equal training
+    time), one row each, by depth, width and seed, with the training compute that bought each accuracy."""
     cols = ["model", "params (M)", "seed", "epochs", "batch", "schedule", "device", "final val acc", "test acc",
-            "train min"]
+            "train min", "PFLOP"]
     if runs.empty:
         return pd.DataFrame(columns=cols)
-    part = runs[(runs["group"] == WIDTH_SWEEP) & (runs["status"] == "finished")]
+    part = runs[(runs["group"] == group) & (runs["status"] == "finished")]
     part = part.sort_values(["depth", "width", "seed"])
     return pd.DataFrame({
         "model": [f"WRN-{int(d)}-{float(k):g}" for d, k in zip(part["depth"], part["width"])],
@@ -70,7 +71,33 @@ def width_table(runs: pd.DataFrame) -> pd.DataFrame:
         "epochs": part["epochs"], "batch": part["batch_size"], "schedule": part["schedule"], "device": part["device"],
         "final val acc": (100 * part["final_val_acc"].astype(float)).round(2),
         "test acc": (100 * part["test_acc"].astype(float)).round(2),
-        "train min": (part["train_time_s"].astype(float) / 60).round(1)}, columns=cols).reset_index(drop=True)
+        "train min": (part["train_time_s"].astype(float) / 60).round(1),
+        "PFLOP": pd.to_numeric(part["train_pflop"], errors="coerce").round(3)}, columns=cols).reset_index(drop=True)
+
+
+def sweep_winner(runs: pd.DataFrame, group: str = TIME_SWEEP) -> str:
+    """Which WRN of a sweep wins on validation (mean final validation accuracy over seeds; the test set is only
+    reported), by how much over the next, and whether that gap is larger than the seeds' spread (the two
+    models' ranges over seeds do not overlap)."""
+    part = runs[(runs["group"] == group) & (runs["status"] == "finished")] if not runs.empty else runs
+    if part.empty:
+        return "No finished runs in this sweep yet."
+    part = part.assign(model=[f"WRN-{int(d)}-{float(k):g}" for d, k in zip(part["depth"], part["width"])],
+                       val=100 * part["final_val_acc"].astype(float), test=100 * part["test_acc"].astype(float))
+    table = part.groupby("model")[["val", "test"]].agg(["mean", "min", "max", "count"])
+    table = table.sort_values(("val", "mean"), ascending=False)
+    best = table.index[0]
+    line = (f"**{best}** has the best mean final validation accuracy, {table.at[best, ('val', 'mean')]:.2f} % over "
+            f"{table.at[best, ('val', 'count')]:.0f} seed(s) ({table.at[best, ('test', 'mean')]:.2f} % on the test "
+            f"set)")
+    if len(table) == 1:
+        return line + "."
+    second = table.index[1]
+    gap = table.at[best, ("val", "mean")] - table.at[second, ("val", "mean")]
+    beyond = table.at[best, ("val", "min")] > table.at[second, ("val", "max")]
+    return (line + f"; the next, {second}, is {gap:.2f} points behind, "
+            + ("more than the seed spread (their ranges over seeds do not overlap)." if beyond else
+               "within the seed spread (their ranges over seeds overlap): not a difference these seeds resolve."))
 
 
 def validation_table(folders: Iterable[str | Path]) -> pd.DataFrame:

@@ -12,7 +12,6 @@ of finished runs against their parameter count, with the chosen size marked.
 """
 from __future__ import annotations
 
-import io
 import math
 import threading
 from typing import Sequence
@@ -22,6 +21,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ..collect import WIDTH_SWEEP
+from ..plots import png
 from .numbers import GIB, WIDTH_MIN, WIDTH_STEP, Choice, benchmark_mask, budget_label, run_points, width_curve
 
 DRAW_LOCK = threading.RLock()
@@ -45,13 +45,6 @@ def figure(choice: Choice, runs: pd.DataFrame | None = None, widths: Sequence[fl
     _accuracy_panel(axes[2], choice, points)
     fig.tight_layout()
     return fig
-
-
-def png(fig: Figure, dpi: int = 80) -> bytes:
-    """The figure as PNG bytes (what the notebook and the widget show)."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
-    return buffer.getvalue()
 
 
 def draw(choice: Choice, runs: pd.DataFrame | None = None) -> tuple[Figure, bytes]:
