@@ -65,3 +65,11 @@ def test_the_help_leads_from_the_commands_to_their_flags(capsys):
     assert main(["train", "--help"]) == 0
     out = capsys.readouterr().out
     assert "--width WIDTH" in out and "(default: 3.5)" in out and "--resume" in out
+
+
+def test_the_study_help_lists_its_profiles(capsys):
+    from wrnlib.study.profiles import known_profiles
+
+    assert main(["study", "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"one of {', '.join(known_profiles())}" in out and known_profiles() == ["cpu", "full", "quick"]

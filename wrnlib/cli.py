@@ -282,9 +282,16 @@ def _sweep_parser(sub) -> None:
     p.set_defaults(func=cmd_sweep)
 
 
+def _profiles() -> list[str]:
+    from .study.profiles import known_profiles
+
+    return known_profiles()
+
+
 def _study_parser(sub) -> None:
     p = sub.add_parser("study", help="execute the notebooks in order with papermill")
-    p.add_argument("--profile", default="quick", help="a profile of wrnlib/study/profiles (default: quick)")
+    p.add_argument("--profile", default="quick", help=f"one of {', '.join(_profiles())} (wrnlib/study/profiles; "
+                   "default: quick)")
     p.add_argument("--only", nargs="+", default=None, help="notebook number prefixes, e.g. 02 03")
     p.add_argument("--output-root", default="results/executed",
                    help="executed notebooks go to <output-root>/<profile>/ (default: results/executed)")
