@@ -155,8 +155,9 @@ def test_weights_of_another_model_are_a_clear_error(finished_run, tmp_path, caps
 
 def test_ctrl_c_in_a_command_says_how_many_epochs_are_done_and_the_command_that_goes_on(tmp_path):
     args = ["train", *TINY, "--epochs", "50", "--progress", "--out-dir", str(tmp_path), "--name", "stopped"]
+    # SIGINT as a terminal delivers it, even where this test itself runs with it ignored (a background job)
     proc = subprocess.Popen([sys.executable, "-m", "wrnlib", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     metrics, deadline = tmp_path / "stopped" / runfolder.METRICS, time.monotonic() + 120
     while (not metrics.exists() or len(metrics.read_text().splitlines()) < 2) and time.monotonic() < deadline:
         time.sleep(0.02)  # the first epoch is written

@@ -86,6 +86,8 @@ def test_the_data_to_evaluate_on_is_the_users_not_the_path_another_machine_recor
     capsys.readouterr()
     assert main(["evaluate", str(elsewhere), "--device", "cpu"]) == 2
     assert "(from the CIFAR10_DIR environment variable) does not exist" in capsys.readouterr().err
+    assert main(["evaluate", str(two_runs / "b"), "--device", "cpu"]) == 0  # trained on the sample: scored on it
+    assert json.loads(capsys.readouterr().out)["agrees"] is True
 
 
 def test_a_new_run_records_no_folder_of_this_machine(tmp_path, monkeypatch):

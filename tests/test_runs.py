@@ -307,7 +307,8 @@ def test_every_field_of_an_evaluation_is_what_it_says(kept_run, monkeypatch, cap
     assert "agrees" not in evaluation.evaluate_run(kept_run, data_dir="sample", device="cpu", tta=False)
 
 
-def test_evaluate_run_reads_only_the_test_file_of_the_folder_given_or_else_the_runs_own(kept_run, tmp_path):
+def test_evaluate_run_reads_only_the_test_file_of_the_folder_given_or_else_the_runs_own(kept_run, tmp_path,
+                                                                                       monkeypatch):
     import numpy as np
 
     from wrnlib.data import sample_dir
@@ -319,7 +320,10 @@ def test_evaluate_run_reads_only_the_test_file_of_the_folder_given_or_else_the_r
     given = evaluation.evaluate_run(kept_run, data_dir=str(only_test), device="cpu", test_limit=0, tta=False)
     assert given["test_images"] == 50
     config = json.loads((kept_run / runfolder.CONFIG).read_text())
-    (kept_run / runfolder.CONFIG).write_text(json.dumps(config | {"data_dir": str(only_test)}))
+    (kept_run / runfolder.CONFIG).write_text(json.dumps(config | {"data_dir": str(only_test)}))  # an older run's
+    monkeypatch.setenv("CIFAR10_DIR", "sample")  # the user's data comes first: the sample's 600 test images
+    assert evaluation.evaluate_run(kept_run, device="cpu", test_limit=0, tta=False)["test_images"] == 600
+    monkeypatch.delenv("CIFAR10_DIR")
     own = evaluation.evaluate_run(kept_run, device="cpu", test_limit=0, tta=False)  # the folder the run names
     assert own["test_images"] == 50 and own["test_data_checksum"] == given["test_data_checksum"]
     # an older summary.json without test_images: the run's own images are assumed, and a verdict given

@@ -53,11 +53,14 @@ def evaluate_run(run_dir: str | Path, *, data_dir: str | None = None, device: st
 
 
 def _data_location(asked: str | None, recorded: str | None) -> str | None:
-    """The data to score on is the user's: ``asked`` (--data-dir), else $CIFAR10_DIR, else the cache; the folder
-    an older run recorded only when it exists here. Which data it is, is checked by its checksum."""
-    if asked is not None or os.environ.get(ENV_VAR):
-        return asked
-    return recorded if recorded == SAMPLE or (recorded and Path(recorded).is_dir()) else None
+    """The data to score on: ``asked`` (--data-dir); else the sample when the run was trained on it (it is the same
+    everywhere); else the user's, $CIFAR10_DIR or the cache, before the folder an older run recorded (only when it
+    exists here). Which data it is, is checked by its checksum."""
+    if asked is not None or recorded == SAMPLE:
+        return asked if asked is not None else SAMPLE
+    if os.environ.get(ENV_VAR):
+        return None
+    return recorded if recorded and Path(recorded).is_dir() else None
 
 
 def _agreement(run_dir: Path, report: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
