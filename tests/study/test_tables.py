@@ -122,6 +122,8 @@ def test_the_sweeps_winner_is_read_on_validation_with_its_gap_against_the_seed_s
         "the next, WRN-10-2, is 0.50 points behind, within the seed spread (their ranges over seeds overlap): not a "
         "difference these seeds resolve.")
     assert tables.sweep_winner(_sweep((10, 1, 0, 0.8, 0.8))).endswith("over 1 seed(s) (80.00 % on the test set).")
+    one_seed = _sweep((10, 1, 0, 0.80, 0.8), (10, 2, 0, 0.82, 0.8))
+    assert tables.sweep_winner(one_seed).endswith("is 2.00 points behind (one seed: no spread to weigh the gap against).")
     assert tables.sweep_winner(resolved, collect.WIDTH_SWEEP) == "No finished runs in this sweep yet."
 
 

@@ -94,10 +94,12 @@ def sweep_winner(runs: pd.DataFrame, group: str = TIME_SWEEP) -> str:
         return line + "."
     second = table.index[1]
     gap = table.at[best, ("val", "mean")] - table.at[second, ("val", "mean")]
+    line += f"; the next, {second}, is {gap:.2f} points behind"
+    if min(table.at[best, ("val", "count")], table.at[second, ("val", "count")]) < 2:
+        return line + " (one seed: no spread to weigh the gap against)."
     beyond = table.at[best, ("val", "min")] > table.at[second, ("val", "max")]
-    return (line + f"; the next, {second}, is {gap:.2f} points behind, "
-            + ("more than the seed spread (their ranges over seeds do not overlap)." if beyond else
-               "within the seed spread (their ranges over seeds overlap): not a difference these seeds resolve."))
+    return line + (", more than the seed spread (their ranges over seeds do not overlap)." if beyond else
+                   ", within the seed spread (their ranges over seeds overlap): not a difference these seeds resolve.")
 
 
 def validation_table(folders: Iterable[str | Path]) -> pd.DataFrame:
