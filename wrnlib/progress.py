@@ -42,7 +42,7 @@ def rough_eval_seconds(config: TrainConfig, images: int, device: str = "auto") -
 def duration(seconds: Any, missing: str = "-") -> str:
     """Seconds for people, from a smoke run to a day-long one: "under 1 s", "42 s", "12.5 min", "3.2 h" (never
     "0 s": an estimate for a tiny model is rough); ``missing`` when there is no number."""
-    s = _number(seconds)
+    s = number(seconds)
     if s is None:
         return missing
     if s < 1:
@@ -54,11 +54,12 @@ def duration(seconds: Any, missing: str = "-") -> str:
 
 def pct(value: Any, missing: str = "-", digits: int = 2) -> str:
     """A fraction as a percentage, "91.20%"; ``missing`` when there is no number (None, NaN, text)."""
-    v = _number(value)
+    v = number(value)
     return missing if v is None else f"{100 * v:.{digits}f}%"
 
 
-def _number(value: Any) -> float | None:
+def number(value: Any) -> float | None:
+    """A float, or None for a missing or NaN value (an empty CSV cell reads as NaN) or text."""
     try:
         v = float(value)
     except (TypeError, ValueError):

@@ -6,12 +6,13 @@ test accuracy and training time. Nothing is loaded but the small JSON and CSV fi
 """
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Any
 
-from .. import files, runfolder as runs
+from .. import files
+from .. import runfolder as runs
+from ..progress import number
 from . import formats
 from .collect import read_run, subfolders
 
@@ -50,21 +51,12 @@ def _run_row(run_dir: Path, state: str) -> dict[str, Any]:
     return {"name": run_dir.name, "status": "locked" if locked else state, "model": _model(row),
             "epochs_done": row.get("epochs_done", 0), "epochs": row.get("epochs"),
             "test_acc": row.get("test_acc") if state == "finished" else None,
-            "train_time_s": _number(train_time), "date": _date(run_dir), "run_dir": run_dir}
+            "train_time_s": number(train_time), "date": _date(run_dir), "run_dir": run_dir}
 
 
 def _model(row: dict[str, Any]) -> str | None:
-    depth, width = _number(row.get("depth")), _number(row.get("width"))
+    depth, width = number(row.get("depth")), number(row.get("width"))
     return None if depth is None or width is None else f"WRN-{depth:.0f}-{width:g}"
-
-
-def _number(value: Any) -> float | None:
-    """A float, or None for a missing or NaN value (an empty CSV cell reads as NaN)."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(v) else v
 
 
 def _date(run_dir: Path) -> str | None:
@@ -86,7 +78,7 @@ def format_runs(rows: list[dict[str, Any]]) -> str:
 def _cell(row: dict[str, Any], key: str) -> str:
     value = row.get(key)
     if key == "epochs":
-        total = _number(value)
+        total = number(value)
         return MISSING if total is None else f"{row.get('epochs_done', 0)}/{total:.0f}"
     if key == "test_acc":
         return formats.pct(value, missing=MISSING)
