@@ -86,6 +86,10 @@ def test_dirty_means_the_code_that_runs_differs_not_a_result_or_a_notebooks_outp
     notebook.write_text(json.dumps(_notebook("print(1)", [{"output_type": "stream", "name": "stdout",
                                                             "text": ["1\n"]}])))  # run and saved with its output
     assert provenance.git_commit(package) == head
+    saved = _notebook("print(1)")
+    saved["cells"][0]["source"] = "print(1)"  # the same code as one string, not a list of lines (nbformat allows both)
+    notebook.write_text(json.dumps(saved))
+    assert provenance.git_commit(package) == head
     notebook.write_text(json.dumps(_notebook("print(2)")))  # its code changed
     assert provenance.git_commit(package) == head + "-dirty"
     notebook.write_text(json.dumps(_notebook("print(1)")))

@@ -106,6 +106,11 @@ def test_the_summary_puts_each_table_under_its_heading_with_its_header(study):
         write_run(width, name, config={**CONFIG, "depth": 16, "width": k, "seed": seed},
              summary={**SUMMARY, "test_acc": acc, "params": 691_674 * k}, env={"device": "A CPU (2 cores)"},
              epochs_done=18)
+    timed = study / collect.TIME_SWEEP / "runs"
+    for name, k, seed, acc in (("t3-s0", 3, 0, 0.91), ("t3-s1", 3, 1, 0.92)):
+        write_run(timed, name, config={**CONFIG, "depth": 10, "width": k, "seed": seed, "budget_minutes": 10.0},
+                  summary={**SUMMARY, "test_acc": acc, "params": 1_000_000}, env={"device": "A CPU (2 cores)"},
+                  epochs_done=18)
     found = collect.collect(study)
     found.problems.append("somewhere: unreadable")
     lines = report.summary_markdown(found).splitlines()
@@ -128,7 +133,12 @@ def test_the_summary_puts_each_table_under_its_heading_with_its_header(study):
         "| WRN-16-1 | 0.692 | 0 | 18 | 128 | onecycle | A CPU (2 cores) | 90.03 | 87.0 | 23.8 | – |",
         "| WRN-16-2 | 1.383 | 0 | 18 | 128 | onecycle | A CPU (2 cores) | 90.03 | 90.0 | 23.8 | – |",
         "| WRN-16-2 | 1.383 | 1 | 18 | 128 | onecycle | A CPU (2 cores) | 90.03 | 90.5 | 23.8 | – |"]
-    assert widths[6].startswith("**WRN-16-")  # which one wins on validation, against the seed spread
+    assert widths[5] == "" and widths[6].startswith("**WRN-16-")  # which wins on validation, against the seed spread
+    timed = under("## Width sweep at equal training time")  # its own runs, under its own heading
+    assert timed[2:5] == ["| WRN-10-3 | 1.0 | 0 | 18 | 128 | onecycle | A CPU (2 cores) | 90.03 | 91.0 | 23.8 | – |",
+                          "| WRN-10-3 | 1.0 | 1 | 18 | 128 | onecycle | A CPU (2 cores) | 90.03 | 92.0 | 23.8 | – |",
+                          ""]
+    assert timed[5].startswith("**WRN-10-3** has the best mean final validation accuracy")
     assert under("## Throughput")[0] == ("| bench | device | mode | model | batch | train img/s | epoch (45k) s | "
                                          "TFLOP/s | inference img/s |")
     assert under("## Skipped") == ["- somewhere: unreadable"]
@@ -229,3 +239,41 @@ def test_reading_compares_the_schedules_that_decay_to_zero_with_the_others():
 
 def test_reading_of_nothing():
     assert "nothing to read" in report.reading_markdown(pd.DataFrame(columns=["schedule", "test_acc"]))
+
+
+def test_the_reading_word_for_word_at_the_edges_of_its_comparisons():
+    """Every line exactly: a tie of one schedule's worst seed with another's best is no resolved gap and beats no
+    one; a schedule ending at exactly ZERO of its peak, or missing from the end multipliers, does not decay to
+    zero."""
+    final = _final({"cosine": [0.870, 0.880], "onecycle": [0.875, 0.877], "step": [0.860, 0.870],
+                    "constant": [0.790, 0.800]},
+                   val={"cosine": [0.86, 0.87], "onecycle": [0.87, 0.88], "step": [0.85, 0.85],
+                        "constant": [0.78, 0.79]})
+    assert report.reading_markdown(final, {"cosine": 0.0, "onecycle": 0.0, "step": report.ZERO}) == (
+        "* **Ranking** by mean final test accuracy over the seeds (2 per schedule; the range over seeds in brackets): "
+        "onecycle 87.60 % [87.50–87.70], cosine 87.50 % [87.00–88.00], step 86.50 % [86.00–87.00], "
+        "constant 79.50 % [79.00–80.00].\n"
+        "* **Larger than the seed spread** (the two schedules' ranges do not overlap): onecycle > step (+1.10 points); "
+        "onecycle > constant (+8.10 points); cosine > constant (+8.00 points); step > constant (+7.00 points).\n"
+        "* **Within the seed spread** (not resolved by these seeds): onecycle vs cosine (0.10 points); "
+        "cosine vs step (1.00 points).\n"
+        "* **On the validation split** (what settings are chosen on), by mean final validation accuracy: "
+        "onecycle 87.50 % [87.00–88.00], cosine 86.50 % [86.00–87.00], step 85.00 % [85.00–85.00], "
+        "constant 78.50 % [78.00–79.00]. Best on validation: **onecycle**.\n"
+        "* **Decay to zero at the budget**: onecycle, cosine end at a learning rate of zero; step at 0.001 of the "
+        "peak. The first group averages 87.55 %, the second 83.00 % (+4.55 points). Every seed of onecycle beats "
+        "every seed of the others.")
+
+
+def test_the_reading_says_none_where_nothing_is_resolved_or_unresolved_and_needs_no_validation_column():
+    apart = _final({"cosine": [0.87, 0.88], "step": [0.80, 0.81]}).drop(columns="final_val_acc")
+    assert report.reading_markdown(apart, {"cosine": 0.0, "step": 0.0}) == (  # all decay to zero: nothing to compare
+        "* **Ranking** by mean final test accuracy over the seeds (2 per schedule; the range over seeds in brackets): "
+        "cosine 87.50 % [87.00–88.00], step 80.50 % [80.00–81.00].\n"
+        "* **Larger than the seed spread** (the two schedules' ranges do not overlap): cosine > step (+7.00 points).\n"
+        "* **Within the seed spread** (not resolved by these seeds): none.")
+    close = report.reading_markdown(_final({"cosine": [0.87, 0.88], "step": [0.86, 0.87, 0.865]}))
+    assert "over the seeds (2, 3 per schedule;" in close
+    assert "* **Larger than the seed spread** (the two schedules' ranges do not overlap): none.\n" in close
+    assert report.reading_markdown(pd.DataFrame(columns=["schedule", "test_acc"])) == (
+        "No finished runs: nothing to read yet.")

@@ -343,3 +343,18 @@ def test_width_configs_name_each_width_and_seed_and_share_the_rest(tmp_path):
     assert {(c.depth, c.epochs, c.lr) for c in configs} == {(16, 4, 0.1)}
     assert [c.width for c in configs] == [1.0, 1.0, 2.5, 2.5] and [c.seed for c in configs] == [0, 1, 0, 1]
     assert {c.out_dir for c in configs} == {str(tmp_path)}
+
+
+def test_width_configs_over_several_depths(tmp_path):
+    configs = sweep.width_configs([2], [0], tmp_path, (10, 16), TrainConfig(epochs=4))
+    assert [(c.name, c.depth) for c in configs] == [("wrn10-2-seed0", 10), ("wrn16-2-seed0", 16)]
+
+
+def test_profile_settings_take_the_ablations_own_settings_and_extra_config_from_common(monkeypatch):
+    profile = {"common": {"executor": "ray", "seeds": [3], "extra_config": {"cutout": 8}, "figures_dir": "f",
+                          "epochs": 7},
+               "notebooks": {"03": {"schedules": ["cosine"]}}}
+    monkeypatch.setattr(profiles, "load_profile", lambda name: profile)
+    settings = sweep.profile_settings("made-up")
+    assert (settings["executor"], settings["seeds"], settings["extra_config"]) == ("ray", [3], {"cutout": 8})
+    assert settings["schedules"] == ["cosine"] and settings["epochs"] == 7 and "figures_dir" not in settings

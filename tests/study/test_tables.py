@@ -169,3 +169,20 @@ def test_validation_table_ranks_by_validation_and_hides_the_test_set(cpu_study):
     assert list(table["run"][:2]) == ["cosine-seed0", "step-seed0"]  # step is better on test, cosine on val
     assert not any("test" in column for column in table.columns)
     assert len(table) == 5
+
+
+def test_by_schedule_counts_the_seeds_with_a_number_and_keeps_the_ablations_order_for_equal_means():
+    final = pd.DataFrame([{"schedule": s, "seed": seed, "test_acc": acc, "final_val_acc": val}
+                          for s, seed, acc, val in (("step", 0, 0.8, None), ("cosine", 0, "n/a", 0.7),
+                                                    ("cosine", 1, 0.8, 0.7), ("sgdr", 0, 0.9, 0.7))])
+    table = tables.by_schedule(final, "test_acc")  # a missing validation number does not drop a test number
+    assert list(table.index) == ["sgdr", "step", "cosine"] and table["count"].tolist() == [1, 1, 1]
+    assert table.loc["step"].tolist() == [1, 80.0, 80.0, 80.0]
+    assert list(tables.by_schedule(final, "final_val_acc").index) == ["cosine", "sgdr"]
+
+
+def test_sweep_winner_of_no_runs_at_all_and_a_tie_of_ranges_is_within_the_spread():
+    assert tables.sweep_winner(pd.DataFrame()) == "No finished runs in this sweep yet."
+    touching = _sweep((10, 1, 0, 0.82, 0.8), (10, 1, 1, 0.84, 0.8), (10, 2, 0, 0.81, 0.8), (10, 2, 1, 0.82, 0.8))
+    assert tables.sweep_winner(touching).endswith("within the seed spread (their ranges over seeds overlap): not a "
+                                                  "difference these seeds resolve.")

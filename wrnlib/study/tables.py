@@ -133,11 +133,12 @@ def write_ablation(folder: str | Path, epochs: pd.DataFrame, final: pd.DataFrame
 # --------------------------------------------------------------------------- a schedule ablation over seeds
 
 
-def by_schedule(final: pd.DataFrame, metric: str = "test_acc") -> pd.DataFrame:
-    """Per schedule: seeds, mean, min and max of ``metric`` (in %), best mean first."""
+def by_schedule(final: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Per schedule: seeds, mean, min and max of ``metric`` (in %), best mean first (equal means in the
+    ablation's order)."""
     values = final.assign(value=100 * pd.to_numeric(final[metric], errors="coerce")).dropna(subset=["value"])
     table = values.groupby("schedule", sort=False)["value"].agg(["count", "mean", "min", "max"])
-    return table.sort_values("mean", ascending=False)
+    return table.sort_values("mean", ascending=False, kind="stable")
 
 
 def pairs(table: pd.DataFrame) -> tuple[list[str], list[str]]:
