@@ -72,7 +72,7 @@ def width_table(runs: pd.DataFrame, group: str = WIDTH_SWEEP) -> pd.DataFrame:
         "final val acc": (100 * part["final_val_acc"].astype(float)).round(2),
         "test acc": (100 * part["test_acc"].astype(float)).round(2),
         "train min": (part["train_time_s"].astype(float) / 60).round(1),
-        "PFLOP": pd.to_numeric(part["train_pflop"], errors="coerce").round(3)}, columns=cols).reset_index(drop=True)
+        "PFLOP": part["train_pflop"].astype(float).round(3)}, columns=cols).reset_index(drop=True)
 
 
 def sweep_winner(runs: pd.DataFrame, group: str = TIME_SWEEP) -> str:
