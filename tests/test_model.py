@@ -97,7 +97,7 @@ def test_activation_estimate_counts_what_it_says_from_the_models_own_shapes(dept
 
 def test_model_stats_and_param_count_describe_the_model_asked_for():
     stats = model_stats(16, 2.5, num_classes=100)
-    assert (stats.depth, stats.width) == (16, 2.5)
+    assert (stats.depth, stats.width, stats.stage_widths) == (16, 2.5, (40, 80, 160))
     assert stats.params == count_parameters(WideResNet(16, 2.5, 100)) == param_count(16, 2.5, num_classes=100)
     assert param_count(16, 2.5) == count_parameters(WideResNet(16, 2.5))
     with pytest.raises(ValueError):
