@@ -293,6 +293,10 @@ def test_nothing_found_gives_advice(no_env, tmp_path):
     message = str(info.value)
     for advice in ("CIFAR10_DIR", "data_dir", "'sample'", "download=True", str(tmp_path / "xdg" / "wrnlib")):
         assert advice in message
+    assert (
+        "Point wrnlib at CIFAR-10 with the CIFAR10_DIR environment variable or data_dir (a folder with train_*.npz + "
+        "test.npz, or torchvision's cifar-10-batches-py), or use 'sample' for the tiny subset shipped with wrnlib "
+        "(for smoke tests only, not the benchmark).") in message
     with command_line(), pytest.raises(DataError) as info:  # the same advice, as flags
         load_cifar10()
     for advice in ("CIFAR10_DIR", "--data-dir", "'sample'", "--download", str(tmp_path / "xdg" / "wrnlib")):

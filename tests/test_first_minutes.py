@@ -12,7 +12,7 @@ import pytest
 from wrnlib import evaluation, runfolder
 from wrnlib.cli import main
 from wrnlib.config import TrainConfig
-from wrnlib.data import sample_dir
+from wrnlib.data import load_cifar10, sample_dir
 from wrnlib.study import notebook
 from wrnlib import fit
 from wrnlib.progress import duration
@@ -115,9 +115,29 @@ def test_a_run_resumes_only_on_the_data_it_was_trained_on(tmp_path, capsys):
     metrics = (tmp_path / "r" / runfolder.METRICS).read_bytes()
     assert main(["train", "--resume", "--name", "r", "--out-dir", str(tmp_path), "--data-dir", str(other)]) == 2
     err = capsys.readouterr().err
-    assert "was trained on other data than this" in err and "--data-dir or CIFAR10_DIR" in err
+    recorded = json.loads((tmp_path / "r" / runfolder.ENV).read_text())
+    assert (f"was trained on other data than this (data checksum {load_cifar10(other).checksum[:12]}, the run's "
+            f"{recorded['data_checksum'][:12]}); point --data-dir or CIFAR10_DIR at the data it was trained on "
+            f"({recorded['data_source']}) (nothing was changed)") in err
     assert (tmp_path / "r" / runfolder.METRICS).read_bytes() == metrics  # nothing was changed
     assert main(["train", "--resume", "--name", "r", "--out-dir", str(tmp_path), "--data-dir", "sample"]) == 0
+
+
+def test_a_run_that_recorded_no_data_checksum_resumes(tmp_path):
+    """An env.json from before data checksums were recorded, or none at all: there is nothing to check against."""
+    config = tiny(tmp_path, "r", epochs=3, checkpoint_every=1)
+    env = tmp_path / "r" / runfolder.ENV
+
+    def stop(row):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(config, on_epoch_end=stop)
+    env.write_text(json.dumps({k: v for k, v in json.loads(env.read_text()).items() if k != "data_checksum"}))
+    with pytest.raises(KeyboardInterrupt):
+        fit(config, existing="resume", on_epoch_end=stop)
+    env.unlink()
+    assert len(fit(config, existing="resume").metrics) == 3
 
 
 def test_a_quick_look_reads_only_the_test_file_and_is_not_recorded(two_runs, tmp_path, capsys):

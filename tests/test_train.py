@@ -3,6 +3,7 @@ import contextlib
 import json
 import math
 import re
+import types
 
 import pytest
 import torch
@@ -289,6 +290,99 @@ def test_the_estimate_measured_on_the_first_steps_follows_the_steps_after_the_fi
     log.close(), slow.close()
 
 
+def test_the_estimate_is_measured_after_five_fast_steps_or_exactly_ten_seconds_and_said_once(monkeypatch, capsys):
+    now = [100.0]
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: now[0])
+    alone = distributed.Single(torch.device("cpu"))
+    config = TrainConfig(name="r", depth=16, width=2, epochs=4, batch_size=100, device="cpu")
+    monkeypatch.setattr(progress, "rough_epoch_seconds", lambda *args: 1.0)  # the start line warns of nothing
+    fast = progress.Progress(config, steps=50, start_epoch=1, eval_images=0, dist=alone, precision="fp32")
+    for step in range(6):  # five timed steps of 1 s, far from ten seconds
+        assert fast.measured is None
+        now[0] += 1.0
+        fast.step()
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1] == ("measured on 5 steps: 50 s of training per epoch, about 2.5 min for the 3 epochs with their "
+                         "evaluations")
+    edge = progress.Progress(config, steps=50, start_epoch=0, eval_images=0, dist=alone, precision="fp32")
+    for seconds in (1.0, 5.0, 5.0):  # exactly ten seconds after two timed steps
+        now[0] += seconds
+        edge.step()
+    assert edge.measured == {"epoch_train_s": 250.0, "total_s": 1000.0}
+    capsys.readouterr()
+    for warned in (False, True):  # a run longer than half an hour is warned of once: at the start, or here
+        monkeypatch.setattr(progress, "rough_epoch_seconds", lambda *args: 3600.0 if warned else 1.0)
+        long = progress.Progress(config, steps=50, start_epoch=0, eval_images=0, dist=alone, precision="fp32")
+        assert long.warned is warned
+        for seconds in (1.0, 60.0):
+            now[0] += seconds
+            long.step()
+        out = capsys.readouterr().out
+        said = out[out.index("measured on"):]
+        assert said == ("measured on 1 steps: 50.0 min of training per epoch, about 3.3 h for the 4 epochs with "
+                        "their evaluations" + ("" if warned else progress.long_run_warning(config, 12000.0, alone.device))
+                        + "\n")
+    for log in (fast, edge, long):
+        log.close()
+
+
+class _TwoProcesses(distributed.Single):
+    """What fit_budget sees on one of two data-parallel processes that timed the same step."""
+    world = 2
+
+    def sum(self, tensor):
+        return tensor * 2
+
+
+def _timed_budget(monkeypatch, durations, process=None, **settings):
+    """fit_budget over a clock under which each step takes the next of ``durations`` (three untimed, then timed),
+    with the model, the EMA each step updates and the step's calls recorded."""
+    calls, updated = [], []
+    readings = iter([t for d in durations for t in (100.0, 100.0 + d)])  # each step's start, then its end
+
+    def step(x, targets):
+        calls.append((x.shape, targets.shape))
+
+    class Ema:
+        def update(self, model):
+            updated.append(model)
+
+    model = torch.nn.Linear(1, 1)
+    monkeypatch.setattr(train_module, "build", lambda c, dist, bf16: (model, None, Ema(), step))
+    monkeypatch.setattr(train_module, "time", types.SimpleNamespace(perf_counter=lambda: next(readings)))
+    config = TrainConfig(name="b", depth=10, width=1, batch_size=4, device="cpu", **settings).validate()
+    images = torch.zeros(8, 3, 32, 32, dtype=torch.uint8)
+    splits = train_module.Splits(images, torch.zeros(8, dtype=torch.int64), *([images[:0], torch.zeros(0)] * 2))
+    dist = process or distributed.Single(torch.device("cpu"))
+    fitted, record = train_module.fit_budget(config, splits, dist, False, steps=11)
+    assert updated and all(m is model for m in updated) and len(updated) == len(calls)  # the EMA is timed with it
+    assert calls[0] == ((4, 3, 32, 32), (4, 10))
+    return fitted, record["budget"], len(calls)
+
+
+def test_a_budget_takes_the_median_of_the_timed_steps_after_three_untimed_ones(monkeypatch):
+    timed = [0.9, 0.1, 0.55, 0.2, 0.6, 0.55, 0.1, 0.3, 0.7, 0.55]  # median (the 6th of ten, sorted): 0.55
+    fitted, budget, calls = _timed_budget(monkeypatch, [100.0] * 3 + timed, budget_minutes=1.0, warmup_epochs=0)
+    # 60 s / (0.55 s x 11 steps) = 9.9 epochs: 9 fit
+    assert budget == {"minutes": 1.0, "seconds_per_step": pytest.approx(0.55, rel=1e-12), "steps_timed": 10,
+                      "epochs": 9} and calls == 13  # in float64: float32 would be 0.55000001
+    assert fitted.epochs == 9 and fitted.budget_minutes == 1.0
+    _, budget, calls = _timed_budget(monkeypatch, [100.0] * 3 + [1.0] * 10, budget_minutes=1.0, warmup_epochs=0)
+    assert (budget["steps_timed"], calls) == (5, 8)  # five seconds of timed steps are enough
+    _, budget, _ = _timed_budget(monkeypatch, [1.0] * 3 + [0.55] * 10, _TwoProcesses(torch.device("cpu")),
+                                 budget_minutes=1.0, warmup_epochs=0)
+    assert budget["seconds_per_step"] == pytest.approx(0.55, rel=1e-12)  # the processes' mean: all choose alike
+
+
+def test_a_budget_too_short_trains_one_epoch_and_refuses_fewer_than_its_warmup(monkeypatch):
+    fitted, budget, _ = _timed_budget(monkeypatch, [1.0] * 13, budget_minutes=0.001, warmup_epochs=1)
+    assert fitted.epochs == budget["epochs"] == 1  # one epoch even when not even one fits; its warm-up is one
+    with pytest.raises(ValueError) as error:
+        _timed_budget(monkeypatch, [1.0] * 13, budget_minutes=0.001, warmup_epochs=2)
+    assert str(error.value) == ("budget_minutes=0.001 holds 1 epoch(s) of WRN-10-1 here, fewer than its 2 warm-up "
+                                "epochs; raise the budget or lower warmup_epochs")
+
+
 def test_the_measured_estimate_is_within_a_factor_two_of_the_epochs_that_follow(real_data, tmp_path, monkeypatch):
     logs = []
 
@@ -323,6 +417,7 @@ def test_the_epoch_line():
            "epoch_time_s": 12.34, "images_per_s": 3650.4}
     assert progress.format_epoch(row, 10) == ("epoch   3/10  lr 0.0500  train 1.234 50.00%  val 61.23%  test -  "
                                                   "12.3s (3650 img/s)")
+    assert "val 61.23%  test 70.00%  12.3s" in progress.format_epoch(row | {"test_acc": 0.7}, 10)
     assert progress.format_epoch(row).startswith("epoch   3  lr 0.0500")
 
 
