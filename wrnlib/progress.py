@@ -114,9 +114,8 @@ def interrupted(run_dir: Path, epochs_done: int, epochs: int, checkpoint_epoch: 
     done = f"Interrupted with {epochs_done} of {epochs} epochs done"
     if checkpoint_epoch is None:
         return f"\n{done}, before the run's first checkpoint: nothing to keep yet, so the same command starts it again."
-    again = (f"`python -m wrnlib train {setting('existing', 'resume')} --name {run_dir.name} --out-dir "
-             f"{run_dir.parent}`" if on_command_line() else
-             f"`fit(config, {setting('existing', 'resume')})` with the same config")
+    again = (f"`python -m wrnlib train --resume --name {run_dir.name} --out-dir {run_dir.parent}`"
+             if on_command_line() else "`fit(config, existing='resume')` with the same config")
     return (f"\n{done}. The checkpoint at the end of epoch {checkpoint_epoch} is intact in {run_dir}; continue "
             f"with {again}.")
 
