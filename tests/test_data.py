@@ -24,6 +24,8 @@ from wrnlib.data import (
     default_cache_dir,
     load_cifar10,
     sample_dir,
+    sample_size,
+    sample_split,
     train_val_split,
 )
 from wrnlib.errors import command_line
@@ -846,3 +848,12 @@ def test_the_test_subset_is_the_whole_set_by_default_or_at_its_size_and_else_the
     _, keep = train_val_split(labels, 40, 0)  # seed 0 always: every run with test_limit=40 sees these images
     subset = data_module.test_subset(real_data, 40)
     assert torch.equal(subset[0], images[keep]) and torch.equal(subset[1], labels[keep])
+
+
+def test_the_sample_split_holds_at_most_200_images_out_and_drops_limits_it_cannot_hold():
+    n_train, n_test = sample_size()
+    assert sample_split(5000, 7, 3) == {"val_size": 200, "train_limit": 7, "test_limit": 3}
+    assert sample_split(100, n_train - 100, n_test) == {  # exactly what is left: kept
+        "val_size": 100, "train_limit": n_train - 100, "test_limit": n_test}
+    assert sample_split(100, n_train - 99, n_test + 1) == {"val_size": 100, "train_limit": 0,
+                                                           "test_limit": 0}  # 0: all of it

@@ -220,3 +220,16 @@ def test_estimates_never_read_as_zero():
     assert "0 s" not in notebook.describe_estimate(0.001) and "1 s" in notebook.describe_estimate(0.001)
     assert notebook.describe_estimate(0.0).startswith("nothing to train")
     assert "36 s" in notebook.describe_estimate(0.6)
+
+
+def test_where_evaluate_finds_the_data(tmp_path, monkeypatch):
+    """The flag; the sample for a run trained on it; the user's CIFAR10_DIR (or cache: None); an older run's
+    recorded folder only when it exists here."""
+    monkeypatch.delenv("CIFAR10_DIR", raising=False)
+    assert evaluation._data_location("mine", "sample") == "mine"
+    assert evaluation._data_location(None, "sample") == "sample"
+    assert evaluation._data_location(None, str(tmp_path)) == str(tmp_path)
+    assert evaluation._data_location(None, str(tmp_path / "not-here")) is None
+    assert evaluation._data_location(None, None) is None
+    monkeypatch.setenv("CIFAR10_DIR", str(tmp_path / "data"))
+    assert evaluation._data_location(None, str(tmp_path)) is None  # the user's data, not the recorded folder
