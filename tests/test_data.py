@@ -28,6 +28,7 @@ from wrnlib.data import (
     sample_split,
     train_val_split,
 )
+from wrnlib.datafiles import find_layout
 from wrnlib.errors import command_line
 
 SAMPLE_MANIFEST = json.loads((sample_dir() / "MANIFEST.json").read_text())
@@ -380,6 +381,9 @@ def test_a_test_only_load_has_no_training_set_and_the_same_test_checksum(tmp_pat
     folder = "sample" if where == "sample" else copy_sample(tmp_path / "d")
     full, only_test = load_cifar10(folder), load_cifar10(folder, test_only=True)
     assert len(only_test.train_images) == len(only_test.train_labels) == 0 and len(full.train_labels) > 0
+    # empty, but shaped and typed as the full training set is
+    assert (only_test.train_images.shape, only_test.train_images.dtype) == ((0, 3, 32, 32), torch.uint8)
+    assert (only_test.train_labels.shape, only_test.train_labels.dtype) == ((0,), torch.int64)
     test = _independent_checksum(("test_images", full.test_images), ("test_labels", full.test_labels))
     assert full.test_checksum == only_test.test_checksum == only_test.checksum == test
     assert full.checksum == _independent_checksum(
@@ -393,6 +397,7 @@ def test_a_batches_folder_is_recognised_by_any_of_its_files(tmp_path, sample, ne
     missing, rather than the folder called unrecognised."""
     root = tmp_path / "root"
     folder = write_batches(root / "cifar-10-batches-py" if nested else root, sample, train_batches=2)
+    assert find_layout(root) == ("batches", folder)
     (folder / "test_batch").unlink()
     assert str(_raises_naming(str(folder / "test_batch"), root)).startswith(f"Missing file {folder / 'test_batch'}")
     for number in (1, 2):
@@ -405,6 +410,7 @@ def test_a_batches_folder_is_recognised_by_any_of_its_files(tmp_path, sample, ne
 def test_an_npz_folder_is_recognised_by_its_test_file_alone(tmp_path):
     folder = copy_sample(tmp_path / "d", manifest=False)
     (folder / "train_1.npz").unlink()
+    assert find_layout(folder) == ("npz", folder)
     assert len(load_cifar10(folder, test_only=True).test_labels) == TEST_PER_CLASS * 10
     assert str(_raises_naming("has no training files (train_1.npz ...)", folder)).startswith(
         f"CIFAR-10 folder {folder} has no training files")

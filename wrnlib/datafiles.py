@@ -62,7 +62,7 @@ def find_layout(folder: Path) -> tuple[str, Path] | None:
     return None
 
 
-def verify(folder: Path, test_only: bool = False) -> Files:
+def verify(folder: Path, test_only: bool) -> Files:
     """Check a folder that :func:`find_layout` recognised: every file present (training files numbered
     1..K without gaps) and, in the npz layout, each file's sha256 against MANIFEST.json when there is one."""
     layout, folder = find_layout(folder)
