@@ -156,6 +156,13 @@ def test_a_config_file_that_is_not_a_json_object_or_not_readable_says_where(tmp_
         TrainConfig.load(path)
     with pytest.raises(ValueError, match=f"^cannot read {tmp_path / 'missing.json'}: "):
         TrainConfig.load(tmp_path / "missing.json")
+    path.write_text('{"lr": "fast"}')
+    with pytest.raises(ValueError) as raised:
+        TrainConfig.load(path)
+    assert str(raised.value).startswith(f"{path}: ")  # a field's error names the file it is in
+    with pytest.raises(ValueError) as raised:
+        TrainConfig.from_dict([("lr", 0.1)], source="my settings")  # from Python: not a dict
+    assert str(raised.value) == "my settings must be a JSON object of TrainConfig fields; got list"
     with pytest.raises(ValueError) as raised:
         TrainConfig.from_dict({"bogus": 1, "lr": 0.1, "aaa": 2})
     assert str(raised.value).startswith("config: unknown TrainConfig field(s) ['aaa', 'bogus']; known fields: ['batch_")
