@@ -15,6 +15,7 @@ from wrnlib import NonFiniteLossError, RunExistsError, checkpoints, device, dist
 from wrnlib.config import TrainConfig
 from wrnlib.data import DataError
 from wrnlib.errors import command_line
+from wrnlib.model import WideResNet
 from wrnlib.evaluation import evaluate_run
 
 
@@ -381,6 +382,31 @@ def test_a_budget_too_short_trains_one_epoch_and_refuses_fewer_than_its_warmup(m
         _timed_budget(monkeypatch, [1.0] * 13, budget_minutes=0.001, warmup_epochs=2)
     assert str(error.value) == ("budget_minutes=0.001 holds 1 epoch(s) of WRN-10-1 here, fewer than its 2 warm-up "
                                 "epochs; raise the budget or lower warmup_epochs")
+
+
+def test_the_final_evaluation_runs_with_tf32_off_and_restores_the_processs_setting(tmp_path):
+    """What `evaluate` recomputes on a CPU in fp32: TF32 (a GPU's reduced-precision matmuls) is off while the final
+    model is scored, whatever the process had set, and the setting is given back after."""
+    seen = []
+
+    def score(images, labels, model=None, bf16=None, tta=False):
+        seen.append((torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32, bf16, tta))
+        return {"loss": 0.5, "acc": 0.8}
+
+    config = TrainConfig(name="f", depth=10, width=1, out_dir=str(tmp_path), tta=True)
+    rows = [{"epoch": 1, "val_acc": 0.5, "test_acc": 0.8, "images_per_s": 10.0, "epoch_time_s": 1.0,
+             "train_time_s": 1.0}]
+    splits = train_module.Splits(*[torch.zeros(0)] * 4, torch.zeros(2, 3, 32, 32), torch.zeros(2))
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+        model = WideResNet(10, 1)
+        summary = train_module._final_summary(config, rows, 1.0, model, splits, score, model, torch.device("cpu"))
+        assert seen == [(False, False, False, False), (False, False, False, True)]
+        assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (True, True)
+        assert summary["final_eval"]["precision"] == "fp32, TF32 off" and summary["test_acc_tta"] == 0.8
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 def test_the_measured_estimate_is_within_a_factor_two_of_the_epochs_that_follow(real_data, tmp_path, monkeypatch):
