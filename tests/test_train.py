@@ -390,7 +390,7 @@ def test_the_final_evaluation_runs_with_tf32_off_and_restores_the_processs_setti
     seen = []
 
     def score(images, labels, model=None, bf16=None, tta=False):
-        seen.append((torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32, bf16, tta))
+        seen.append((torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32, bf16, tta, model))
         return {"loss": 0.5, "acc": 0.8}
 
     config = TrainConfig(name="f", depth=10, width=1, out_dir=str(tmp_path), tta=True)
@@ -400,9 +400,9 @@ def test_the_final_evaluation_runs_with_tf32_off_and_restores_the_processs_setti
     saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     try:
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
-        model = WideResNet(10, 1)
-        summary = train_module._final_summary(config, rows, 1.0, model, splits, score, model, torch.device("cpu"))
-        assert seen == [(False, False, False, False), (False, False, False, True)]
+        final, model = WideResNet(10, 1), WideResNet(10, 1)
+        summary = train_module._final_summary(config, rows, 1.0, final, splits, score, model, torch.device("cpu"))
+        assert seen == [(False, False, False, False, final), (False, False, False, True, final)]  # the final model
         assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (True, True)
         assert summary["final_eval"]["precision"] == "fp32, TF32 off" and summary["test_acc_tta"] == 0.8
     finally:
