@@ -1,5 +1,6 @@
 """The training engine end to end on real CIFAR-10 images (CPU)."""
 import contextlib
+from dataclasses import replace
 import json
 import math
 import re
@@ -303,9 +304,12 @@ def test_the_estimate_is_measured_after_five_fast_steps_or_exactly_ten_seconds_a
         now[0] += 1.0
         fast.step()
     lines = capsys.readouterr().out.splitlines()
+    assert "r: WRN-16-2, 4 epochs of 50 steps, on " in lines[0] and "; fp32; roughly 1 s per epoch, 3 s in all" in lines[0]
     assert lines[-1] == ("measured on 5 steps: 50 s of training per epoch, about 2.5 min for the 3 epochs with their "
                          "evaluations")
-    edge = progress.Progress(config, steps=50, start_epoch=0, eval_images=0, dist=alone, precision="fp32")
+    edge = progress.Progress(replace(config, budget_minutes=1.5), steps=50, start_epoch=0, eval_images=0, dist=alone,
+                             precision="bf16")
+    assert "r: WRN-16-2, 4 epochs (what 90 s of training fits, timed here) of 50 steps" in capsys.readouterr().out
     for seconds in (1.0, 5.0, 5.0):  # exactly ten seconds after two timed steps
         now[0] += seconds
         edge.step()
