@@ -266,6 +266,10 @@ def test_a_run_longer_than_half_an_hour_is_said_to_be_with_what_would_take_minut
         assert "train fewer --epochs or a smaller model: WRN-16-2 (--depth 16 --width 2)" in progress.long_run_warning(
             big, 9000, torch.device("cuda"))
     assert progress.long_run_warning(small, 3600, cpu).endswith("about 100 epochs fit in half an hour")
+    assert progress.long_run_warning(replace(small, epochs=1), 7200, cpu).endswith("about 1 epochs fit in half an hour")
+    assert progress.long_run_warning(replace(big, width=3.0, depth=16), 9000, torch.device("cuda")) == (
+        "\nwarning: this run will take about 2.5 h on this GPU, more than half an hour; for minutes instead, train "
+        "fewer epochs or a smaller model: WRN-16-2 (depth 16 width 2) costs 2x less per image")  # 2.2x the FLOPs
 
 
 def test_the_estimate_measured_on_the_first_steps_follows_the_steps_after_the_first(monkeypatch):
@@ -319,6 +323,8 @@ def test_the_estimate_is_measured_after_five_fast_steps_or_exactly_ten_seconds_a
         monkeypatch.setattr(progress, "rough_epoch_seconds", lambda *args: 3600.0 if warned else 1.0)
         long = progress.Progress(config, steps=50, start_epoch=0, eval_images=0, dist=alone, precision="fp32")
         assert long.warned is warned
+        if warned:  # the start line's own warning, for the whole run at the rough rate
+            assert progress.long_run_warning(config, 4 * 3600.0, alone.device) in capsys.readouterr().out
         for seconds in (1.0, 60.0):
             now[0] += seconds
             long.step()
