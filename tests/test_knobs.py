@@ -910,6 +910,8 @@ def test_progress_prints_the_start_line_a_line_per_epoch_and_a_bar(real_data, tm
     if progress:
         lines = out.splitlines()
         assert len(lines) == 4 and lines[0].startswith("shown: WRN-10-1, 2 epochs of 2 steps")
+        precision = json.loads((tmp_path / "shown" / runfolder.ENV).read_text())["precision"]
+        assert f"; {precision}; roughly " in lines[0]  # the precision it trains in, as env.json records it
         assert [line.split()[:2] for line in lines[1:]] == [["epoch", "1/2"], ["measured", "on"], ["epoch", "2/2"]]
         assert "shown" in err and "step" in err  # the bar, named after the run
     else:
