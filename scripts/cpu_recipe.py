@@ -4,7 +4,7 @@ Each trial changes one thing of the baseline (the CPU headline's recipe before t
 for the same minutes of training on this machine (``budget_minutes``: the step is timed first and the
 epochs that fit are chosen), seed 0, 5,000 training images held out for validation. The table ranks
 them by final validation accuracy, with each one's gain over the baseline; the test set is not looked
-at. Notebook 02 of the cpu profile shows the same table before it trains the recipe chosen from it.
+at: this table is the evidence the CPU headline's recipe is chosen on.
 
     python scripts/cpu_recipe.py trials [--minutes 30] [--only ls0 ema]   # train (or read back) the trials
     python scripts/cpu_recipe.py table                                      # results/cpu/recipe/recipe.md

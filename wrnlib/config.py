@@ -189,8 +189,8 @@ SAMPLE_BATCH = 64  # 15 steps per epoch on the sample's 1,000 training images (t
 def fit_to_sample(config: TrainConfig) -> tuple[TrainConfig, str]:
     """On the sample shipped with wrnlib (1,200 training images, not the benchmark), the settings left at their
     defaults that do not suit it, fitted: at most 200 validation images, and batch 64 with the learning rate
-    scaled linearly. Returns the config and a line saying what changed ("" when nothing
-    did, or the data is not the sample)."""
+    scaled linearly. Returns the config and a line saying what changed ("" when nothing did, or the data is not
+    the sample)."""
     if (config.data_dir if config.data_dir is not None else os.environ.get(ENV_VAR)) != SAMPLE:
         return config, ""
     defaults = {f.name: f.default for f in fields(TrainConfig)}
