@@ -431,6 +431,8 @@ def test_the_measured_estimate_is_within_a_factor_two_of_the_epochs_that_follow(
     result = fit(tiny(tmp_path, depth=16, width=2, epochs=3, progress=True), data=real_data)
     measured = sorted(r["epoch_time_s"] for r in result.metrics)  # the median: one epoch slowed by the machine
     assert 0.5 < logs[0].measured["epoch_train_s"] / measured[1] < 2, (logs[0].measured, measured)
+    # the images each epoch's evaluations score: the validation and the test images
+    assert logs[0].eval_images == result.config.val_size + result.summary["test_images"]
 
 
 @pytest.mark.parametrize("seconds, text", [(0.4, "under 1 s"), (1, "1 s"), (119.4, "119 s"), (120, "2.0 min"),
