@@ -103,7 +103,7 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(real_data, tm
     with pytest.raises(NonFiniteLossError, match=r"epoch 2.*end of epoch 1.*Lower lr"):
         fit(tiny(tmp_path, epochs=3), data=real_data)
     state = torch.load(tmp_path / "tiny" / runfolder.STATE, weights_only=True)
-    assert state["epoch"] == 1
+    assert state["epoch"] == 1 and (state["config"]["name"], state["config"]["epochs"]) == ("tiny", 3)  # its config
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
     assert len(runfolder.read_metrics(tmp_path / "tiny")) == 1
 
@@ -742,6 +742,27 @@ def test_an_interrupted_run_says_where_it_stopped_and_how_to_continue(real_data,
     assert capsys.readouterr().out == (
         f"\nInterrupted with 1 of 3 epochs done. The checkpoint at the end of epoch 1 is intact in {run_dir}; continue "
         f"with `fit(config, existing='resume')` with the same config.\n")
+
+
+def test_a_weight_that_became_infinite_stops_the_run_though_the_loss_is_finite(real_data, tmp_path, monkeypatch):
+    real_make_step = train_module.make_train_step
+
+    def poisoning_a_weight(model, *args, **kwargs):
+        step, calls = real_make_step(model, *args, **kwargs), []
+
+        def step_then_poison(x, targets):
+            calls.append(1)
+            loss, logits = step(x, targets)
+            if len(calls) == 256 // 64:  # after the epoch's last loss: its training loss stays finite
+                with torch.no_grad():
+                    model.fc.bias[0] = math.inf
+            return loss, logits
+        return step_then_poison
+
+    monkeypatch.setattr(train_module, "make_train_step", poisoning_a_weight)
+    with pytest.raises(train_module.NonFiniteError,
+                       match=r"^test_loss and val_loss and weights became NaN or infinite in epoch 1 "):
+        fit(tiny(tmp_path, epochs=2), data=real_data)
 
 
 def test_a_nan_validation_loss_stops_the_run_naming_its_epoch(real_data, tmp_path, monkeypatch):
