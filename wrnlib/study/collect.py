@@ -66,6 +66,11 @@ def frame(rows: list[dict[str, Any]], columns: Iterable[str]) -> pd.DataFrame:
     return df[columns + extra].infer_objects()
 
 
+def finished_in(runs: pd.DataFrame, group: str) -> pd.DataFrame:
+    """The finished runs of one group (a sweep's, an ablation's); an empty frame as it is."""
+    return runs if runs.empty else runs[(runs["group"] == group) & (runs["status"] == "finished")]
+
+
 @dataclass
 class Results:
     """Everything found under one results folder."""

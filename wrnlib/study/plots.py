@@ -15,6 +15,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from ..data import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD  # noqa: E402
+from .collect import TIME_SWEEP, WIDTH_SWEEP, finished_in  # noqa: E402
 from .formats import pct  # noqa: E402
 
 SAVE_DPI = 110
@@ -332,8 +333,8 @@ def width_study(runs: pd.DataFrame) -> plt.Figure:
     """Notebook 05's sweeps side by side: final test accuracy against parameters at equal epochs (left) and at
     equal training time (right), a line per depth through the mean over seeds, each seed a dot."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
-    for ax, group, what in zip(axes, ("width_sweep", "time_sweep"), ("equal epochs", "equal training time")):
-        part = runs[(runs["group"] == group) & (runs["status"] == "finished")] if not runs.empty else runs
+    for ax, group, what in zip(axes, (WIDTH_SWEEP, TIME_SWEEP), ("equal epochs", "equal training time")):
+        part = finished_in(runs, group)
         if part.empty:
             ax.set_title(f"{what}: no finished runs")
             continue

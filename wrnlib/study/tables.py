@@ -17,7 +17,7 @@ import pandas as pd
 
 from .. import runfolder as runs_io
 from .collect import (ABLATION_EPOCH_COLUMNS, ABLATION_FINAL_COLUMNS, BY_SCHEDULE_CSV, EPOCHS_CSV, FINAL_CSV,
-                      TIME_SWEEP, WIDTH_SWEEP, Results, empty_frame, frame, read_run, subfolders)
+                      TIME_SWEEP, WIDTH_SWEEP, Results, empty_frame, finished_in, frame, read_run, subfolders)
 from .formats import duration, number, pct, text
 
 SCHEDULE_TABLE_COLUMNS = ("ablation", "schedule", "runs", "seeds", "test_acc_mean", "test_acc_std", "test_acc_min",
@@ -61,9 +61,9 @@ def width_table(runs: pd.DataFrame, group: str = WIDTH_SWEEP) -> pd.DataFrame:
     time), one row each, by depth, width and seed, with the training compute that bought each accuracy."""
     cols = ["model", "params (M)", "seed", "epochs", "batch", "schedule", "device", "final val acc", "test acc",
             "train min", "PFLOP"]
-    if runs.empty:
+    part = finished_in(runs, group)
+    if part.empty:
         return pd.DataFrame(columns=cols)
-    part = runs[(runs["group"] == group) & (runs["status"] == "finished")]
     part = part.sort_values(["depth", "width", "seed"])
     return pd.DataFrame({
         "model": [f"WRN-{int(d)}-{float(k):g}" for d, k in zip(part["depth"], part["width"])],
@@ -79,7 +79,7 @@ def sweep_winner(runs: pd.DataFrame, group: str = TIME_SWEEP) -> str:
     """Which WRN of a sweep wins on validation (mean final validation accuracy over seeds; the test set is only
     reported), by how much over the next, and whether that gap is larger than the seeds' spread (the two
     models' ranges over seeds do not overlap)."""
-    part = runs[(runs["group"] == group) & (runs["status"] == "finished")] if not runs.empty else runs
+    part = finished_in(runs, group)
     if part.empty:
         return "No finished runs in this sweep yet."
     part = part.assign(model=[f"WRN-{int(d)}-{float(k):g}" for d, k in zip(part["depth"], part["width"])],
