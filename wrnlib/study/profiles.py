@@ -36,6 +36,7 @@ def in_repo(path: Path) -> str:
     except ValueError:
         return str(path)
 
+
 class StudyError(ValueError):
     """A study cannot start: unknown profile, unknown notebook prefix, bad parameters."""
 
