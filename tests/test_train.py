@@ -14,7 +14,7 @@ import wrnlib.progress as progress
 import wrnlib.train as train_module
 from wrnlib import NonFiniteLossError, RunExistsError, checkpoints, device, distributed, files, fit, runfolder
 from wrnlib.config import TrainConfig
-from wrnlib.data import DataError
+from wrnlib.data import CIFAR10, DataError
 from wrnlib.errors import command_line
 from wrnlib.model import WideResNet
 from wrnlib.evaluation import evaluate_run
@@ -111,8 +111,11 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(real_data, tm
 def test_an_existing_run_is_never_overwritten(real_data, tmp_path):
     fit(tiny(tmp_path, epochs=1), data=real_data)
     metrics = (tmp_path / "tiny" / runfolder.METRICS).read_bytes()
-    with pytest.raises(RunExistsError, match="existing='resume'"):
+    with pytest.raises(RunExistsError) as error:
         fit(tiny(tmp_path, epochs=1, lr=0.05), data=real_data)
+    assert str(error.value) == (f"run folder {tmp_path / 'tiny'} already exists (finished); pass existing='resume' "
+                                "to continue it (a finished run is read back), or choose another name (nothing was "
+                                "overwritten)")
     assert (tmp_path / "tiny" / runfolder.METRICS).read_bytes() == metrics
 
 
@@ -865,6 +868,26 @@ def test_sam_keeps_its_first_backward_local_with_the_contexts_no_sync(real_data,
     monkeypatch.setattr(train_module.distributed, "setup", lambda config: dist)
     fit(config, data=real_data)
     assert entered == built + ["step"] * (256 // 64)  # the forward it trains with (the model, in one process)
+
+
+def test_splits_that_leave_too_few_training_images_name_the_setting_to_lower(tmp_path):
+    images = torch.zeros(40, 3, 32, 32, dtype=torch.uint8)
+    data = CIFAR10(images, torch.arange(40) % 10, images[:10], torch.arange(10), source="x", checksum="c")
+    meta = torch.device("meta")
+    for overrides, message in [
+        (dict(val_size=40), "val_size=40 leaves no training images: this data set has 40; lower it"),
+        (dict(val_size=10, train_limit=31), "train_limit=31 exceeds the 30 training images left after holding out "
+                                            "val_size=10"),
+        (dict(val_size=10, train_limit=0, batch_size=31), "batch_size=31 is larger than the 30 training images; "
+                                                          "lower it"),
+    ]:
+        with pytest.raises(ValueError) as error:
+            train_module.make_splits(tiny(tmp_path, test_limit=0, **overrides), data, meta)
+        assert str(error.value) == message
+    splits = train_module.make_splits(tiny(tmp_path, val_size=10, train_limit=0, test_limit=0, batch_size=30), data,
+                                      meta)
+    assert {t.device for t in vars(splits).values()} == {meta}  # everything moves to the training device
+    assert (len(splits.train_y), len(splits.val_y)) == (30, 10)
 
 
 def test_a_train_limit_or_batch_of_every_training_image_is_allowed_and_takes_them_all(real_data, tmp_path):

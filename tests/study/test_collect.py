@@ -65,6 +65,15 @@ def test_describe_counts_runs_per_group_and_status(study):
         "no benchmarks yet"]
 
 
+def test_finished_in_keeps_the_finished_runs_of_one_group_and_an_empty_frame_as_it_is():
+    runs = pd.DataFrame({"name": list("abcd"), "group": ["width_sweep", "width_sweep", "runs", "width_sweep"],
+                         "status": ["finished", "partial", "finished", "finished"]})
+    assert list(collect.finished_in(runs, "width_sweep")["name"]) == ["a", "d"]
+    assert list(collect.finished_in(runs, "runs")["name"]) == ["c"]
+    nothing = pd.DataFrame()  # a caller with no runs may pass a frame without even the columns
+    assert collect.finished_in(nothing, "width_sweep") is nothing
+
+
 def test_read_run_row_by_status_and_what_it_could_not_read(tmp_path):
     env = {"device": "A CPU", "device_type": "cpu", "torch": "2.x", "git_commit": "abc", "data_source": "/d"}
     finished = write_run(tmp_path, "done", config=CONFIG, summary=SUMMARY, env=env, epochs_done=3)

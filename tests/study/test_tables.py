@@ -179,6 +179,9 @@ def test_by_schedule_counts_the_seeds_with_a_number_and_keeps_the_ablations_orde
     assert list(table.index) == ["sgdr", "step", "cosine"] and table["count"].tolist() == [1, 1, 1]
     assert table.loc["step"].tolist() == [1, 80.0, 80.0, 80.0]
     assert list(tables.by_schedule(final, "final_val_acc").index) == ["cosine", "sgdr"]
+    ties = [f"s{i}" for i in range(20)]  # more than numpy's unstable sort keeps in order
+    many = pd.DataFrame({"schedule": ties + ["best"], "test_acc": [0.9] * 20 + [0.95]})
+    assert list(tables.by_schedule(many, "test_acc").index) == ["best"] + ties
 
 
 def test_sweep_winner_of_no_runs_at_all_and_a_tie_of_ranges_is_within_the_spread():
