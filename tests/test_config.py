@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from wrnlib.config import TrainConfig, resume_conflicts
+from wrnlib.config import TrainConfig, fit_to_sample, resume_conflicts
+from wrnlib.data import ENV_VAR
 
 
 def test_round_trip_through_json(tmp_path):
@@ -175,3 +176,12 @@ def test_resuming_may_change_how_a_run_runs_but_not_what_it_computes():
     assert resume_conflicts(saved, TrainConfig(name="r", **how)) == []
     for field, value in {"seed": 1, "mix": "cutmix", "step_milestones": (0.2,), "deterministic": True}.items():
         assert resume_conflicts(saved, TrainConfig(name="r", **{field: value})) == [field]
+
+
+def test_the_sample_named_by_the_environment_is_fitted_and_nothing_to_fit_says_nothing(monkeypatch):
+    monkeypatch.setenv(ENV_VAR, "sample")
+    fitted, line = fit_to_sample(TrainConfig())  # data_dir unset: the environment's folder is the data
+    assert (fitted.val_size, fitted.batch_size) == (200, 64) and line.startswith("the sample shipped with wrnlib")
+    assert fit_to_sample(TrainConfig(data_dir="/data/cifar10")) == (TrainConfig(data_dir="/data/cifar10"), "")
+    given = TrainConfig(val_size=100, batch_size=32, lr=0.01)
+    assert fit_to_sample(given) == (given, "")  # every setting the sample needs was given
