@@ -87,6 +87,26 @@ def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(real_dat
     assert len(runfolder.read_metrics(tmp_path / "resumed")) == 3
 
 
+def test_a_budgeted_run_resumes_to_the_epochs_chosen_at_its_start(real_data, tmp_path, monkeypatch):
+    chosen = []
+
+    def fit_budget(c, *args):
+        chosen.append(c.epochs)
+        return replace(c, epochs=3), {"budget": {"epochs": 3}}
+
+    monkeypatch.setattr(train_module, "fit_budget", fit_budget)
+
+    def interrupt_after_epoch_2(row):
+        if row["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    config = tiny(tmp_path, budget_minutes=1.0, epochs=2)
+    with pytest.raises(KeyboardInterrupt):
+        fit(config, data=real_data, on_epoch_end=interrupt_after_epoch_2)
+    resumed = fit(config, existing="resume", data=real_data)  # asks for 2 epochs: the run's own 3 are kept
+    assert chosen == [2] and resumed.config.epochs == 3 and [r["epoch"] for r in resumed.metrics] == [1, 2, 3]
+
+
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(real_data, tmp_path, monkeypatch):
     real_make_step = train_module.make_train_step
 
