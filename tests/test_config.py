@@ -76,6 +76,7 @@ BOUNDARIES = [
     ({"ema_decay": 0.0}, None),  # off
     ({"ema_decay": 1.0}, "ema_decay must be a finite number in (0.0, 1.0); got 1.0"),
     ({"ema_decay": -0.5}, "ema_decay must be a finite number in (0.0, 1.0); got -0.5"),
+    ({"budget_minutes": -1.0}, "budget_minutes must be a finite number in [0.0, inf); got -1.0"),
     ({"epochs": 1}, None), ({"epochs": 0}, "epochs must be an integer >= 1; got 0"),
     ({"batch_size": 0}, "batch_size must be an integer >= 1; got 0"),
     ({"eval_batch_size": 0}, "eval_batch_size must be an integer >= 1; got 0"),
