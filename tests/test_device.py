@@ -26,8 +26,9 @@ def test_devices(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert resolve_device() == torch.device("cuda")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(ValueError, match="no CUDA GPU is visible"):
+    with pytest.raises(ValueError) as error:
         resolve_device("cuda")
+    assert str(error.value) == "device 'cuda' was asked for but no CUDA GPU is visible; use device='cpu' or auto"
 
 
 def test_bf16_follows_the_precision_asked_for_and_the_hardware(monkeypatch):

@@ -459,8 +459,8 @@ def test_the_measured_estimate_is_within_a_factor_two_of_the_epochs_that_follow(
 
 
 @pytest.mark.parametrize("seconds, text", [(0.4, "under 1 s"), (1, "1 s"), (119.4, "119 s"), (120, "2.0 min"),
-                                           (3600, "60.0 min"), (7199, "120.0 min"), (7200, "2.0 h"), (None, "-"),
-                                           (float("nan"), "-"), ("n/a", "-")])
+                                           (3600, "60.0 min"), (7199, "120.0 min"), (7200, "2.0 h"), (3.6e6, "1000.0 h"),
+                                           (None, "-"), (float("nan"), "-"), ("n/a", "-")])
 def test_the_one_duration_formatter(seconds, text):
     assert progress.duration(seconds) == text
     assert progress.duration(None, missing="never") == "never"
