@@ -57,6 +57,18 @@ def test_git_commit_marks_edited_and_new_files_as_dirty(tmp_path, monkeypatch):
     assert provenance.git_commit(package) == "abc123"
 
 
+def test_a_clean_checkout_is_clean_whatever_its_file_names_hold(tmp_path, monkeypatch):
+    monkeypatch.delenv("WRNLIB_GIT_COMMIT", raising=False)
+    package = tmp_path / "wrnlib"
+    package.mkdir()
+    (package / "a\tb c.py").write_text("x = 1\n")  # a tab and a space: git's listing puts a tab before the name
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "add", ".")
+    _git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    assert provenance.git_commit(package) == head
+
+
 def test_git_commit_ignores_touched_and_ignored_files_and_says_unknown_without_a_repository(tmp_path, monkeypatch):
     monkeypatch.delenv("WRNLIB_GIT_COMMIT", raising=False)
     package = tmp_path / "repo" / "pkg"
