@@ -458,6 +458,11 @@ def test_the_measured_estimate_is_within_a_factor_two_of_the_epochs_that_follow(
     assert logs[0].eval_images == result.config.val_size + result.summary["test_images"]
 
 
+def test_a_number_is_a_float_or_missing():
+    assert progress.number("0.5") == 0.5 and progress.number(3) == 3.0
+    assert [progress.number(v) for v in (None, float("nan"), "n/a", "")] == [None] * 4  # "" and NaN: an empty cell
+
+
 @pytest.mark.parametrize("seconds, text", [(0.4, "under 1 s"), (1, "1 s"), (119.4, "119 s"), (120, "2.0 min"),
                                            (3600, "60.0 min"), (7199, "120.0 min"), (7200, "2.0 h"), (3.6e6, "1000.0 h"),
                                            (None, "-"), (float("nan"), "-"), ("n/a", "-")])

@@ -234,7 +234,10 @@ def test_reading_compares_the_schedules_that_decay_to_zero_with_the_others():
     assert "Every seed of cosine beats every seed of the others" in line
     overlapping = report.reading_markdown(_final({"cosine": [0.85, 0.88], "step": [0.86, 0.86]}),
                                            {"cosine": 0.0, "step": 0.008})
-    assert "No decay-to-zero schedule beats every seed" in overlapping
+    assert overlapping.endswith("(+0.50 points). No decay-to-zero schedule beats every seed of the others.")
+    two = report.reading_markdown(_final({"cosine": [0.87, 0.88], "onecycle": [0.86, 0.87], "step": [0.80, 0.81]}),
+                                  {"cosine": 0.0, "onecycle": 0.0, "step": 0.008})
+    assert two.endswith("Every seed of cosine, onecycle beats every seed of the others.")
 
 
 def test_reading_of_nothing():
