@@ -464,8 +464,8 @@ def test_a_number_is_a_float_or_missing():
 
 
 @pytest.mark.parametrize("seconds, text", [(0.4, "under 1 s"), (1, "1 s"), (119.4, "119 s"), (120, "2.0 min"),
-                                           (3600, "60.0 min"), (7199, "120.0 min"), (7200, "2.0 h"), (3.6e6, "1000.0 h"),
-                                           (None, "-"), (float("nan"), "-"), ("n/a", "-")])
+                                           (3600, "60.0 min"), (7199, "120.0 min"), (7200, "2.0 h"),
+                                           (3.6e6, "1000.0 h"), (None, "-"), (float("nan"), "-"), ("n/a", "-")])
 def test_the_one_duration_formatter(seconds, text):
     assert progress.duration(seconds) == text
     assert progress.duration(None, missing="never") == "never"
