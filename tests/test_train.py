@@ -27,6 +27,14 @@ def tiny(tmp_path, **overrides) -> TrainConfig:
     return TrainConfig(**(base | overrides))
 
 
+def _ctrl_c_after_epoch(n: int):
+    """An on_epoch_end callback that stands in for Ctrl-C at the end of epoch ``n``."""
+    def stop(row):
+        if row["epoch"] == n:
+            raise KeyboardInterrupt
+    return stop
+
+
 def test_end_to_end_training_beats_chance_and_writes_the_run_folder(real_data, tmp_path):
     full = real_data.source != "sample"  # the complete CIFAR-10 (CIFAR10_DIR), not the shipped sample
     config = tiny(tmp_path, name="e2e", epochs=5, label_smoothing=0.1, save_model=True,
@@ -66,13 +74,9 @@ def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(real_dat
                     policy="autoaugment", policy_group=16, dropout=0.1, cutout=8)
     straight = fit(tiny(tmp_path, name="straight", **settings), data=real_data)
 
-    def interrupt_after_epoch_2(row):
-        if row["epoch"] == 2:
-            raise KeyboardInterrupt
-
     config = tiny(tmp_path, name="resumed", **settings)
     with pytest.raises(KeyboardInterrupt):
-        fit(config, data=real_data, on_epoch_end=interrupt_after_epoch_2)
+        fit(config, data=real_data, on_epoch_end=_ctrl_c_after_epoch(2))
     assert torch.load(tmp_path / "resumed" / runfolder.STATE, weights_only=True)["epoch"] == 2
     resumed = fit(config, existing="resume", data=real_data)
 
@@ -95,14 +99,9 @@ def test_a_budgeted_run_resumes_to_the_epochs_chosen_at_its_start(real_data, tmp
         return replace(c, epochs=3), {"budget": {"epochs": 3}}
 
     monkeypatch.setattr(train_module, "fit_budget", fit_budget)
-
-    def interrupt_after_epoch_2(row):
-        if row["epoch"] == 2:
-            raise KeyboardInterrupt
-
     config = tiny(tmp_path, budget_minutes=1.0, epochs=2)
     with pytest.raises(KeyboardInterrupt):
-        fit(config, data=real_data, on_epoch_end=interrupt_after_epoch_2)
+        fit(config, data=real_data, on_epoch_end=_ctrl_c_after_epoch(2))
     resumed = fit(config, existing="resume", data=real_data)  # asks for 2 epochs: the run's own 3 are kept
     assert chosen == [2] and resumed.config.epochs == 3 and [r["epoch"] for r in resumed.metrics] == [1, 2, 3]
 
@@ -192,12 +191,8 @@ def test_fit_says_what_it_does_with_each_kind_of_folder_it_finds(real_data, tmp_
             fit(config, data=real_data)
     assert runfolder.status(run_dir) == "unstarted"
     capsys.readouterr()
-
-    def stop_after_the_first_epoch(row):
-        raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        fit(config, data=real_data, on_epoch_end=stop_after_the_first_epoch)
+        fit(config, data=real_data, on_epoch_end=_ctrl_c_after_epoch(1))
     assert capsys.readouterr().out == (f"{run_dir} holds a run that stopped before its first checkpoint: starting "
                                        f"it again\n\nInterrupted with 1 of 2 epochs done. The checkpoint at the end of "
                                        f"epoch 1 is intact in {run_dir}; continue with `fit(config, existing='resume')` "
@@ -745,12 +740,8 @@ def test_the_progress_bar_counts_every_step_of_the_budget_from_where_the_run_sta
 
     monkeypatch.setattr(progress, "tqdm", Bar)
     config, steps = tiny(tmp_path, epochs=3, progress=True, checkpoint_every=1), 256 // 64
-
-    def stop(row):
-        raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):  # stopped after its first epoch
-        fit(config, data=real_data, on_epoch_end=stop)
+    with pytest.raises(KeyboardInterrupt):
+        fit(config, data=real_data, on_epoch_end=_ctrl_c_after_epoch(1))
     assert bars[0].kwargs == {"total": 3 * steps, "initial": 0, "desc": "tiny", "unit": "step", "mininterval": 2.0,
                               "disable": False}  # at most one refresh every two seconds: a notebook stays small
     assert bars[0].updates == steps and len(bars[0].lines) == 1  # a line per epoch, not per step
@@ -857,13 +848,8 @@ def test_a_resume_rewinds_the_metrics_that_ran_ahead_of_its_checkpoint(real_data
     """metrics.csv is written every epoch, the checkpoint every checkpoint_every epochs: a resumed run starts at the
     checkpoint, so if it is stopped again before its next one, metrics.csv holds no epoch it will train again."""
     config = tiny(tmp_path, epochs=4, checkpoint_every=2)
-
-    def stop_after_epoch_3(row):
-        if row["epoch"] == 3:
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        fit(config, data=real_data, on_epoch_end=stop_after_epoch_3)
+        fit(config, data=real_data, on_epoch_end=_ctrl_c_after_epoch(3))
     assert [r["epoch"] for r in runfolder.read_metrics(config.run_dir)] == [1, 2, 3]
 
     monkeypatch.setattr(train_module, "make_train_step", _interrupted_at_step(1))
