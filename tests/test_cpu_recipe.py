@@ -46,4 +46,4 @@ def test_the_table_ranks_finished_trials_on_validation_with_their_gain_and_names
         "| baseline | the CPU headline's recipe | 20 | 29.9 min | 90.00 % | – | a cpu |",
         "| ls0 | no label smoothing | 21 | 29.9 min | 89.55 % | -0.45 points | a cpu |"]
     assert "50.00" not in "\n".join(lines)  # the test set is not shown
-    assert lines[-1] == "Not finished yet: ls0.2, cutout8, batch256, momentum, wd1e-3, wrn16-3."
+    assert lines[-1] == "Not finished yet: ls0.2, cutout8, batch256, momentum, wd1e-3, wrn16-3, wrn16-3+ema."

@@ -3,6 +3,7 @@ import contextlib
 from dataclasses import replace
 import json
 import math
+import random
 import re
 import types
 
@@ -25,6 +26,14 @@ def tiny(tmp_path, **overrides) -> TrainConfig:
     base = dict(name="tiny", out_dir=str(tmp_path), depth=10, width=1, epochs=2, batch_size=64, lr=0.1,
                 val_size=100, train_limit=256, test_limit=200, warmup_epochs=0.0, progress=False)
     return TrainConfig(**(base | overrides))
+
+
+def _ctrl_c_after_epoch(n: int):
+    """An on_epoch_end callback that stands in for Ctrl-C at the end of epoch ``n``."""
+    def stop(row):
+        if row["epoch"] == n:
+            raise KeyboardInterrupt
+    return stop
 
 
 def test_end_to_end_training_beats_chance_and_writes_the_run_folder(real_data, tmp_path):
@@ -66,13 +75,9 @@ def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(real_dat
                     policy="autoaugment", policy_group=16, dropout=0.1, cutout=8)
     straight = fit(tiny(tmp_path, name="straight", **settings), data=real_data)
 
-    def interrupt_after_epoch_2(row):
-        if row["epoch"] == 2:
-            raise KeyboardInterrupt
-
     config = tiny(tmp_path, name="resumed", **settings)
     with pytest.raises(KeyboardInterrupt):
-        fit(config, data=real_data, on_epoch_end=interrupt_after_epoch_2)
+        fit(config, data=real_data, on_epoch_end=_ctrl_c_after_epoch(2))
     assert torch.load(tmp_path / "resumed" / runfolder.STATE, weights_only=True)["epoch"] == 2
     resumed = fit(config, existing="resume", data=real_data)
 
@@ -95,14 +100,9 @@ def test_a_budgeted_run_resumes_to_the_epochs_chosen_at_its_start(real_data, tmp
         return replace(c, epochs=3), {"budget": {"epochs": 3}}
 
     monkeypatch.setattr(train_module, "fit_budget", fit_budget)
-
-    def interrupt_after_epoch_2(row):
-        if row["epoch"] == 2:
-            raise KeyboardInterrupt
-
     config = tiny(tmp_path, budget_minutes=1.0, epochs=2)
     with pytest.raises(KeyboardInterrupt):
-        fit(config, data=real_data, on_epoch_end=interrupt_after_epoch_2)
+        fit(config, data=real_data, on_epoch_end=_ctrl_c_after_epoch(2))
     resumed = fit(config, existing="resume", data=real_data)  # asks for 2 epochs: the run's own 3 are kept
     assert chosen == [2] and resumed.config.epochs == 3 and [r["epoch"] for r in resumed.metrics] == [1, 2, 3]
 
@@ -192,12 +192,8 @@ def test_fit_says_what_it_does_with_each_kind_of_folder_it_finds(real_data, tmp_
             fit(config, data=real_data)
     assert runfolder.status(run_dir) == "unstarted"
     capsys.readouterr()
-
-    def stop_after_the_first_epoch(row):
-        raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        fit(config, data=real_data, on_epoch_end=stop_after_the_first_epoch)
+        fit(config, data=real_data, on_epoch_end=_ctrl_c_after_epoch(1))
     assert capsys.readouterr().out == (f"{run_dir} holds a run that stopped before its first checkpoint: starting "
                                        f"it again\n\nInterrupted with 1 of 2 epochs done. The checkpoint at the end of "
                                        f"epoch 1 is intact in {run_dir}; continue with `fit(config, existing='resume')` "
@@ -369,7 +365,7 @@ class _TwoProcesses(distributed.Single):
 
 
 def _timed_budget(monkeypatch, durations, process=None, **settings):
-    """fit_budget over a clock under which each step takes the next of ``durations`` (three untimed, then timed),
+    """fit_budget over a clock under which each step takes the next of ``durations`` (five untimed, then timed),
     with the model, the EMA each step updates and the step's calls recorded."""
     calls, updated = [], []
     readings = iter([t for d in durations for t in (100.0, 100.0 + d)])  # each step's start, then its end
@@ -394,25 +390,26 @@ def _timed_budget(monkeypatch, durations, process=None, **settings):
     return fitted, record["budget"], len(calls)
 
 
-def test_a_budget_takes_the_median_of_the_timed_steps_after_three_untimed_ones(monkeypatch):
-    timed = [0.9, 0.1, 0.55, 0.2, 0.6, 0.55, 0.1, 0.3, 0.7, 0.55]  # median (the 6th of ten, sorted): 0.55
-    fitted, budget, calls = _timed_budget(monkeypatch, [100.0] * 3 + timed, budget_minutes=1.0, warmup_epochs=0)
+def test_a_budget_takes_the_median_of_the_timed_steps_after_five_untimed_ones(monkeypatch):
+    timed = [0.01] * 25 + [0.55] + [0.56] * 24  # the median (the 26th of fifty, sorted) is 0.55; the mean 0.28
+    random.Random(0).shuffle(timed)
+    fitted, budget, calls = _timed_budget(monkeypatch, [100.0] * 5 + timed, budget_minutes=1.0, warmup_epochs=0)
     # 60 s / (0.55 s x 11 steps) = 9.9 epochs: 9 fit
-    assert budget == {"minutes": 1.0, "seconds_per_step": pytest.approx(0.55, rel=1e-12), "steps_timed": 10,
-                      "epochs": 9} and calls == 13  # in float64: float32 would be 0.55000001
+    assert budget == {"minutes": 1.0, "seconds_per_step": pytest.approx(0.55, rel=1e-12), "steps_timed": 50,
+                      "epochs": 9} and calls == 55  # in float64: float32 would be 0.55000001
     assert fitted.epochs == 9 and fitted.budget_minutes == 1.0
-    _, budget, calls = _timed_budget(monkeypatch, [100.0] * 3 + [1.0] * 10, budget_minutes=1.0, warmup_epochs=0)
-    assert (budget["steps_timed"], calls) == (5, 8)  # five seconds of timed steps are enough
-    _, budget, _ = _timed_budget(monkeypatch, [1.0] * 3 + [0.55] * 10, _TwoProcesses(torch.device("cpu")),
+    _, budget, calls = _timed_budget(monkeypatch, [100.0] * 5 + [1.0] * 50, budget_minutes=1.0, warmup_epochs=0)
+    assert (budget["steps_timed"], calls) == (15, 20)  # fifteen seconds of timed steps are enough
+    _, budget, _ = _timed_budget(monkeypatch, [1.0] * 5 + [0.55] * 50, _TwoProcesses(torch.device("cpu")),
                                  budget_minutes=1.0, warmup_epochs=0)
     assert budget["seconds_per_step"] == pytest.approx(0.55, rel=1e-12)  # the processes' mean: all choose alike
 
 
 def test_a_budget_too_short_trains_one_epoch_and_refuses_fewer_than_its_warmup(monkeypatch):
-    fitted, budget, _ = _timed_budget(monkeypatch, [1.0] * 13, budget_minutes=0.001, warmup_epochs=1)
+    fitted, budget, _ = _timed_budget(monkeypatch, [1.0] * 20, budget_minutes=0.001, warmup_epochs=1)
     assert fitted.epochs == budget["epochs"] == 1  # one epoch even when not even one fits; its warm-up is one
     with pytest.raises(ValueError) as error:
-        _timed_budget(monkeypatch, [1.0] * 13, budget_minutes=0.001, warmup_epochs=2)
+        _timed_budget(monkeypatch, [1.0] * 20, budget_minutes=0.001, warmup_epochs=2)
     assert str(error.value) == ("budget_minutes=0.001 holds 1 epoch(s) of WRN-10-1 here, fewer than its 2 warm-up "
                                 "epochs; raise the budget or lower warmup_epochs")
 
@@ -745,12 +742,8 @@ def test_the_progress_bar_counts_every_step_of_the_budget_from_where_the_run_sta
 
     monkeypatch.setattr(progress, "tqdm", Bar)
     config, steps = tiny(tmp_path, epochs=3, progress=True, checkpoint_every=1), 256 // 64
-
-    def stop(row):
-        raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):  # stopped after its first epoch
-        fit(config, data=real_data, on_epoch_end=stop)
+    with pytest.raises(KeyboardInterrupt):
+        fit(config, data=real_data, on_epoch_end=_ctrl_c_after_epoch(1))
     assert bars[0].kwargs == {"total": 3 * steps, "initial": 0, "desc": "tiny", "unit": "step", "mininterval": 2.0,
                               "disable": False}  # at most one refresh every two seconds: a notebook stays small
     assert bars[0].updates == steps and len(bars[0].lines) == 1  # a line per epoch, not per step
@@ -857,13 +850,8 @@ def test_a_resume_rewinds_the_metrics_that_ran_ahead_of_its_checkpoint(real_data
     """metrics.csv is written every epoch, the checkpoint every checkpoint_every epochs: a resumed run starts at the
     checkpoint, so if it is stopped again before its next one, metrics.csv holds no epoch it will train again."""
     config = tiny(tmp_path, epochs=4, checkpoint_every=2)
-
-    def stop_after_epoch_3(row):
-        if row["epoch"] == 3:
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        fit(config, data=real_data, on_epoch_end=stop_after_epoch_3)
+        fit(config, data=real_data, on_epoch_end=_ctrl_c_after_epoch(3))
     assert [r["epoch"] for r in runfolder.read_metrics(config.run_dir)] == [1, 2, 3]
 
     monkeypatch.setattr(train_module, "make_train_step", _interrupted_at_step(1))
