@@ -2,13 +2,13 @@
 
 Each trial changes one thing of the baseline (the CPU headline's recipe before this choice; the last puts
 together the two that gained most alone) and trains for the same minutes of training on this machine
-(``budget_minutes``: the step is timed first and the epochs that fit are chosen), seed 0, 5,000 training
-images held out for validation. The table ranks them by final validation accuracy, with each one's gain
-over the baseline; the test set is not looked at: this table is the evidence the CPU headline's recipe is
-chosen on.
+(``budget_minutes``: the step is timed first and the epochs that fit are chosen), seed 0 unless ``--seeds``
+says more, 5,000 training images held out for validation. The table ranks them by final validation
+accuracy, with each one's gain over the baseline; the test set is not looked at: this table is the
+evidence the CPU headline's recipe is chosen on.
 
-    python scripts/cpu_recipe.py trials [--minutes 30] [--only ls0 ema]   # train (or read back) the trials
-    python scripts/cpu_recipe.py table                                      # results/cpu/recipe/recipe.md
+    python scripts/cpu_recipe.py trials [--minutes 30] [--only ls0 ema] [--seeds 0 1]   # train (or read back)
+    python scripts/cpu_recipe.py table                                                  # results/cpu/recipe/recipe.md
 
 Runs resume where they stopped and finished ones are read back, so the script can be stopped and
 started again. Time them on an idle machine: the epochs a budget holds are measured.
@@ -42,31 +42,43 @@ TRIALS = {  # name: (what changes, the settings that change it)
 }
 
 
-def config(name: str, minutes: float) -> TrainConfig:
-    return TrainConfig(name=name, out_dir=str(OUT / "runs"), budget_minutes=minutes,
-                       **(BASELINE | TRIALS[name][1])).validate()
+def config(name: str, minutes: float, seed: int = 0) -> TrainConfig:
+    """Seed 0 trains in runs/<trial>, another seed in runs/<trial>-seed<n>."""
+    return TrainConfig(name=name if seed == 0 else f"{name}-seed{seed}", out_dir=str(OUT / "runs"),
+                       budget_minutes=minutes, **(BASELINE | TRIALS[name][1] | {"seed": seed})).validate()
+
+
+def _joined(values) -> str:
+    return " / ".join(dict.fromkeys(values))  # each distinct value once, in seed order
 
 
 def table() -> str:
-    rows = {}
+    rows = {}  # trial: [(summary, config, env) of each finished seed], and their mean final val acc
     for name in TRIALS:
-        run_dir = OUT / "runs" / name
-        if runs.status(run_dir) == "finished":
-            rows[name] = (read_json(run_dir / runs.SUMMARY), runs.load_config(run_dir), read_json(run_dir / runs.ENV))
+        seeds = [(read_json(d / runs.SUMMARY), runs.load_config(d), read_json(d / runs.ENV))
+                 for d in [OUT / "runs" / name, *sorted((OUT / "runs").glob(f"{name}-seed*"))]
+                 if runs.status(d) == "finished"]
+        if seeds:
+            rows[name] = seeds, sum(summary["final_val_acc"] for summary, _, _ in seeds) / len(seeds)
     lines = ["# The CPU recipe, chosen on validation at its time budget", "",
              "Made by `python scripts/cpu_recipe.py table` from the run folders under `runs/`. Each trial changes one "
-             "thing of the baseline (the last, wrn16-3+ema, two) and trains for the same minutes of training on the same machine (the epochs "
-             "that fit were chosen by timing its step first); seed 0; 5,000 training images held out. Ranked by "
-             "final validation accuracy; the test set is not shown: settings are not chosen on it. With one seed, "
-             "a gain of a few tenths of a point is within the noise of a seed.", "",
-             "| trial | what changes | epochs | training time | final val acc | gain over baseline | device |",
-             "|---|---|---|---|---|---|---|"]
-    base = rows.get("baseline", (None,))[0]
-    for name, (summary, cfg, env) in sorted(rows.items(), key=lambda r: -r[1][0]["final_val_acc"]):
-        gain = ("–" if base is None or name == "baseline" else
-                f"{100 * (summary['final_val_acc'] - base['final_val_acc']):+.2f} points")
-        lines.append(f"| {name} | {TRIALS[name][0]} | {cfg.epochs} | {summary['train_time_s'] / 60:.1f} min | "
-                     f"{100 * summary['final_val_acc']:.2f} % | {gain} | {env['device']} |")
+             "thing of the baseline (wrn16-3+ema two) and trains for the same minutes of training on the same "
+             "machine (the epochs that fit were chosen by timing its step first); 5,000 training images held out. "
+             "Ranked by final validation accuracy; the test set is not shown: settings are not chosen on it. With "
+             "one seed, a gain of a few tenths of a point is within the noise of a seed; a trial run with more seeds "
+             "shows their mean (each seed's in brackets), and its gain is that mean's.", "",
+             "| trial | what changes | seeds | epochs | training time | final val acc | gain over baseline | device |",
+             "|---|---|---|---|---|---|---|---|"]
+    base = rows["baseline"][1] if "baseline" in rows else None
+    for name, (seeds, mean) in sorted(rows.items(), key=lambda r: -r[1][1]):
+        gain = "–" if base is None or name == "baseline" else f"{100 * (mean - base):+.2f} points"
+        summaries, configs, envs = zip(*seeds)
+        accs = [f"{100 * summary['final_val_acc']:.2f}" for summary in summaries]
+        minutes = _joined(f"{summary['train_time_s'] / 60:.1f}" for summary in summaries)
+        each = f" ({', '.join(accs)})" if len(accs) > 1 else ""
+        lines.append(f"| {name} | {TRIALS[name][0]} | {', '.join(str(cfg.seed) for cfg in configs)} | "
+                     f"{_joined(str(cfg.epochs) for cfg in configs)} | {minutes} min | {100 * mean:.2f} %{each} | "
+                     f"{gain} | {_joined(env['device'] for env in envs)} |")
     missing = [name for name in TRIALS if name not in rows]
     if missing:
         lines += ["", "Not finished yet: " + ", ".join(missing) + "."]
@@ -78,11 +90,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=("trials", "table"))
     parser.add_argument("--minutes", type=float, default=30.0, help="training minutes of each trial (default: 30)")
     parser.add_argument("--only", nargs="+", choices=sorted(TRIALS), help="these trials only (default: all)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="train each trial with these seeds "
+                        "(default: 0)")
     args = parser.parse_args(argv)
     if args.command == "trials":
         for name in args.only or TRIALS:
-            print(f"[{name}] {TRIALS[name][0]}", flush=True)
-            fit(config(name, args.minutes), existing="reuse")
+            for seed in args.seeds:
+                print(f"[{name}, seed {seed}] {TRIALS[name][0]}", flush=True)
+                fit(config(name, args.minutes, seed), existing="reuse")
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "recipe.md").write_text(table())
     print(f"wrote {OUT / 'recipe.md'}")

@@ -3,7 +3,6 @@ import contextlib
 from dataclasses import replace
 import json
 import math
-import random
 import re
 import types
 
@@ -365,7 +364,7 @@ class _TwoProcesses(distributed.Single):
 
 
 def _timed_budget(monkeypatch, durations, process=None, **settings):
-    """fit_budget over a clock under which each step takes the next of ``durations`` (five untimed, then timed),
+    """fit_budget over a clock under which each step takes the next of ``durations`` (three untimed, then timed),
     with the model, the EMA each step updates and the step's calls recorded."""
     calls, updated = [], []
     readings = iter([t for d in durations for t in (100.0, 100.0 + d)])  # each step's start, then its end
@@ -390,26 +389,25 @@ def _timed_budget(monkeypatch, durations, process=None, **settings):
     return fitted, record["budget"], len(calls)
 
 
-def test_a_budget_takes_the_median_of_the_timed_steps_after_five_untimed_ones(monkeypatch):
-    timed = [0.01] * 25 + [0.55] + [0.56] * 24  # the median (the 26th of fifty, sorted) is 0.55; the mean 0.28
-    random.Random(0).shuffle(timed)
-    fitted, budget, calls = _timed_budget(monkeypatch, [100.0] * 5 + timed, budget_minutes=1.0, warmup_epochs=0)
+def test_a_budget_takes_the_median_of_the_timed_steps_after_three_untimed_ones(monkeypatch):
+    timed = [0.9, 0.1, 0.55, 0.2, 0.6, 0.55, 0.1, 0.3, 0.7, 0.55]  # median (the 6th of ten, sorted): 0.55
+    fitted, budget, calls = _timed_budget(monkeypatch, [100.0] * 3 + timed, budget_minutes=1.0, warmup_epochs=0)
     # 60 s / (0.55 s x 11 steps) = 9.9 epochs: 9 fit
-    assert budget == {"minutes": 1.0, "seconds_per_step": pytest.approx(0.55, rel=1e-12), "steps_timed": 50,
-                      "epochs": 9} and calls == 55  # in float64: float32 would be 0.55000001
+    assert budget == {"minutes": 1.0, "seconds_per_step": pytest.approx(0.55, rel=1e-12), "steps_timed": 10,
+                      "epochs": 9} and calls == 13  # in float64: float32 would be 0.55000001
     assert fitted.epochs == 9 and fitted.budget_minutes == 1.0
-    _, budget, calls = _timed_budget(monkeypatch, [100.0] * 5 + [1.0] * 50, budget_minutes=1.0, warmup_epochs=0)
-    assert (budget["steps_timed"], calls) == (15, 20)  # fifteen seconds of timed steps are enough
-    _, budget, _ = _timed_budget(monkeypatch, [1.0] * 5 + [0.55] * 50, _TwoProcesses(torch.device("cpu")),
+    _, budget, calls = _timed_budget(monkeypatch, [100.0] * 3 + [1.0] * 10, budget_minutes=1.0, warmup_epochs=0)
+    assert (budget["steps_timed"], calls) == (5, 8)  # five seconds of timed steps are enough
+    _, budget, _ = _timed_budget(monkeypatch, [1.0] * 3 + [0.55] * 10, _TwoProcesses(torch.device("cpu")),
                                  budget_minutes=1.0, warmup_epochs=0)
     assert budget["seconds_per_step"] == pytest.approx(0.55, rel=1e-12)  # the processes' mean: all choose alike
 
 
 def test_a_budget_too_short_trains_one_epoch_and_refuses_fewer_than_its_warmup(monkeypatch):
-    fitted, budget, _ = _timed_budget(monkeypatch, [1.0] * 20, budget_minutes=0.001, warmup_epochs=1)
+    fitted, budget, _ = _timed_budget(monkeypatch, [1.0] * 13, budget_minutes=0.001, warmup_epochs=1)
     assert fitted.epochs == budget["epochs"] == 1  # one epoch even when not even one fits; its warm-up is one
     with pytest.raises(ValueError) as error:
-        _timed_budget(monkeypatch, [1.0] * 20, budget_minutes=0.001, warmup_epochs=2)
+        _timed_budget(monkeypatch, [1.0] * 13, budget_minutes=0.001, warmup_epochs=2)
     assert str(error.value) == ("budget_minutes=0.001 holds 1 epoch(s) of WRN-10-1 here, fewer than its 2 warm-up "
                                 "epochs; raise the budget or lower warmup_epochs")
 

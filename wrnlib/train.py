@@ -184,9 +184,7 @@ def layout(c: TrainConfig) -> torch.memory_format:
     return torch.channels_last if c.channels_last else torch.contiguous_format
 
 
-# untimed steps, then timed ones (at most this many seconds). Ten timed steps missed the real step by up to 6 %
-# on a shared two-core VM (results/cpu/recipe/runs): fifty, ~8 s of a 30-minute CPU run, see more of its drift.
-BUDGET_WARMUP, BUDGET_STEPS, BUDGET_S = 5, 50, 15.0
+BUDGET_WARMUP, BUDGET_STEPS, BUDGET_S = 3, 10, 5.0  # untimed steps, then timed ones (at most this many seconds)
 
 
 def fit_budget(c: TrainConfig, s: Splits, dist, bf16: bool, steps: int) -> tuple[TrainConfig, dict[str, Any]]:
