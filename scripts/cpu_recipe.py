@@ -62,8 +62,9 @@ def table() -> str:
             rows[name] = seeds, sum(summary["final_val_acc"] for summary, _, _ in seeds) / len(seeds)
     lines = ["# The CPU recipe, chosen on validation at its time budget", "",
              "Made by `python scripts/cpu_recipe.py table` from the run folders under `runs/`. Each trial changes one "
-             "thing of the baseline (wrn16-3+ema two) and trains for the same minutes of training on the same "
-             "machine (the epochs that fit were chosen by timing its step first); 5,000 training images held out. "
+             "thing of the baseline (wrn16-3+ema puts together the two that gained most alone) and trains for the "
+             "same minutes of training on the same machine (the epochs that fit were chosen by timing its step "
+             "first); 5,000 training images held out. "
              "Ranked by final validation accuracy; the test set is not shown: settings are not chosen on it. With "
              "one seed, a gain of a few tenths of a point is within the noise of a seed; a trial run with more seeds "
              "shows their mean (each seed's in brackets), and its gain is that mean's.", "",
