@@ -22,6 +22,7 @@ from pathlib import Path
 from wrnlib import TrainConfig, fit
 from wrnlib import runfolder as runs
 from wrnlib.files import read_json
+from wrnlib.study.formats import MISSING, markdown_table
 
 OUT = Path("results/cpu/recipe")
 # The CPU headline's recipe before the trials (results/cpu/runs/wrn16-2-cpu-headline): WRN-16-2, one-cycle,
@@ -62,23 +63,24 @@ def table() -> str:
             rows[name] = seeds, sum(summary["final_val_acc"] for summary, _, _ in seeds) / len(seeds)
     lines = ["# The CPU recipe, chosen on validation at its time budget", "",
              "Made by `python scripts/cpu_recipe.py table` from the run folders under `runs/`. Each trial changes one "
-             "thing of the baseline (wrn16-3+ema two) and trains for the same minutes of training on the same "
-             "machine (the epochs that fit were chosen by timing its step first); 5,000 training images held out. "
+             "thing of the baseline (wrn16-3+ema puts together the two that gained most alone) and trains for the "
+             "same minutes of training on the same machine (the epochs that fit were chosen by timing its step "
+             "first); 5,000 training images held out. "
              "Ranked by final validation accuracy; the test set is not shown: settings are not chosen on it. With "
              "one seed, a gain of a few tenths of a point is within the noise of a seed; a trial run with more seeds "
-             "shows their mean (each seed's in brackets), and its gain is that mean's.", "",
-             "| trial | what changes | seeds | epochs | training time | final val acc | gain over baseline | device |",
-             "|---|---|---|---|---|---|---|---|"]
-    base = rows["baseline"][1] if "baseline" in rows else None
+             "shows their mean (each seed's in brackets), and its gain is that mean's.", ""]
+    base, cells = rows["baseline"][1] if "baseline" in rows else None, []
     for name, (seeds, mean) in sorted(rows.items(), key=lambda r: -r[1][1]):
-        gain = "–" if base is None or name == "baseline" else f"{100 * (mean - base):+.2f} points"
+        gain = MISSING if base is None or name == "baseline" else f"{100 * (mean - base):+.2f} points"
         summaries, configs, envs = zip(*seeds)
         accs = [f"{100 * summary['final_val_acc']:.2f}" for summary in summaries]
         minutes = _joined(f"{summary['train_time_s'] / 60:.1f}" for summary in summaries)
         each = f" ({', '.join(accs)})" if len(accs) > 1 else ""
-        lines.append(f"| {name} | {TRIALS[name][0]} | {', '.join(str(cfg.seed) for cfg in configs)} | "
-                     f"{_joined(str(cfg.epochs) for cfg in configs)} | {minutes} min | {100 * mean:.2f} %{each} | "
-                     f"{gain} | {_joined(env['device'] for env in envs)} |")
+        cells.append([name, TRIALS[name][0], ", ".join(str(cfg.seed) for cfg in configs),
+                      _joined(str(cfg.epochs) for cfg in configs), f"{minutes} min", f"{100 * mean:.2f} %{each}", gain,
+                      _joined(env["device"] for env in envs)])
+    lines.append(markdown_table(["trial", "what changes", "seeds", "epochs", "training time", "final val acc",
+                                 "gain over baseline", "device"], cells))
     missing = [name for name in TRIALS if name not in rows]
     if missing:
         lines += ["", "Not finished yet: " + ", ".join(missing) + "."]

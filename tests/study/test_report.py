@@ -280,3 +280,22 @@ def test_the_reading_says_none_where_nothing_is_resolved_or_unresolved_and_needs
     assert "* **Larger than the seed spread** (the two schedules' ranges do not overlap): none.\n" in close
     assert report.reading_markdown(pd.DataFrame(columns=["schedule", "test_acc"])) == (
         "No finished runs: nothing to read yet.")
+
+
+def test_seeds_table_gives_each_seed_and_their_mean():
+    from types import SimpleNamespace
+
+    from wrnlib import TrainConfig
+
+    def run(seed, test_acc, tta, minutes):
+        return SimpleNamespace(config=TrainConfig(seed=seed), summary={
+            "epochs": 17, "train_time_s": 60 * minutes, "test_acc": test_acc, "test_acc_tta": tta})
+    table = report.seeds_markdown([run(0, 0.9301, 0.9342, 24.6), run(1, 0.9291, 0.9350, 25.1)])
+    lines = table.splitlines()
+    assert lines[:2] == ["| seed | epochs | training time | final test acc | flip-TTA |", "|---|---|---|---|---|"]
+    assert cells(table, "0") == ["0", "17", "24.6 min", "93.01%", "93.42%"]
+    assert cells(table, "1") == ["1", "17", "25.1 min", "92.91%", "93.50%"]
+    assert cells(table, "mean of 2") == ["mean of 2", "–", "–", "92.96%", "93.46%"]
+    assert len(lines) == 5
+    without_tta = report.seeds_markdown([run(0, 0.93, None, 24.6), run(1, 0.92, 0.93, 25.1)])
+    assert cells(without_tta, "mean of 2") == ["mean of 2", "–", "–", "92.50%", "–"]

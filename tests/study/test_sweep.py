@@ -358,3 +358,17 @@ def test_profile_settings_take_the_ablations_own_settings_and_extra_config_from_
     settings = sweep.profile_settings("made-up")
     assert (settings["executor"], settings["seeds"], settings["extra_config"]) == ("ray", [3], {"cutout": 8})
     assert settings["schedules"] == ["cosine"] and settings["epochs"] == 7 and "figures_dir" not in settings
+
+
+def test_seed_configs_repeat_the_recipe_with_each_other_seed(tmp_path):
+    base = TrainConfig(name="headline", out_dir=str(tmp_path), width=3.0, ema_decay=0.999, budget_minutes=25.0)
+    configs = sweep.seed_configs(base, [1, 2])
+    assert [(c.name, c.seed) for c in configs] == [("headline-seed1", 1), ("headline-seed2", 2)]
+    assert all(c.to_dict() | {"name": "headline", "seed": 0} == base.to_dict() for c in configs)
+    assert sweep.seed_configs(base, []) == []
+
+
+@pytest.mark.parametrize("seeds", [[1, 1], [0, 1]])
+def test_seed_configs_refuse_a_seed_twice(seeds):
+    with pytest.raises(ValueError, match=r"repeat a seed or the run's own \(seed 0\): list each other seed once"):
+        sweep.seed_configs(TrainConfig(name="headline"), seeds)

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
 from . import tables
 from .collect import TIME_SWEEP, TRUST, WIDTH_SWEEP, Results
-from .formats import MISSING, markdown_table, number, pct, points, text
+from .formats import MISSING, duration, markdown_table, number, pct, points, text
 
 ZERO = 1e-3  # a schedule "decays to zero" when it ends below this fraction of the peak learning rate
 
@@ -116,6 +116,19 @@ def run_markdown(summary: dict[str, Any]) -> str:
                                            f"({number(summary.get('mean_images_per_s'), ',.0f')} images/s)"],
             ["evaluation time (every epoch)", MISSING if eval_time is None else f"{eval_time:.1f} s"]]
     return markdown_table(["", ""], rows)
+
+
+def seeds_markdown(results: Sequence[Any]) -> str:
+    """The same recipe trained with several seeds (RunResults): each seed's final test accuracy, flip-TTA,
+    epochs and training time, and their mean, which is what a claim about the recipe rests on."""
+    rows = [[str(r.config.seed), str(r.summary["epochs"]), duration(r.summary["train_time_s"]),
+             pct(r.summary["test_acc"]), pct(r.summary.get("test_acc_tta"))] for r in results]
+
+    def mean(key: str) -> float | None:
+        values = [r.summary.get(key) for r in results]
+        return None if None in values else sum(values) / len(values)
+    rows.append([f"mean of {len(results)}", MISSING, MISSING, pct(mean("test_acc")), pct(mean("test_acc_tta"))])
+    return markdown_table(["seed", "epochs", "training time", "final test acc", "flip-TTA"], rows)
 
 
 def schedule_markdown(table: pd.DataFrame) -> str:

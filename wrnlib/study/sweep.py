@@ -68,6 +68,15 @@ def width_configs(widths: Sequence[float], seeds: Sequence[int], out_dir: str | 
             for d in depths for width in widths for seed in seeds]
 
 
+def seed_configs(base: TrainConfig, seeds: Sequence[int]) -> list[TrainConfig]:
+    """``base`` again with each of ``seeds``, named ``<name>-seed<seed>`` (the recipe of one run, trained with other
+    seeds so that a claim about it rests on more than one)."""
+    if len(set(seeds)) != len(seeds) or base.seed in seeds:
+        raise ValueError(f"other seeds {list(seeds)} repeat a seed or the run's own (seed {base.seed}): list each "
+                         f"other seed once")
+    return [replace(base, name=f"{base.name}-seed{seed}", seed=seed).validate() for seed in seeds]
+
+
 def run_sweep(configs: Iterable[TrainConfig], executor: str = "local", *, existing: str = "reuse",
               data: CIFAR10 | None = None, gpus_per_run: float | None = None, cpus_per_run: float | None = None,
               timeout_s: float | None = None) -> SweepResult:
