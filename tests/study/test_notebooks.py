@@ -21,7 +21,7 @@ import nbformat
 import pytest
 import torch
 
-from wrnlib import cli, fit
+from wrnlib import cli, fit, runfolder
 from wrnlib.device import choose_precision
 from wrnlib.study import collect, profiles, tables
 from wrnlib.study import runner as study
@@ -31,6 +31,7 @@ EXPECTED = ["01_data_exploration.ipynb", "02_train.ipynb", "03_lr_schedule_ablat
             "05_width_explorer.ipynb", "06_calibration_robustness.ipynb"]
 QUICK = profiles.load_profile("quick")
 RUN_NAME = QUICK["notebooks"]["02"]["run_name"]
+HEADLINES = [RUN_NAME] + [f"{RUN_NAME}-seed{seed}" for seed in QUICK["notebooks"]["02"]["other_seeds"]]
 ABLATION = QUICK["notebooks"]["03"]["ablation_name"]
 SWEPT_WIDTHS = QUICK["notebooks"]["05"]["sweep_widths"]
 TIMED = [(d, k) for d in QUICK["notebooks"]["05"]["time_sweep_depths"] for k in QUICK["notebooks"]["05"]["time_sweep_widths"]]
@@ -158,6 +159,12 @@ def test_training_run_folder(quick):
     text = _text(quick["executed"] / "02_train.ipynb")
     assert f"{100 * summary['test_acc']:.2f}%" in text  # the notebook reports the run's own number
     assert "recomputed test accuracy" in text
+    # other_seeds: the same recipe with each other seed, in its own folder, and the mean over all of them
+    others = [json.loads((run.parent / name / "summary.json").read_text()) for name in HEADLINES[1:]]
+    assert [runfolder.load_config(run.parent / name).seed for name in HEADLINES[1:]] == QUICK["notebooks"]["02"][
+        "other_seeds"]
+    mean = (summary["test_acc"] + sum(s["test_acc"] for s in others)) / len(HEADLINES)
+    assert f"| mean of {len(HEADLINES)} | – | – | {100 * mean:.2f}% |" in text
 
 
 def test_ablation_tables_have_one_row_per_schedule_and_seed(quick):
@@ -198,7 +205,7 @@ def test_figures_and_summary(quick):
 def test_explorer_notebook_shows_the_parameter_choice(quick):
     text = _text(quick["executed"] / "05_width_explorer.ipynb")
     assert "WRN-28-3.5" in text and "4,480,474" in text and "**within** the budget" in text
-    assert f"{1 + 4 + len(SWEPT_WIDTHS) + len(TIMED)} finished run(s)" in text  # the quick study's runs, read back
+    assert f"{len(HEADLINES) + 4 + len(SWEPT_WIDTHS) + len(TIMED)} finished run(s)" in text  # the quick study's runs, read back
 
 
 def test_trust_notebook_assesses_the_kept_model(quick):
@@ -207,7 +214,7 @@ def test_trust_notebook_assesses_the_kept_model(quick):
     assert report["settings"]["corruption_images"] == QUICK["notebooks"]["06"]["corruption_images"]
     assert 0 <= report["calibration"]["ece_plain"] <= 1 and report["calibration"]["temperature"] > 0
     text = _text(quick["executed"] / "06_calibration_robustness.ipynb")
-    assert f"1 run(s) with kept weights: {RUN_NAME}" in text and "mean_corruption_acc" in text
+    assert f"{len(HEADLINES)} run(s) with kept weights: {', '.join(HEADLINES)}" in text and "mean_corruption_acc" in text
     assert (quick["results"] / "figures" / "06_reliability.png").exists()
 
 
@@ -243,9 +250,9 @@ def test_explorer_notebook_trains_the_time_sweep_and_draws_both_sweeps(quick):
 def test_results_collects_the_study(quick):
     found = collect.collect(quick["results"])
     assert found.problems == []
-    assert len(found.main_runs) == 1 and found.main_runs.iloc[0]["status"] == "finished"
+    assert sorted(found.main_runs["name"]) == HEADLINES and set(found.main_runs["status"]) == {"finished"}
     ablation_runs = len(QUICK["notebooks"]["03"]["schedules"]) * len(QUICK["notebooks"]["03"]["seeds"])
-    assert len(found.finished_runs) == 1 + ablation_runs + len(SWEPT_WIDTHS) + len(TIMED)
+    assert len(found.finished_runs) == len(HEADLINES) + ablation_runs + len(SWEPT_WIDTHS) + len(TIMED)
     assert set(found.metrics["name"]) == set(found.runs["name"])
     assert found.benchmarks.empty
 
@@ -268,8 +275,6 @@ def test_reexecuting_reuses_the_finished_runs(quick, tmp_path):
 
 
 def test_a_run_folder_with_other_settings_is_not_reused(quick):
-    from wrnlib import runfolder
-
     config = runfolder.load_config(quick["results"] / "runs" / RUN_NAME)
     config.lr *= 2
     with pytest.raises(ValueError, match=r"exists with other settings \(lr: saved"):
