@@ -8,6 +8,7 @@ Ray runs as a local instance with 2 CPUs, started and shut down here.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -370,5 +371,6 @@ def test_seed_configs_repeat_the_recipe_with_each_other_seed(tmp_path):
 
 @pytest.mark.parametrize("seeds", [[1, 1], [0, 1]])
 def test_seed_configs_refuse_a_seed_twice(seeds):
-    with pytest.raises(ValueError, match=r"repeat a seed or the run's own \(seed 0\): list each other seed once"):
+    message = f"other seeds {seeds} repeat a seed or the run's own (seed 0): list each other seed once"
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         sweep.seed_configs(TrainConfig(name="headline"), seeds)
