@@ -3,6 +3,7 @@ settings the profile's notebooks would give it, so `study --profile cpu` on a cl
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 import shutil
 import subprocess
 from pathlib import Path
@@ -14,7 +15,7 @@ from wrnlib import TrainConfig
 from wrnlib import runfolder
 from wrnlib.config import resume_conflicts
 from wrnlib.study import collect, notebook, profiles, sweep
-from wrnlib.study.collect import WIDTH_SWEEP
+from wrnlib.study.collect import TIME_SWEEP, WIDTH_SWEEP
 
 CPU = profiles.load_profile("cpu")
 ROOT = profiles.REPO_ROOT
@@ -32,21 +33,28 @@ def _expected_configs() -> list[TrainConfig]:
     ablation = sweep.schedule_configs(nb3["schedules"], nb3["seeds"],
                                       Path(nb3["ablation_dir"]) / nb3["ablation_name"] / "runs",
                                       notebook.train_config(nb3, on_cifar10(nb3)))
+    shared = notebook.train_config(nb5["sweep_config"], on_cifar10(nb5), device=nb5["device"])
     widths = sweep.width_configs(nb5["sweep_widths"], nb5["sweep_seeds"],
-                                 Path(nb5["results_root"]) / WIDTH_SWEEP / "runs", nb5["sweep_depth"],
-                                 notebook.train_config(nb5["sweep_config"], on_cifar10(nb5), device=nb5["device"]))
-    return [headline, *ablation, *widths]
+                                 Path(nb5["results_root"]) / WIDTH_SWEEP / "runs", nb5["sweep_depth"], shared)
+    timed = sweep.width_configs(nb5["time_sweep_widths"], nb5["time_sweep_seeds"],
+                                Path(nb5["results_root"]) / TIME_SWEEP / "runs", nb5["time_sweep_depths"],
+                                replace(shared, budget_minutes=nb5["time_sweep_minutes"]))
+    return [headline, *ablation, *widths, *timed]
 
 
 CONFIGS = _expected_configs()
 
 
-def test_the_profile_names_a_headline_an_ablation_and_a_width_sweep():
+def test_the_profile_names_a_headline_an_ablation_and_the_width_sweeps():
     assert CPU["results_root"] == "results/cpu"  # apart from the full profile's results
     nb3, nb5 = _params("03"), _params("05")
     assert len(nb3["schedules"]) == 5 and len(nb3["seeds"]) >= 2
-    assert len(nb5["sweep_widths"]) >= 3
-    assert len(CONFIGS) == 1 + 5 * len(nb3["seeds"]) + len(nb5["sweep_widths"]) * len(nb5["sweep_seeds"])
+    assert len(nb5["sweep_widths"]) >= 3 and len(nb5["sweep_seeds"]) >= 2  # equal epochs
+    assert len(nb5["time_sweep_widths"]) >= 4 and len(nb5["time_sweep_depths"]) >= 2  # equal training time
+    assert len(nb5["time_sweep_seeds"]) >= 2 and any(k != int(k) for k in nb5["time_sweep_widths"])  # fractional
+    timed = len(nb5["time_sweep_depths"]) * len(nb5["time_sweep_widths"]) * len(nb5["time_sweep_seeds"])
+    assert len(CONFIGS) == (1 + 5 * len(nb3["seeds"]) + len(nb5["sweep_widths"]) * len(nb5["sweep_seeds"])
+                            + timed)
     assert all(c.device == "cpu" and c.train_limit == 0 and c.test_limit == 0 for c in CONFIGS)  # the full data
 
 
@@ -61,7 +69,11 @@ def test_every_run_of_the_profile_is_committed_and_finished(config):
     env = json.loads((run_dir / runfolder.ENV).read_text())
     summary = json.loads((run_dir / runfolder.SUMMARY).read_text())
     assert env["device_type"] == "cpu" and env["data_checksum"] and env["git_commit"]
-    assert summary["test_images"] == 10_000 and len(runfolder.read_metrics(run_dir)) == config.epochs
+    epochs = saved.epochs if config.budget_minutes else config.epochs  # a time budget chose them when it started
+    assert summary["test_images"] == 10_000 and len(runfolder.read_metrics(run_dir)) == epochs
+    if config.budget_minutes:  # the budget, the epochs it held and the training compute are on record
+        assert env["budget"]["minutes"] == config.budget_minutes and env["budget"]["epochs"] == epochs
+        assert summary["train_pflop"] > 0 and summary["train_time_s"] <= 1.1 * 60 * config.budget_minutes
     if config.save_model:  # only the headline keeps its weights
         assert (run_dir / "model_fp16.pt").is_file()
 
