@@ -23,6 +23,7 @@ from wrnlib import TrainConfig, fit
 from wrnlib import runfolder as runs
 from wrnlib.files import read_json
 from wrnlib.study.formats import MISSING, markdown_table
+from wrnlib.study.sweep import seed_configs
 
 OUT = Path("results/cpu/recipe")
 # The CPU headline's recipe before the trials (results/cpu/runs/wrn16-2-cpu-headline): WRN-16-2, one-cycle,
@@ -44,9 +45,10 @@ TRIALS = {  # name: (what changes, the settings that change it)
 
 
 def config(name: str, minutes: float, seed: int = 0) -> TrainConfig:
-    """Seed 0 trains in runs/<trial>, another seed in runs/<trial>-seed<n>."""
-    return TrainConfig(name=name if seed == 0 else f"{name}-seed{seed}", out_dir=str(OUT / "runs"),
-                       budget_minutes=minutes, **(BASELINE | TRIALS[name][1] | {"seed": seed})).validate()
+    """Seed 0 trains in runs/<trial>, another seed in runs/<trial>-seed<n> (notebook 02's other_seeds naming)."""
+    trial = TrainConfig(name=name, out_dir=str(OUT / "runs"), budget_minutes=minutes,
+                        **(BASELINE | TRIALS[name][1])).validate()
+    return trial if seed == trial.seed else seed_configs(trial, [seed])[0]
 
 
 def _joined(values) -> str:
