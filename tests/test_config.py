@@ -50,6 +50,9 @@ def test_resume_conflicts_ignore_execution_only_fields():
     saved = TrainConfig(name="r", epochs=10)
     assert resume_conflicts(saved, TrainConfig(name="r", epochs=10, compile=True, progress=False)) == []
     assert resume_conflicts(saved, TrainConfig(name="r", epochs=12, lr=0.1)) == ["epochs", "lr"]
+    budgeted = TrainConfig(name="r", epochs=7, budget_minutes=1.0, budget_step_s=0.5)  # what its start settled
+    assert resume_conflicts(budgeted, TrainConfig(name="r", budget_minutes=1.0, lr=0.1)) == ["lr"]
+    assert resume_conflicts(budgeted, TrainConfig(name="r", budget_minutes=2.0)) == ["budget_minutes"]
 
 
 def test_the_saved_config_is_indented_for_people_to_read(tmp_path):
@@ -77,6 +80,10 @@ BOUNDARIES = [
     ({"ema_decay": 1.0}, "ema_decay must be a finite number in (0.0, 1.0); got 1.0"),
     ({"ema_decay": -0.5}, "ema_decay must be a finite number in (0.0, 1.0); got -0.5"),
     ({"budget_minutes": -1.0}, "budget_minutes must be a finite number in [0.0, inf); got -1.0"),
+    ({"budget_minutes": 1.0, "budget_step_s": 1e-9}, None),
+    ({"budget_minutes": 1.0, "budget_step_s": -0.1}, "budget_step_s must be a finite number in [0.0, inf); got -0.1"),
+    ({"budget_step_s": 0.25}, "budget_step_s=0.25 divides a time budget, and there is none: set budget_minutes or "
+                              "leave budget_step_s 0"),
     ({"epochs": 1}, None), ({"epochs": 0}, "epochs must be an integer >= 1; got 0"),
     ({"batch_size": 0}, "batch_size must be an integer >= 1; got 0"),
     ({"eval_batch_size": 0}, "eval_batch_size must be an integer >= 1; got 0"),

@@ -85,6 +85,7 @@ KNOB_TESTS: dict[str, tuple[str, ...]] = {
     # optimisation
     "epochs": (SCHEDULE, E2E),
     "budget_minutes": (K + "test_a_time_budget_chooses_the_epochs_from_the_step_timed_here_and_records_them",),
+    "budget_step_s": (K + "test_a_step_time_given_beforehand_divides_the_budget_untimed_and_a_resume_keeps_it",),
     "batch_size": (K + "test_split_sizes_and_batch_size_reach_training_and_evaluation", FIT_AUGMENT),
     "lr": (SCHEDULE, "tests/test_train.py::test_warmup_starts_above_zero_and_reaches_the_peak"),
     "momentum": (K + "test_fit_steps_sgd_with_the_configured_momentum_nesterov_and_weight_decay",),
@@ -860,6 +861,28 @@ def test_a_time_budget_chooses_the_epochs_from_the_step_timed_here_and_records_t
         assert torch.equal(result.model.state_dict()[key], value), key
     again = fit(budget, data=real_data, existing="resume")  # read back: the chosen epochs are the run's
     assert again.config.epochs == epochs and "already finished" in capsys.readouterr().out
+
+
+def test_a_step_time_given_beforehand_divides_the_budget_untimed_and_a_resume_keeps_it(real_data, tmp_path,
+                                                                                       monkeypatch):
+    """budget_step_s: the budget's epochs come from the given seconds per step, no step is timed, env.json records
+    that time (and no timed steps), and a resume asked with another step time keeps the run's."""
+    def untimed(*args):
+        raise AssertionError("the step was timed although budget_step_s gives its time")
+
+    monkeypatch.setattr(train_module, "_median_step", untimed)
+    config = tiny(tmp_path, name="given", epochs=1, budget_minutes=2 ** -6, budget_step_s=2 ** -4)
+    def stop(row):
+        raise KeyboardInterrupt  # after the first epoch's checkpoint
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(config, data=real_data, on_epoch_end=stop)
+    # 0.9375 s / (0.0625 s x 2 steps of 16 of the 32 images) = 7.5: 7 epochs
+    assert json.loads((tmp_path / "given" / runfolder.ENV).read_text())["budget"] == {
+        "minutes": 2 ** -6, "seconds_per_step": 2 ** -4, "epochs": 7}
+    resumed = fit(dataclasses.replace(config, budget_step_s=0.5), data=real_data, existing="resume")
+    assert (resumed.config.epochs, resumed.config.budget_step_s, len(resumed.metrics)) == (7, 2 ** -4, 7)
+    assert runfolder.load_config(tmp_path / "given").budget_step_s == 2 ** -4
 
 
 # --------------------------------------------------------------------------- the run folder

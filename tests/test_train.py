@@ -14,7 +14,7 @@ import wrnlib.progress as progress
 import wrnlib.train as train_module
 from wrnlib import NonFiniteLossError, RunExistsError, checkpoints, device, distributed, files, fit, runfolder
 from wrnlib.config import TrainConfig
-from wrnlib.data import CIFAR10, DataError
+from wrnlib.data import CIFAR10, DataError, load_cifar10
 from wrnlib.errors import command_line
 from wrnlib.model import WideResNet
 from wrnlib.evaluation import evaluate_run
@@ -401,6 +401,29 @@ def test_a_budget_takes_the_median_of_the_timed_steps_after_three_untimed_ones(m
     _, budget, _ = _timed_budget(monkeypatch, [1.0] * 3 + [0.55] * 10, _TwoProcesses(torch.device("cpu")),
                                  budget_minutes=1.0, warmup_epochs=0)
     assert budget["seconds_per_step"] == pytest.approx(0.55, rel=1e-12)  # the processes' mean: all choose alike
+
+
+def test_time_step_times_the_step_a_budget_would_on_the_config_as_fit_trains_it(monkeypatch):
+    """time_step (a local sweep's runs timed together): the median of the same timed steps a budget takes, of the
+    config fitted to its data as fit fits it (the sample: batch 64), with the kernels and the memory advice the run
+    will have, and the process's random state untouched."""
+    calls, readings = [], iter([t for d in [9.0] * 3 + [0.3, 0.1, 0.2] * 3 + [0.9] for t in (0.0, d)])
+    monkeypatch.setattr(train_module, "build", lambda c, dist, bf16: (torch.nn.Linear(1, 1), None, None, lambda x, y: (
+        calls.append((x.shape, bf16, torch.are_deterministic_algorithms_enabled())))))
+    kept = []
+    monkeypatch.setattr(train_module, "keep_freed_memory", lambda: kept.append(True))
+    monkeypatch.setattr(train_module, "time", types.SimpleNamespace(perf_counter=lambda: next(readings)))
+    sample, loaded = load_cifar10("sample"), []
+    monkeypatch.setattr(train_module, "load_cifar10", lambda *args, **kwargs: loaded.append(args) or sample)
+    state = torch.get_rng_state()
+    config = TrainConfig(data_dir="sample", device="cpu", precision="fp32", depth=10, width=1, batch_size=512,
+                         deterministic=True)
+    assert train_module.time_step(config) == 0.2  # the median of the ten timed steps
+    assert calls == [((64, 3, 32, 32), False, True)] * 13 and loaded == [("sample",)] and kept == [True]
+    assert not torch.are_deterministic_algorithms_enabled()
+    assert torch.equal(torch.get_rng_state(), state)
+    readings = iter([t for d in [1.0] * 13 for t in (0.0, d)])
+    assert train_module.time_step(config, data=sample) == 1.0 and loaded == [("sample",)]  # given: not loaded
 
 
 def test_a_budget_too_short_trains_one_epoch_and_refuses_fewer_than_its_warmup(monkeypatch):

@@ -54,6 +54,8 @@ class TrainConfig:
     budget_minutes: float = knob(0.0, "train for about this many minutes on this machine: before training, the "
                                       "step is timed here and the epochs that fit are chosen and recorded (0: "
                                       "train for epochs)")
+    budget_step_s: float = knob(0.0, "with budget_minutes: seconds per training step measured beforehand (a local "
+                                     "sweep times its runs together), so it is not timed at the start (0: timed there)")
     batch_size: int = knob(512, "training batch size; under torchrun the global batch, split evenly among the "
                                 "processes")
     lr: float = knob(0.4, "peak learning rate (the study's 0.1 at batch 128, scaled linearly with the batch)")
@@ -131,6 +133,10 @@ class TrainConfig:
         validate_schedule(self.schedule, self.epochs, self.schedule_params())
         _in_range("lr", self.lr, 0.0, None, low_open=True)
         _in_range("budget_minutes", self.budget_minutes, 0.0, None)
+        _in_range("budget_step_s", self.budget_step_s, 0.0, None)
+        if self.budget_step_s and not self.budget_minutes:
+            raise ValueError(f"budget_step_s={self.budget_step_s:g} divides a time budget, and there is none: set "
+                             f"{setting('budget_minutes')} or leave budget_step_s 0")
         _in_range("momentum", self.momentum, 0.0, 1.0, high_open=True)
         _in_range("weight_decay", self.weight_decay, 0.0, None)
         _in_range("label_smoothing", self.label_smoothing, 0.0, 1.0, high_open=True)
@@ -212,11 +218,15 @@ RESUME_MUTABLE = frozenset({"out_dir", "data_dir", "download", "progress", "comp
                             "checkpoint_every", "save_model", "eval_batch_size"})
 
 
+# With a time budget, what the run's start settled (the epochs, from the step time): a resume keeps the saved ones.
+BUDGET_DERIVED = ("epochs", "budget_step_s")
+
+
 def resume_conflicts(saved: TrainConfig, requested: TrainConfig) -> list[str]:
     """Fields whose values differ between a run's saved config and a resume request (with a time budget, the
     epochs are the saved run's: chosen when it started)."""
     a, b = saved.to_dict(), requested.to_dict()
-    derived = {"epochs"} if saved.budget_minutes else set()
+    derived = set(BUDGET_DERIVED) if saved.budget_minutes else set()
     return [k for k in a if k not in RESUME_MUTABLE | derived and a[k] != b[k]]
 
 

@@ -19,7 +19,7 @@ import torch
 
 from . import checkpoints
 from .checkpoints import CheckpointError
-from .config import TrainConfig, resume_conflicts
+from .config import BUDGET_DERIVED, TrainConfig, resume_conflicts
 from .data import ENV_VAR, NUM_CLASSES, SAMPLE
 from .device import resolve_device
 from .errors import setting
@@ -68,7 +68,8 @@ class RunFolder:
         try:
             self.finished, self.checkpoint = self.dist.on_main(self._look)
             if self.checkpoint is not None and self.config.budget_minutes:  # its epochs were chosen at its start
-                self.config = dataclasses.replace(self.config, epochs=self.checkpoint["config"]["epochs"])
+                saved = TrainConfig.from_dict(self.checkpoint["config"], "the checkpoint's config")
+                self.config = dataclasses.replace(self.config, **{k: getattr(saved, k) for k in BUDGET_DERIVED})
         except BaseException:
             self._held.close()
             raise

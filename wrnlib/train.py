@@ -25,7 +25,7 @@ from . import checkpoints, distributed
 from .augment import BatchAugment
 from .config import TrainConfig, fit_to_sample
 from .data import CIFAR10, NUM_CLASSES, load_cifar10, test_subset, train_val_split
-from .device import choose_precision, device_name, keep_freed_memory
+from .device import choose_precision, device_name, keep_freed_memory, resolve_device
 from .engine import evaluate, make_train_step
 from .errors import setting
 from .model import WideResNet, count_forward_flops, count_parameters
@@ -188,9 +188,22 @@ BUDGET_WARMUP, BUDGET_STEPS, BUDGET_S = 3, 10, 5.0  # untimed steps, then timed 
 
 
 def fit_budget(c: TrainConfig, s: Splits, dist, bf16: bool, steps: int) -> tuple[TrainConfig, dict[str, Any]]:
-    """The config with the epochs that fit ``budget_minutes`` of training, from the real step timed here on a
-    throwaway copy of the run's model (the run itself then starts from its seed as any other), and the
-    measurement, for env.json. The median step counts, so that one step slowed by the machine does not."""
+    """The config with the epochs that fit ``budget_minutes`` of training, from ``budget_step_s`` or else from the
+    step timed here (:func:`_median_step`), and the measurement, for env.json."""
+    step_s, timed = (c.budget_step_s, {}) if c.budget_step_s else _median_step(c, s, dist, bf16)
+    epochs = max(1, int(c.budget_minutes * 60 / (step_s * steps)))
+    if epochs < c.warmup_epochs:
+        raise ValueError(f"{setting('budget_minutes', c.budget_minutes)} holds {epochs} epoch(s) of "
+                         f"WRN-{c.depth}-{c.width:g} here, fewer than its {c.warmup_epochs:g} warm-up epochs; raise "
+                         f"the budget or lower {setting('warmup_epochs')}")
+    return dataclasses.replace(c, epochs=epochs), {"budget": {
+        "minutes": c.budget_minutes, "seconds_per_step": step_s, **timed, "epochs": epochs}}
+
+
+def _median_step(c: TrainConfig, s: Splits, dist, bf16: bool) -> tuple[float, dict[str, int]]:
+    """Seconds per training step, timed on a throwaway copy of the run's model (the run itself then starts from its
+    seed as any other), and how many steps were timed. The median counts, so that one step slowed by the machine
+    does not."""
     device, times = dist.device, []
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         model, _, ema, step = build(c, dist, bf16)
@@ -206,14 +219,20 @@ def fit_budget(c: TrainConfig, s: Splits, dist, bf16: bool, steps: int) -> tuple
             times.append(time.perf_counter() - t0)
     timed = sorted(times[BUDGET_WARMUP:])
     median = torch.tensor([timed[len(timed) // 2]], dtype=torch.float64, device=device)
-    step_s = float(dist.sum(median)) / dist.world  # every process chooses the same epochs
-    epochs = max(1, int(c.budget_minutes * 60 / (step_s * steps)))
-    if epochs < c.warmup_epochs:
-        raise ValueError(f"{setting('budget_minutes', c.budget_minutes)} holds {epochs} epoch(s) of "
-                         f"WRN-{c.depth}-{c.width:g} here, fewer than its {c.warmup_epochs:g} warm-up epochs; raise "
-                         f"the budget or lower {setting('warmup_epochs')}")
-    return dataclasses.replace(c, epochs=epochs), {"budget": {
-        "minutes": c.budget_minutes, "seconds_per_step": step_s, "steps_timed": len(timed), "epochs": epochs}}
+    return float(dist.sum(median)) / dist.world, {"steps_timed": len(timed)}  # every process chooses the same epochs
+
+
+def time_step(config: TrainConfig, data: CIFAR10 | None = None) -> float:
+    """Seconds per training step of ``config`` in this process, as a time budget measures it: for runs timed
+    together beforehand (``budget_step_s``)."""
+    config, _ = fit_to_sample(config.validate())
+    dist = distributed.Single(resolve_device(config.device))
+    data = data if data is not None else load_cifar10(config.data_dir, download=config.download)
+    bf16, _ = choose_precision(config.precision, dist.device)
+    if dist.device.type == "cpu":
+        keep_freed_memory()  # as the run will
+    with _kernels(config.deterministic):
+        return _median_step(config, make_splits(config, data, dist.device), dist, bf16)[0]
 
 
 @dataclass
@@ -320,9 +339,9 @@ def summarize(rows: list[dict], config: TrainConfig, plain: dict, flipped: dict 
 
     ``train_time_s`` is the time of the training steps alone; ``eval_time_s`` is the per-epoch
     evaluation (validation + test) on top of it; ``train_pflop`` is the training compute (3 forward
-    passes' FLOPs per image trained), which compares runs across machines. ``first_crossing_<p>_epoch`` is the first epoch
-    of this schedule whose test accuracy reached p %, reported mid-run: not the time a schedule
-    budgeted to end at p % would take.
+    passes' FLOPs per image trained), which compares runs across machines. ``first_crossing_<p>_epoch``
+    is the first epoch of this schedule whose test accuracy reached p %, reported mid-run: not the
+    time a schedule budgeted to end at p % would take.
     """
     val_rows = [r for r in rows if r["val_acc"] == r["val_acc"]]  # drop NaN (no validation split)
     best_val = max(val_rows, key=lambda r: r["val_acc"]) if val_rows else None

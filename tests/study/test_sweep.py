@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 import re
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+import wrnlib.config as config_module
 from wrnlib import TrainConfig
 from wrnlib import files, runfolder
 from wrnlib.cli import main
@@ -229,7 +231,7 @@ def test_the_local_executor_loads_the_data_once_logs_each_run_and_passes_its_set
     monkeypatch.setattr(sweep, "fit", fake_fit)
     swept = sweep.run_sweep(configs, "local", existing="resume")
     assert loaded == [("sample", False)]
-    assert fitted == [("cosine-seed0", None, "resume"), ("cosine-seed1", "D", "resume"), ("step-seed0", "D", "resume")]
+    assert fitted == [("cosine-seed0", "D", "resume"), ("cosine-seed1", "D", "resume"), ("step-seed0", "D", "resume")]
     assert swept.done == ["cosine-seed0", "cosine-seed1"] and swept.reused == ["cosine-seed0"]
     assert swept.failed == {"step-seed0": "ValueError: no good"}
     epoch_line = "    " + sweep.format_epoch(row)
@@ -374,3 +376,46 @@ def test_seed_configs_refuse_a_seed_twice(seeds):
     message = f"other seeds {seeds} repeat a seed or the run's own (seed 0): list each other seed once"
     with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         sweep.seed_configs(TrainConfig(name="headline"), seeds)
+
+
+def test_budgeted_runs_yet_to_start_have_their_steps_timed_together_in_turn(monkeypatch, tmp_path, capsys):
+    """time_together: each kind of step (the config but for name, folder and seed) timed three times in turn with
+    the others, and every run of that kind yet to start (no folder, or one stopped before its first checkpoint)
+    given the median; finished and interrupted runs, unbudgeted ones and ones given a step time keep theirs."""
+    base = TrainConfig(**(SHARED | {"budget_minutes": 1.0}))
+    configs = sweep.width_configs([1, 2], [0, 1], tmp_path, [10, 16], base)  # wrn10-1, wrn10-2, wrn16-1, wrn16-2
+    configs += [replace(base, name="plain", budget_minutes=0.0), replace(base, name="given", budget_step_s=9.0)]
+    for config, files_ in [(configs[1], [runfolder.CONFIG]), (configs[4], [runfolder.CONFIG, runfolder.SUMMARY]),
+                           (configs[5], [runfolder.CONFIG, runfolder.STATE])]:  # unstarted, finished, interrupted
+        config.run_dir.mkdir(parents=True)
+        for name in files_:
+            (config.run_dir / name).write_text("{}")
+    readings = {"wrn10-1-seed0": [0.3, 0.1, 0.2], "wrn10-2-seed0": [5.0, 4.0, 6.0], "wrn16-2-seed0": [1.0, 3.0, 2.0]}
+    timed, clock = [], iter(range(10**6))
+    monkeypatch.setattr(sweep, "time_step", lambda config, data: timed.append((config.name, data))
+                        or readings[config.name][sum(name == config.name for name, _ in timed) - 1])
+    monkeypatch.setattr(config_module.time, "strftime", lambda fmt: str(next(clock)))  # every name stamped anew
+    out = sweep.time_together(configs, data="D")
+    assert timed == [(name, "D") for name in ["wrn10-1-seed0", "wrn10-2-seed0", "wrn16-2-seed0"] * 3]
+    assert [c.budget_step_s for c in out] == [0.2, 0.2, 5.0, 5.0, 0.0, 0.0, 2.0, 2.0, 0.0, 9.0]
+    assert [replace(c, budget_step_s=0.0) for c in out[:8]] == configs[:8] and out[8:] == configs[8:]
+    assert capsys.readouterr().out == ("timed together, seconds per step: wrn10-1-seed0 0.200, wrn10-2-seed0 5.000, "
+                                       "wrn16-2-seed0 2.000\n")
+    assert sweep.time_together(out, data="D") == out and len(timed) == 9  # nothing left to time: as they are
+
+
+def test_a_local_sweep_divides_the_budgets_of_its_runs_by_steps_timed_together(tmp_path, monkeypatch):
+    """The local executor times the budgeted runs yet to start before training any, with the run's threads, and
+    each run then trains the epochs its budget holds at that step time: the seeds of a network alike."""
+    import torch
+
+    timed = []
+    monkeypatch.setattr(sweep, "time_step", lambda config, data: timed.append(torch.get_num_threads()) or 2 ** -4)
+    base = TrainConfig(**(SHARED | {"budget_minutes": 2 ** -6, "epochs": 30}))
+    configs = sweep.width_configs([1], [0, 1], tmp_path, 10, base)
+    swept = sweep.run_sweep(configs, "local", cpus_per_run=1)
+    assert timed == [1, 1, 1] and not swept.failed
+    for run in swept.done:  # 0.9375 s / (0.0625 s x 2 steps of 64 of the 128 images) = 7.5: 7 epochs
+        env = json.loads((run.run_dir / runfolder.ENV).read_text())
+        assert (run.config.budget_step_s, run.config.epochs, env["budget"]) == (
+            2 ** -4, 7, {"minutes": 2 ** -6, "seconds_per_step": 2 ** -4, "epochs": 7})

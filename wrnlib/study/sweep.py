@@ -1,6 +1,7 @@
 """Ablations: a grid of training configs, run by an executor, gathered into tidy tables.
 
-Executors: ``local`` trains the runs one after another in this process (no extra dependency);
+Executors: ``local`` trains the runs one after another in this process (no extra dependency; the steps
+of its time-budgeted runs are timed together first, :func:`time_together`);
 ``ray`` sends each run to a Ray cluster as a task with its share of a GPU (:mod:`wrnlib.study.cluster`,
 ``pip install wrnlib[cluster]``). Either way finished runs are read back rather than trained again,
 a failed run is reported by name without losing the others, and the tables come from the same
@@ -8,7 +9,9 @@ run results, so they are the same whichever executor ran them.
 """
 from __future__ import annotations
 
+import json
 import os
+import statistics
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -18,7 +21,7 @@ from ..config import TrainConfig
 from ..data import CIFAR10, load_cifar10
 from ..progress import format_epoch
 from ..runfolder import EXISTING, RunResult
-from ..train import fit
+from ..train import fit, time_step
 from . import cluster, profiles, tables
 from .cluster import one_line
 
@@ -134,15 +137,44 @@ def _run_local(configs: list[TrainConfig], existing: str, data: CIFAR10 | None,
     try:
         if cpus_per_run is not None:
             torch.set_num_threads(max(1, int(cpus_per_run)))
+        if any(runs.status(c.run_dir) != "finished" for c in configs):
+            data = data if data is not None else load_cifar10(configs[0].data_dir, download=configs[0].download)
+            configs = time_together(configs, data)
         for i, config in enumerate(configs, 1):
             print(f"[{i}/{len(configs)}] {config.name}", flush=True)
-            if data is None and runs.status(config.run_dir) != "finished":
-                data = load_cifar10(config.data_dir, download=config.download)
             record(swept, config, lambda: fit(config, data=data, existing=existing,
                                               on_epoch_end=lambda row: print("    " + format_epoch(row), flush=True)))
     finally:
         torch.set_num_threads(threads)
     return swept
+
+
+def time_together(configs: list[TrainConfig], data: CIFAR10, rounds: int = 3) -> list[TrainConfig]:
+    """The configs, the time-budgeted runs yet to start given the seconds per step their budget divides
+    (``budget_step_s``): each kind of step timed ``rounds`` times in turn with the others, the median kept.
+
+    One run after another, each timing its own step at its start, would divide their budgets at whatever speed a
+    shared machine had at each start (it drifts by tens of percent within minutes); timed together, they share
+    the same speed, and the seeds of one network the same epochs."""
+    todo = {c.run_dir for c in configs if c.budget_minutes and not c.budget_step_s
+            and runs.status(c.run_dir) in ("absent", "unstarted")}
+    kinds = {_step_kind(c): c for c in reversed(configs) if c.run_dir in todo}  # the first run of each kind
+    if not kinds:
+        return configs
+    times: dict[str, list[float]] = {kind: [] for kind in reversed(kinds)}
+    for _ in range(rounds):
+        for kind in times:
+            times[kind].append(time_step(kinds[kind], data))
+    step_s = {kind: statistics.median(seconds) for kind, seconds in times.items()}
+    print("timed together, seconds per step: " + ", ".join(
+        f"{kinds[kind].name} {seconds:.3f}" for kind, seconds in step_s.items()), flush=True)
+    return [replace(c, budget_step_s=step_s[_step_kind(c)]) if c.run_dir in todo else c for c in configs]
+
+
+def _step_kind(config: TrainConfig) -> str:
+    """What a step's time depends on: the config but for the run's name, folder and seed."""
+    return json.dumps({k: v for k, v in config.to_dict().items() if k not in ("name", "out_dir", "seed")},
+                      sort_keys=True)
 
 
 def record(swept: SweepResult, config: TrainConfig, train: Callable[[], RunResult]) -> None:
