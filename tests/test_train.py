@@ -413,17 +413,22 @@ def test_time_step_times_the_step_a_budget_would_on_the_config_as_fit_trains_it(
     kept = []
     monkeypatch.setattr(train_module, "keep_freed_memory", lambda: kept.append(True))
     monkeypatch.setattr(train_module, "time", types.SimpleNamespace(perf_counter=lambda: next(readings)))
-    sample, loaded = load_cifar10("sample"), []
-    monkeypatch.setattr(train_module, "load_cifar10", lambda *args, **kwargs: loaded.append(args) or sample)
+    sample, loaded, asked = load_cifar10("sample"), [], []
+    monkeypatch.setattr(train_module, "load_cifar10", lambda *args, **kwargs: loaded.append((args, kwargs)) or sample)
+    monkeypatch.setattr(train_module, "choose_precision", lambda *args: asked.append(args) or (False, "fp32"))
+    real_splits = train_module.make_splits
+    monkeypatch.setattr(train_module, "make_splits", lambda c, data, device: asked.append(device) or real_splits(
+        c, data, device))
     state = torch.get_rng_state()
     config = TrainConfig(data_dir="sample", device="cpu", precision="fp32", depth=10, width=1, batch_size=512,
                          deterministic=True)
     assert train_module.time_step(config) == 0.2  # the median of the ten timed steps
-    assert calls == [((64, 3, 32, 32), False, True)] * 13 and loaded == [("sample",)] and kept == [True]
+    assert calls == [((64, 3, 32, 32), False, True)] * 13 and kept == [True]
+    assert loaded == [(("sample",), {"download": False})] and asked == [("fp32", torch.device("cpu")), torch.device("cpu")]
     assert not torch.are_deterministic_algorithms_enabled()
     assert torch.equal(torch.get_rng_state(), state)
     readings = iter([t for d in [1.0] * 13 for t in (0.0, d)])
-    assert train_module.time_step(config, data=sample) == 1.0 and loaded == [("sample",)]  # given: not loaded
+    assert train_module.time_step(config, data=sample) == 1.0 and len(loaded) == 1  # given: not loaded
 
 
 def test_a_budget_too_short_trains_one_epoch_and_refuses_fewer_than_its_warmup(monkeypatch):

@@ -19,6 +19,7 @@ import pytest
 import wrnlib.config as config_module
 from wrnlib import TrainConfig
 from wrnlib import files, runfolder
+from wrnlib.data import CIFAR10
 from wrnlib.cli import main
 from wrnlib.study import cluster, profiles, sweep
 from wrnlib.study.collect import BY_SCHEDULE_CSV, EPOCHS_CSV, FINAL_CSV
@@ -208,10 +209,10 @@ def test_sweep_command_names_the_tables_it_wrote(local_sweep, monkeypatch, capsy
 
 def test_the_local_executor_loads_the_data_once_logs_each_run_and_passes_its_settings(monkeypatch, tmp_path,
                                                                                      capsys):
-    """Data is loaded (as the config says) only when a run needs training, then shared; each run gets a numbered
-    line, each epoch an indented one, each failure a FAILED line; existing= reaches fit."""
+    """Data is loaded (as the first config says) only when a run needs training, then shared; each run gets a
+    numbered line, each epoch an indented one, each failure a FAILED line; existing= reaches fit."""
     good, broken = grid(tmp_path)
-    configs = [*good[:2], *broken]
+    configs = [good[0], replace(good[1], data_dir="elsewhere", download=True), *broken]
     finished = configs[0].run_dir
     finished.mkdir(parents=True)
     configs[0].save(finished / runfolder.CONFIG)
@@ -238,6 +239,8 @@ def test_the_local_executor_loads_the_data_once_logs_each_run_and_passes_its_set
     assert capsys.readouterr().out.splitlines() == [
         "[1/3] cosine-seed0", epoch_line, "[2/3] cosine-seed1", epoch_line, "[3/3] step-seed0", epoch_line,
         "    FAILED step-seed0: ValueError: no good"]
+    sweep.run_sweep(configs[:1], "local")  # nothing to train: nothing loaded
+    assert loaded == [("sample", False)] and fitted[-1] == ("cosine-seed0", None, "reuse")
 
 
 def test_profile_settings_take_the_common_settings_the_sweep_uses():
@@ -384,7 +387,8 @@ def test_budgeted_runs_yet_to_start_have_their_steps_timed_together_in_turn(monk
     given the median; finished and interrupted runs, unbudgeted ones and ones given a step time keep theirs."""
     base = TrainConfig(**(SHARED | {"budget_minutes": 1.0}))
     configs = sweep.width_configs([1, 2], [0, 1], tmp_path, [10, 16], base)  # wrn10-1, wrn10-2, wrn16-1, wrn16-2
-    configs += [replace(base, name="plain", budget_minutes=0.0), replace(base, name="given", budget_step_s=9.0)]
+    configs += [replace(base, name="plain", budget_minutes=0.0), replace(base, name="given", budget_step_s=9.0),
+                replace(configs[0], out_dir=str(tmp_path / "elsewhere"))]  # another folder: the same step
     for config, files_ in [(configs[1], [runfolder.CONFIG]), (configs[4], [runfolder.CONFIG, runfolder.SUMMARY]),
                            (configs[5], [runfolder.CONFIG, runfolder.STATE])]:  # unstarted, finished, interrupted
         config.run_dir.mkdir(parents=True)
@@ -397,8 +401,9 @@ def test_budgeted_runs_yet_to_start_have_their_steps_timed_together_in_turn(monk
     monkeypatch.setattr(config_module.time, "strftime", lambda fmt: str(next(clock)))  # every name stamped anew
     out = sweep.time_together(configs, data="D")
     assert timed == [(name, "D") for name in ["wrn10-1-seed0", "wrn10-2-seed0", "wrn16-2-seed0"] * 3]
-    assert [c.budget_step_s for c in out] == [0.2, 0.2, 5.0, 5.0, 0.0, 0.0, 2.0, 2.0, 0.0, 9.0]
-    assert [replace(c, budget_step_s=0.0) for c in out[:8]] == configs[:8] and out[8:] == configs[8:]
+    assert [c.budget_step_s for c in out] == [0.2, 0.2, 5.0, 5.0, 0.0, 0.0, 2.0, 2.0, 0.0, 9.0, 0.2]
+    assert [replace(c, budget_step_s=0.0) for c in out[:8] + out[10:]] == configs[:8] + configs[10:]
+    assert out[8:10] == configs[8:10]
     assert capsys.readouterr().out == ("timed together, seconds per step: wrn10-1-seed0 0.200, wrn10-2-seed0 5.000, "
                                        "wrn16-2-seed0 2.000\n")
     assert sweep.time_together(out, data="D") == out and len(timed) == 9  # nothing left to time: as they are
@@ -410,11 +415,12 @@ def test_a_local_sweep_divides_the_budgets_of_its_runs_by_steps_timed_together(t
     import torch
 
     timed = []
-    monkeypatch.setattr(sweep, "time_step", lambda config, data: timed.append(torch.get_num_threads()) or 2 ** -4)
+    monkeypatch.setattr(sweep, "time_step", lambda config, data: timed.append(
+        (torch.get_num_threads(), isinstance(data, CIFAR10))) or 2 ** -4)
     base = TrainConfig(**(SHARED | {"budget_minutes": 2 ** -6, "epochs": 30}))
     configs = sweep.width_configs([1], [0, 1], tmp_path, 10, base)
     swept = sweep.run_sweep(configs, "local", cpus_per_run=1)
-    assert timed == [1, 1, 1] and not swept.failed
+    assert timed == [(1, True)] * 3 and not swept.failed  # on the data the runs train on, loaded once
     for run in swept.done:  # 0.9375 s / (0.0625 s x 2 steps of 64 of the 128 images) = 7.5: 7 epochs
         env = json.loads((run.run_dir / runfolder.ENV).read_text())
         assert (run.config.budget_step_s, run.config.epochs, env["budget"]) == (

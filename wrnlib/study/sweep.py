@@ -158,10 +158,13 @@ def time_together(configs: list[TrainConfig], data: CIFAR10, rounds: int = 3) ->
     the same speed, and the seeds of one network the same epochs."""
     todo = {c.run_dir for c in configs if c.budget_minutes and not c.budget_step_s
             and runs.status(c.run_dir) in ("absent", "unstarted")}
-    kinds = {_step_kind(c): c for c in reversed(configs) if c.run_dir in todo}  # the first run of each kind
+    kinds: dict[str, TrainConfig] = {}  # the first run of each kind, in order
+    for c in configs:
+        if c.run_dir in todo:
+            kinds.setdefault(_step_kind(c), c)
     if not kinds:
         return configs
-    times: dict[str, list[float]] = {kind: [] for kind in reversed(kinds)}
+    times: dict[str, list[float]] = {kind: [] for kind in kinds}
     for _ in range(rounds):
         for kind in times:
             times[kind].append(time_step(kinds[kind], data))
@@ -173,8 +176,7 @@ def time_together(configs: list[TrainConfig], data: CIFAR10, rounds: int = 3) ->
 
 def _step_kind(config: TrainConfig) -> str:
     """What a step's time depends on: the config but for the run's name, folder and seed."""
-    return json.dumps({k: v for k, v in config.to_dict().items() if k not in ("name", "out_dir", "seed")},
-                      sort_keys=True)
+    return json.dumps({k: v for k, v in config.to_dict().items() if k not in ("name", "out_dir", "seed")})
 
 
 def record(swept: SweepResult, config: TrainConfig, train: Callable[[], RunResult]) -> None:
