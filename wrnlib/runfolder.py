@@ -68,7 +68,7 @@ class RunFolder:
         try:
             self.finished, self.checkpoint = self.dist.on_main(self._look)
             if self.checkpoint is not None and self.config.budget_minutes:  # its epochs were chosen at its start
-                saved = TrainConfig.from_dict(self.checkpoint["config"], "the checkpoint's config")
+                saved = TrainConfig.from_dict(self.checkpoint["config"])  # config.json, already read, agrees
                 self.config = dataclasses.replace(self.config, **{k: getattr(saved, k) for k in BUDGET_DERIVED})
         except BaseException:
             self._held.close()
