@@ -4,7 +4,9 @@
 # make test  : the study's environment plus the test tools (pytest, Playwright, mutmut, nbstripout) and Ray, then the
 #              test suite
 # make mutation : mutation testing of the library core with mutmut (hours on two cores, so not run by CI; it resumes
-#                 where it stopped), then results/mutation/report.md. JOBS=n sets the parallel mutants (default: cores)
+#                 where it stopped, and from results/mutation/state.jsonl on a new checkout: only the mutants of
+#                 changed functions run again), then results/mutation/report.md. JOBS=n sets the parallel mutants
+#                 (default: cores)
 # make mutation-recheck : after new tests, judge again the survivors not listed as equivalent and the timeouts
 # make hooks : strip outputs from notebooks/*.ipynb whenever they are staged (run by the test install)
 PYTHON ?= python3
@@ -41,6 +43,7 @@ lab: $(STAMP)
 # on the shipped sample (CIFAR10_DIR emptied): each mutant's worker loads its data afresh, and the full set costs
 # seconds each time and pushes the slowest workers past mutmut's timeout.
 mutation: $(DEV)
+	$(PY) scripts/mutation_report.py --restore
 	CIFAR10_DIR= OMP_NUM_THREADS=1 $(VENV)/bin/mutmut run --max-children $(or $(JOBS),$(shell nproc))
 	$(PY) scripts/mutation_report.py
 
@@ -48,6 +51,7 @@ mutation: $(DEV)
 # timeouts (the first pass's when the machine was busy), then the report.
 # With no names mutmut would run every unchecked mutant instead, so an empty list runs nothing.
 mutation-recheck: $(DEV)
+	$(PY) scripts/mutation_report.py --restore
 	names="$$($(PY) scripts/mutation_report.py --recheck)"; test -z "$$names" || \
 	  CIFAR10_DIR= OMP_NUM_THREADS=1 $(VENV)/bin/mutmut run --max-children $(or $(JOBS),$(shell nproc)) $$names
 	$(PY) scripts/mutation_report.py

@@ -14,10 +14,15 @@ the original), and writes ``results/mutation/report.md`` and ``report.json``:
 - listed equivalents that are no longer survivors (killed since, or renumbered by a change to their
   function): the list is stale there and wants a look.
 
+It also keeps each mutant's result, with the hash of its function, in ``results/mutation/state.jsonl`` (one
+line per function). ``mutants/`` is not in git, so a new checkout starts without mutmut's results; ``--restore``
+(which ``make mutation`` runs first) writes them back as mutmut's ``.meta`` files, and mutmut then checks again only
+the mutants of functions whose code changed since (their hash differs) and new ones.
+
 ``--snapshot before`` also keeps the counts as ``results/mutation/before.json``; the report then shows
 them beside the current ones.
 
-    python scripts/mutation_report.py [--mutants mutants] [--out results/mutation] [--snapshot NAME]
+    python scripts/mutation_report.py [--mutants mutants] [--out results/mutation] [--snapshot NAME] [--restore]
 """
 from __future__ import annotations
 
@@ -147,6 +152,49 @@ def load_equivalents(path: Path = EQUIVALENTS) -> dict[str, str]:
     return listed
 
 
+def state_lines(mutants_dir: Path) -> list[str]:
+    """Each mutated function's hash and its mutants' exit codes, one JSON line per function, from mutmut's
+    ``.meta`` files (``mutants/wrnlib/train.py.meta`` -> file ``wrnlib/train.py``)."""
+    lines = []
+    for meta_path in sorted(mutants_dir.rglob("*.py.meta")):
+        meta = json.loads(meta_path.read_text())
+        module = module_name(meta_path, mutants_dir)
+        by_function: dict[str, dict[str, int | None]] = {}
+        for name, code in meta["exit_code_by_key"].items():
+            function, _, number = name.removeprefix(module + ".").partition("__mutmut_")
+            by_function.setdefault(function, {})[number] = code
+        hashes = meta.get("hash_by_function_name", {})
+        for function in sorted(by_function):
+            lines.append(json.dumps({"file": meta_path.relative_to(mutants_dir).as_posix().removesuffix(".meta"),
+                                     "function": function, "hash": hashes.get(function),
+                                     "exit_codes": by_function[function]}, ensure_ascii=False))
+    return lines
+
+
+def restore(state: Path, mutants_dir: Path) -> list[Path]:
+    """Write the ``.meta`` files that ``state`` (as ``state_lines`` wrote it) holds and ``mutants_dir`` lacks; an
+    existing one is left as it is (its results are newer). A function without a hash is checked again by mutmut."""
+    metas: dict[str, dict] = {}
+    for line in state.read_text().splitlines():
+        entry = json.loads(line)
+        module = entry["file"].removesuffix(".py").replace("/", ".")
+        meta = metas.setdefault(entry["file"], {"exit_code_by_key": {}, "hash_by_function_name": {},
+                                                "type_check_error_by_key": {}, "durations_by_key": {},
+                                                "estimated_durations_by_key": {}})
+        if entry["hash"] is not None:
+            meta["hash_by_function_name"][entry["function"]] = entry["hash"]
+        for number, code in entry["exit_codes"].items():
+            meta["exit_code_by_key"][f"{module}.{entry['function']}__mutmut_{number}"] = code
+    written = []
+    for file, meta in metas.items():
+        path = mutants_dir / f"{file}.meta"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(meta, indent=4, ensure_ascii=False))
+            written.append(path)
+    return written
+
+
 def _version(package: str) -> str:
     try:
         return metadata.version(package)
@@ -155,9 +203,9 @@ def _version(package: str) -> str:
 
 
 def environment(mutants_dir: Path) -> dict[str, str]:
-    """The report's environment. ``full_run_commit``: the commit of mutmut's last full run, where the pass began
-    (its stats' baseline); the runs by name since then re-tested survivors, timeouts and changed functions with
-    the code and tests of their own commit, up to ``report_commit``."""
+    """The report's environment. ``stats_commit``: the commit where mutmut last mapped the tests to the functions
+    they run (its stats); the results are those kept since mutmut's first full pass (``state.jsonl``), each mutant
+    checked with the code and tests of its own run, up to ``report_commit``."""
     stats = mutants_dir / "mutmut-stats.json"
     tested = json.loads(stats.read_text()).get("git_commit") if stats.exists() else None
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
@@ -165,7 +213,7 @@ def environment(mutants_dir: Path) -> dict[str, str]:
                            capture_output=True, text=True).stdout.strip()
     return {"mutmut": _version("mutmut"), "torch": _version("torch"), "python": platform.python_version(),
             "machine": f"{cpu_model()}, {os.cpu_count()} cores",
-            "full_run_commit": tested or "unknown",
+            "stats_commit": tested or "unknown",
             "report_commit": commit + (" (with uncommitted changes to wrnlib/ or tests/)" if dirty else ""),
             "written": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
@@ -225,12 +273,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "results" / "mutation")
     parser.add_argument("--equivalents", type=Path, default=EQUIVALENTS)
     parser.add_argument("--snapshot", help="also keep these counts as <out>/<SNAPSHOT>.json (e.g. 'before')")
+    parser.add_argument("--restore", action="store_true",
+                        help="only write back the results kept in <out>/state.jsonl as mutmut's .meta files where "
+                             "--mutants lacks them (`make mutation` does this first)")
     parser.add_argument("--recheck", action="store_true",
                         help="only print the names worth running again (`make mutation-recheck`): the survivors not "
                              "listed as equivalent (new tests may kill them; mutmut only re-runs a mutant it is "
                              "named) and the timeouts (a busy machine makes them too)")
     args = parser.parse_args(argv)
 
+    if args.restore:
+        state = args.out / "state.jsonl"
+        written = restore(state, args.mutants) if state.exists() else []
+        print(f"restored mutmut's results for {len(written)} files from {state}")
+        return 0
     equivalents = load_equivalents(args.equivalents)
     counts = count(args.mutants, equivalents)
     if args.recheck:
@@ -244,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     before_path = args.out / "before.json"
     before = from_json(json.loads(before_path.read_text())["modules"]) if before_path.exists() else None
     (args.out / "report.json").write_text(json.dumps(data, indent=2) + "\n")
+    (args.out / "state.jsonl").write_text("\n".join(state_lines(args.mutants)) + "\n")
     text = markdown(counts, env, equivalents, stale_equivalents(counts, equivalents), before)
     (args.out / "report.md").write_text(text)
     print(text)

@@ -138,3 +138,44 @@ def test_the_mutation_selection_leaves_out_only_the_tests_that_need_ray():
             if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"):
                 if "ray_session" in {a.arg for a in node.args.args}:
                     assert needs_ray(node.name), f"{path}::{node.name} starts Ray but mutmut's -k would keep it"
+
+
+def test_the_kept_state_restores_mutmuts_results_where_they_are_missing(mutants, tmp_path):
+    assert report.main(["--mutants", str(mutants), "--out", str(tmp_path / "out"),
+                        "--equivalents", str(tmp_path / "none.toml")]) == 0
+    lines = [json.loads(line) for line in (tmp_path / "out" / "state.jsonl").read_text().splitlines()]
+    assert [(e["file"], e["function"], e["exit_codes"]) for e in lines] == [
+        ("wrnlib/model.py", "x_a", {"1": 1, "2": 0, "3": 0}), ("wrnlib/model.py", "x_b", {"1": 36, "2": 33, "3": None}),
+        ("wrnlib/study/results.py", "x_c", {"1": 1})]
+    fresh = tmp_path / "fresh"
+    kept = fresh / "wrnlib" / "study" / "results.py.meta"
+    kept.parent.mkdir(parents=True)
+    kept.write_text("newer")
+    assert report.main(["--restore", "--mutants", str(fresh), "--out", str(tmp_path / "out")]) == 0
+    assert kept.read_text() == "newer"  # a result already there is newer than the kept one
+    restored = json.loads((fresh / "wrnlib" / "model.py.meta").read_text())
+    assert restored["exit_code_by_key"] == json.loads((mutants / "wrnlib" / "model.py.meta").read_text())[
+        "exit_code_by_key"]
+    assert report.main(["--restore", "--mutants", str(tmp_path / "none"), "--out", str(tmp_path / "nothing")]) == 0
+
+
+def test_mutmut_keeps_the_restored_results_of_unchanged_functions_and_checks_changed_ones_again(tmp_path,
+                                                                                              monkeypatch):
+    pytest.importorskip("mutmut")
+    from mutmut.__main__ import create_mutants_for_file
+    from mutmut.mutation.file_mutation import mutate_file_contents
+
+    monkeypatch.chdir(tmp_path)
+    source = Path("pkg/m.py")
+    source.parent.mkdir()
+    before = "def a(x):\n    return x + 1\n\n\ndef b(x):\n    return x * 2\n"
+    hashes = mutate_file_contents(str(source), before).hash_by_function_name
+    Path("state.jsonl").write_text("".join(
+        json.dumps({"file": "pkg/m.py", "function": f, "hash": hashes[f], "exit_codes": {"1": 1, "2": 0}}) + "\n"
+        for f in ("x_a", "x_b")))
+    source.write_text(before.replace("x * 2", "x * 3"))  # b changed since the results were kept
+    report.restore(Path("state.jsonl"), Path("mutants"))
+    create_mutants_for_file(source, Path("mutants/pkg/m.py"))
+    codes = json.loads(Path("mutants/pkg/m.py.meta").read_text())["exit_code_by_key"]
+    assert {k: v for k, v in codes.items() if ".x_a__" in k} == {"pkg.m.x_a__mutmut_1": 1, "pkg.m.x_a__mutmut_2": 0}
+    assert {v for k, v in codes.items() if ".x_b__" in k} == {None}
