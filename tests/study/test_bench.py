@@ -75,6 +75,20 @@ def test_unknown_modes_are_refused_before_anything_runs():
         bench.run_benchmarks(["fp8"], device="cpu")
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_modes_on_a_cpu_without_native_bf16_are_announced_as_emulated(native, monkeypatch, capsys):
+    monkeypatch.setattr(bench, "choose_precision", lambda precision, device: (native, "why"))
+
+    def measured(device):  # the note comes before anything is timed
+        raise InterruptedError
+
+    monkeypatch.setattr(bench, "dense_rates", measured)
+    with pytest.raises(InterruptedError):
+        bench.run_benchmarks(["conventional", "fp32", "bf16-nchw", "bf16"], device="cpu")
+    out = capsys.readouterr().out
+    assert ("no native bf16 (AMX or AVX512-BF16): bf16-nchw, bf16 run emulated" in out) is not native
+
+
 def test_conv_rate_counts_the_multiply_adds_of_a_3x3_convolution(monkeypatch):
     clock = iter([0.0, 2.0])  # one timed convolution in two seconds
     monkeypatch.setattr(bench.time, "perf_counter", lambda: next(clock))

@@ -229,7 +229,8 @@ def conventional_loader(batch_size: int = CONVENTIONAL_BATCH, workers: int | Non
     sample = load_cifar10("sample")
     transform = transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(),
                                     transforms.ToTensor(), transforms.Normalize(CIFAR10_MEAN, CIFAR10_STD)])
-    dataset = _PILImages(sample.train_images.permute(0, 2, 3, 1).contiguous().numpy(), sample.train_labels.numpy(), transform)
+    images = sample.train_images.permute(0, 2, 3, 1).contiguous().numpy()  # NHWC, as PIL wants
+    dataset = _PILImages(images, sample.train_labels.numpy(), transform)
     workers = default_loader_workers() if workers is None else workers
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True,
                                        num_workers=workers, persistent_workers=workers > 0), workers
@@ -360,6 +361,10 @@ def run_benchmarks(modes: list[str] | None, *, out: str | None = None, profile_o
     unknown = [m for m in modes if m not in ALL_MODES]
     if unknown:
         raise ValueError(f"unknown bench mode {unknown[0]!r}; choose from {', '.join(ALL_MODES)}")
+    emulated = [m for m in modes if m in MODES and MODES[m][0]] if wrnlib_default_mode(device) == "fp32-cl" else []
+    if emulated:  # asked for bf16 where it is not native: say why its steps may take minutes before they do
+        print(f"this CPU has no native bf16 (AMX or AVX512-BF16): {', '.join(emulated)} run emulated, many times "
+              f"slower than fp32 (the dense rates below show how much); wrnlib trains in fp32 here", flush=True)
     rates = dense_rates(device)
     peaks = {precision: max(r.values()) for precision, r in rates.items()}
     print("dense rates: " + "; ".join(f"{p} " + ", ".join(f"{k} {v:.2f}" for k, v in r.items())
