@@ -63,6 +63,7 @@ def test_the_run_records_the_choice_and_the_cpu_and_evaluates_in_fp32(real_data,
 
 def test_the_time_estimate_uses_the_rate_of_the_chosen_precision(monkeypatch):
     config = TrainConfig(depth=16, width=2, device="cpu")
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")  # AVX512-BF16 implies it
     fake_cpu(monkeypatch, avx512_bf16=True)
     bf16_seconds = progress.rough_epoch_seconds(config, 45_000, 15_000, CPU)
     fake_cpu(monkeypatch)
@@ -73,12 +74,14 @@ def test_the_time_estimate_uses_the_rate_of_the_chosen_precision(monkeypatch):
         forward_flops(16, 2) * 3 * 45_000 / (rates["fp32"] * torch.get_num_threads()))
 
 
-def test_the_cpu_rates_behind_the_estimates_are_the_committed_benchmarks():
-    bench = json.loads((REPO / "results" / "cpu" / "benchmarks" / "cpu-wrn16-2" / "bench.json").read_text())
-    threads = bench["env"]["cpu"]["threads"]
-    measured = {r["mode"]: r["train_tflops"] * 1e12 / threads for r in bench["results"]}
-    for precision, mode in (("fp32", "fp32"), ("bf16", "bf16")):
-        assert progress.CPU_FLOPS_PER_THREAD[precision] == pytest.approx(measured[mode], rel=0.15)
+@pytest.mark.parametrize("folder, isa, key, mode", [("cpu-wrn16-2", "AVX512", "fp32", "fp32"),
+                                                   ("cpu-wrn16-2", "AVX512", "bf16", "bf16"),
+                                                   ("cpu-avx2-wrn16-2", "AVX2", "fp32-avx2", "fp32-cl")])
+def test_the_cpu_rates_behind_the_estimates_are_the_committed_benchmarks(folder, isa, key, mode):
+    bench = json.loads((REPO / "results" / "cpu" / "benchmarks" / folder / "bench.json").read_text())
+    assert bench["env"]["cpu"]["isa"] == isa
+    measured = {r["mode"]: r["train_tflops"] * 1e12 / bench["env"]["cpu"]["threads"] for r in bench["results"]}
+    assert progress.CPU_FLOPS_PER_THREAD[key] == pytest.approx(measured[mode], rel=0.15)
 
 
 def test_keeping_freed_memory_ends_the_page_faults_of_each_step():

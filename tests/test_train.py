@@ -535,19 +535,23 @@ def test_the_interrupted_message_says_where_the_checkpoint_is_and_how_to_resume(
         "command starts it again.")
 
 
-@pytest.mark.parametrize("device, precision, threads", [("cuda", "auto", 2), ("cpu", "bf16", 1), ("cpu", "fp32", 3),
-                                                     ("cpu", "auto", 2)])
-def test_rough_epoch_seconds_is_the_epochs_flops_at_the_measured_rate(monkeypatch, device, precision, threads):
+@pytest.mark.parametrize("device, precision, threads, isa, rate_key", [
+    ("cuda", "auto", 2, "AVX2", None), ("cpu", "bf16", 1, "AVX512", "bf16"), ("cpu", "fp32", 3, "AVX512", "fp32"),
+    ("cpu", "auto", 2, "AVX512", "bf16"), ("cpu", "fp32", 2, "AVX2", "fp32-avx2"),
+    ("cpu", "fp32", 2, "DEFAULT", "fp32-avx2"), ("cpu", "bf16", 2, "AVX2", "bf16")])
+def test_rough_epoch_seconds_is_the_epochs_flops_at_the_measured_rate(monkeypatch, device, precision, threads, isa,
+                                                                      rate_key):
     """3 forward passes' FLOPs per training image (forward and backward), 1 per evaluated image, at the GPU's
-    measured rate or the CPU's per thread in the precision chosen, times the threads."""
+    measured rate or the CPU's per thread in the precision chosen (fp32 at AVX2's rate without AVX512), times
+    the threads."""
     from wrnlib.model import forward_flops
 
     monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: isa)
     # "auto" on this (pretend) CPU: AVX512-BF16, so bf16
     monkeypatch.setattr(devices, "cpu_bf16_support", lambda: {"amx_bf16": False, "avx512_bf16": True})
     config = TrainConfig(depth=16, width=2, precision=precision)
-    rate = (progress.GPU_FLOPS if device == "cuda" else
-            progress.CPU_FLOPS_PER_THREAD["bf16" if precision == "auto" else precision] * threads)
+    rate = progress.GPU_FLOPS if device == "cuda" else progress.CPU_FLOPS_PER_THREAD[rate_key] * threads
     seconds = progress.rough_epoch_seconds(config, 45_000, 10_000, torch.device(device))
     assert seconds == pytest.approx(forward_flops(16, 2) * (3 * 45_000 + 10_000) / rate)
 
