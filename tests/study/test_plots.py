@@ -30,6 +30,18 @@ def test_training_curves_draw_every_split():
     assert fig.axes[1].get_lines()[0].get_ydata().max() <= 1.0
 
 
+def test_benchmarks_are_drawn_one_bar_per_folder_and_mode_never_averaged():
+    bench = pd.DataFrame({"name": ["cpu-a", "cpu-a", "cpu-b", "cpu-b", "cpu-c"], "device": ["cpu"] * 5,
+                          "mode": ["fp32", "bf16", "fp32", "bf16", "fp32"], "depth": 16, "width": 2.0,
+                          "train_images_per_s": [400.0, 900.0, 190.0, 20.0, 80.0]})
+    ax = plots.throughput(bench, None).axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["cpu-a", "cpu-b", "cpu-c"]
+    heights = {(name, bar.get_x() < 0.5): bar.get_height()  # mode fp32 drawn first, at x = 0
+               for name, bars in zip(["cpu-a", "cpu-b", "cpu-c"], ax.containers) for bar in bars}
+    assert heights[("cpu-a", True)] == 400.0 and heights[("cpu-b", False)] == 20.0 and heights[("cpu-c", True)] == 80.0
+    assert not ax.get_lines()  # no error bars: each bar is one measurement
+
+
 def test_labels_of_runs_of_one_size_do_not_overlap():
     # heights in points: three runs of one size, two of them at the very same accuracy, one close below
     offsets = plots.label_offsets([77_850, 77_850, 77_850, 4_480_474, 77_850], [100.0, 100.0, 96.0, 100.0, 300.0])

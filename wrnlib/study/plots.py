@@ -427,9 +427,8 @@ def throughput(bench: pd.DataFrame | None, runs: pd.DataFrame | None) -> plt.Fig
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 3.6), squeeze=False)
     for ax, (df, kind) in zip(axes[0], panels):
         df = df.copy()
-        if kind == "bench":
-            df["model"] = "WRN-" + df["depth"].astype(int).astype(str) + "-" + df["width"].map("{:g}".format)
-            sns.barplot(data=df, x="mode", y="train_images_per_s", hue="device", ax=ax)
+        if kind == "bench":  # one bar per folder and mode: a folder is one model on one machine, never averaged
+            sns.barplot(data=df, x="mode", y="train_images_per_s", hue="name", errorbar=None, ax=ax)
             ax.set_title("benchmark: training throughput by mode")
             ax.set_ylabel("training images / s")
         else:
