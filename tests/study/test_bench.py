@@ -79,7 +79,7 @@ def test_unknown_modes_are_refused_before_anything_runs():
 def test_bf16_modes_on_a_cpu_without_native_bf16_are_announced_as_emulated(native, monkeypatch, capsys):
     monkeypatch.setattr(bench, "choose_precision", lambda precision, device: (native, "why"))
 
-    def measured(device):  # the note comes before anything is timed
+    def measured(device, precisions):  # the note comes before anything is timed
         raise InterruptedError
 
     monkeypatch.setattr(bench, "dense_rates", measured)
@@ -87,6 +87,21 @@ def test_bf16_modes_on_a_cpu_without_native_bf16_are_announced_as_emulated(nativ
         bench.run_benchmarks(["conventional", "fp32", "bf16-nchw", "bf16"], device="cpu")
     out = capsys.readouterr().out
     assert ("no native bf16 (AMX or AVX512-BF16): bf16-nchw, bf16 run emulated" in out) is not native
+
+
+@pytest.mark.parametrize("modes, precisions", [(["conventional", "fp32-cl"], ["fp32"]), (["bf16"], ["bf16"]),
+                                               (["bf16-compile", "fp32"], ["bf16", "fp32"])])
+def test_dense_rates_are_measured_in_the_precisions_of_the_modes_only(modes, precisions, monkeypatch):
+    asked = []
+
+    def measured(device, precisions):
+        asked.extend(precisions)
+        raise InterruptedError
+
+    monkeypatch.setattr(bench, "dense_rates", measured)
+    with pytest.raises(InterruptedError):
+        bench.run_benchmarks(modes, device="cpu")
+    assert asked == precisions
 
 
 def test_conv_rate_counts_the_multiply_adds_of_a_3x3_convolution(monkeypatch):

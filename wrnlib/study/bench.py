@@ -99,10 +99,11 @@ def conv_tflops(device: torch.device, dtype: torch.dtype, min_seconds: float = 1
                  min_seconds)
 
 
-def dense_rates(device: torch.device) -> dict[str, dict[str, float]]:
+def dense_rates(device: torch.device, precisions=("bf16", "fp32")) -> dict[str, dict[str, float]]:
     """{precision: {"matmul": TFLOP/s, "conv3x3": TFLOP/s}} measured on ``device`` now."""
-    return {name: {"matmul": matmul_tflops(device, dtype), "conv3x3": conv_tflops(device, dtype)}
-            for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32))}
+    dtypes = {"bf16": torch.bfloat16, "fp32": torch.float32}
+    return {name: {"matmul": matmul_tflops(device, dtypes[name]), "conv3x3": conv_tflops(device, dtypes[name])}
+            for name in precisions}
 
 
 def _rate(run, flops: float, device: torch.device, min_seconds: float) -> float:
@@ -361,11 +362,14 @@ def run_benchmarks(modes: list[str] | None, *, out: str | None = None, profile_o
     unknown = [m for m in modes if m not in ALL_MODES]
     if unknown:
         raise ValueError(f"unknown bench mode {unknown[0]!r}; choose from {', '.join(ALL_MODES)}")
-    emulated = [m for m in modes if m in MODES and MODES[m][0]] if wrnlib_default_mode(device) == "fp32-cl" else []
+    emulated = [] if choose_precision("auto", device)[0] else [m for m in modes if m in MODES and MODES[m][0]]
     if emulated:  # asked for bf16 where it is not native: say why its steps may take minutes before they do
         print(f"this CPU has no native bf16 (AMX or AVX512-BF16): {', '.join(emulated)} run emulated, many times "
               f"slower than fp32 (the dense rates below show how much); wrnlib trains in fp32 here", flush=True)
-    rates = dense_rates(device)
+    # only the precisions the modes train in: an emulated bf16 rate takes minutes to measure on a CPU without it
+    # (the conventional loop: AMP's bf16 on a GPU, fp32 on a CPU)
+    precisions = {"bf16" if (MODES[m][0] if m in MODES else device.type == "cuda") else "fp32" for m in modes}
+    rates = dense_rates(device, sorted(precisions))
     peaks = {precision: max(r.values()) for precision, r in rates.items()}
     print("dense rates: " + "; ".join(f"{p} " + ", ".join(f"{k} {v:.2f}" for k, v in r.items())
                                       for p, r in rates.items()) + " TFLOP/s", flush=True)
