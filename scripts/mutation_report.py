@@ -177,7 +177,7 @@ def restore(state: Path, mutants_dir: Path) -> list[Path]:
     metas: dict[str, dict] = {}
     for line in state.read_text().splitlines():
         entry = json.loads(line)
-        module = entry["file"].removesuffix(".py").replace("/", ".")
+        module = module_name(mutants_dir / f"{entry['file']}.meta", mutants_dir)
         meta = metas.setdefault(entry["file"], {"exit_code_by_key": {}, "hash_by_function_name": {},
                                                 "type_check_error_by_key": {}, "durations_by_key": {},
                                                 "estimated_durations_by_key": {}})

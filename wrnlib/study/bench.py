@@ -50,6 +50,11 @@ def default_modes(device: torch.device) -> list[str]:
     return modes + (["bf16-compile"] if device.type == "cuda" else [])
 
 
+def uses_bf16(mode: str, device: torch.device) -> bool:
+    """Whether ``mode`` trains under bf16 autocast on ``device`` (the conventional loop: AMP's on a GPU only)."""
+    return MODES[mode][0] if mode in MODES else device.type == "cuda"
+
+
 def wrnlib_default_mode(device: torch.device) -> str:
     """The mode that `TrainConfig()`'s defaults train in on ``device`` (precision auto, channels_last)."""
     return "bf16" if choose_precision("auto", device)[0] else "fp32-cl"
@@ -248,7 +253,7 @@ def bench_conventional(depth: int = 28, width: float = 3.5, *, steps: int = 30, 
     """The training loop people write, timed like the others: DataLoader batches of 128 moved to the
     device, an NCHW model, fp32 on a CPU (bf16 autocast, the usual AMP, on a GPU), plain SGD."""
     dev = resolve_device(device)
-    bf16 = dev.type == "cuda"
+    bf16 = uses_bf16(CONVENTIONAL, dev)
     torch.manual_seed(0)
     model = WideResNet(depth, width).to(dev)
     flops = count_forward_flops(model)
@@ -362,14 +367,12 @@ def run_benchmarks(modes: list[str] | None, *, out: str | None = None, profile_o
     unknown = [m for m in modes if m not in ALL_MODES]
     if unknown:
         raise ValueError(f"unknown bench mode {unknown[0]!r}; choose from {', '.join(ALL_MODES)}")
-    emulated = [] if choose_precision("auto", device)[0] else [m for m in modes if m in MODES and MODES[m][0]]
+    emulated = [] if choose_precision("auto", device)[0] else [m for m in modes if uses_bf16(m, device)]
     if emulated:  # asked for bf16 where it is not native: say why its steps may take minutes before they do
         print(f"this CPU has no native bf16 (AMX or AVX512-BF16): {', '.join(emulated)} run emulated, many times "
               f"slower than fp32 (the dense rates below show how much); wrnlib trains in fp32 here", flush=True)
     # only the precisions the modes train in: an emulated bf16 rate takes minutes to measure on a CPU without it
-    # (the conventional loop: AMP's bf16 on a GPU, fp32 on a CPU)
-    precisions = {"bf16" if (MODES[m][0] if m in MODES else device.type == "cuda") else "fp32" for m in modes}
-    rates = dense_rates(device, sorted(precisions))
+    rates = dense_rates(device, sorted({"bf16" if uses_bf16(m, device) else "fp32" for m in modes}))
     peaks = {precision: max(r.values()) for precision, r in rates.items()}
     print("dense rates: " + "; ".join(f"{p} " + ", ".join(f"{k} {v:.2f}" for k, v in r.items())
                                       for p, r in rates.items()) + " TFLOP/s", flush=True)
