@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 
 import pytest
 import torch
@@ -61,6 +62,12 @@ def test_the_conventional_pipeline_is_torchvisions_crop_flip_normalize():
     names = [type(t).__name__ for t in loader.dataset.transform.transforms]
     assert names == ["RandomCrop", "RandomHorizontalFlip", "ToTensor", "Normalize"]
     assert loader.dataset.transform.transforms[0].padding == 4
+
+
+def test_the_conventional_loops_worker_processes_end_with_its_bench():
+    # idle workers left behind would share the cores with the modes timed after it
+    result = bench.bench_conventional(10, 1, steps=2, warmup=1, device="cpu", peaks={}, workers=1)
+    assert result.loader_workers == 1 and multiprocessing.active_children() == []
 
 
 def test_matmul_rate_counts_two_flops_per_multiply_add(monkeypatch):

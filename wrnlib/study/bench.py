@@ -281,7 +281,6 @@ def bench_conventional(depth: int = 28, width: float = 3.5, *, steps: int = 30, 
     loader_time = _timed(lambda: next(stream), steps, dev)  # the input pipeline alone (workers keep up or not)
     x = next(stream)[0].to(dev)
     infer_rate = _inference_rate(model, model, x, steps, dev, bf16)
-    del stream, loader
     return _result(CONVENTIONAL, dev, model, flops, CONVENTIONAL_BATCH, train_rate, infer_rate,
                    "bf16" if bf16 else "fp32", peaks, augment_ms=1000 * loader_time / steps, loader_workers=workers)
 
