@@ -95,3 +95,24 @@ def test_summary_lists_each_assessed_model(sample, tmp_path):
     text = report.summary_markdown(collect.collect(tmp_path))
     section = text.split("## Calibration and robustness")[1]
     assert "| tiny | WRN-10-1 | 30 |" in section and "60 test images" in section
+
+
+def test_notebook_tables_show_points_pairs_side_by_side_and_the_mean_over_severities():
+    summary = pd.DataFrame({"run": ["a", "b"], "model": ["WRN-10-1"] * 2, "epochs": [3, 3],
+                            "test_acc_plain": [0.91234, 0.9], "ece_plain": [0.0412, 0.0205],
+                            "test_acc_tta": [0.92, 0.91], "ece_tta": [0.03, 0.01], "temperature": [1.23456, 0.9],
+                            "clean_subset_acc": [0.9, 0.9]})
+    table = trust.calibration_table(summary)
+    assert list(table.columns) == ["run", "model", "epochs", "test_acc_plain", "ece_plain", "test_acc_tta", "ece_tta",
+                                   "temperature"]  # what was assessed, in the table's order; no other columns
+    assert table.loc[0, "test_acc_plain"] == 91.23 and table.loc[0, "ece_plain"] == 4.12
+    assert table.loc[0, "temperature"] == 1.235 and summary.loc[0, "ece_plain"] == 0.0412  # the input is kept
+    pairs = trust.one_setting_table(summary, [("b", "a", "label_smoothing")])
+    assert pairs.to_dict("records") == [{"runs": "b vs a", "setting": "label_smoothing", "ECE plain": "2.05 vs 4.12",
+                                         "ECE flip-TTA": "1.00 vs 3.00"}]
+    assert list(trust.one_setting_table(summary, []).columns) == ["runs", "setting", "ECE plain", "ECE flip-TTA"]
+    corrupted = pd.DataFrame({"run": ["a"] * 5, "kind": ["clean", "blur", "blur", "noise", "noise"],
+                              "severity": [0, 1, 5, 1, 5], "accuracy": [0.9, 0.8, 0.5, 0.7, 0.4]})
+    pivot = trust.corruption_table(corrupted)
+    assert list(pivot.index) == [("a", "blur"), ("a", "noise")] and list(pivot.columns) == [1, 5, "mean"]
+    assert pivot.loc[("a", "blur")].tolist() == [80.0, 50.0, 65.0] and pivot.loc[("a", "noise"), "mean"] == 55.0

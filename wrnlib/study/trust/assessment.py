@@ -180,3 +180,35 @@ def one_setting_pairs(run_dirs: Sequence[str | Path]) -> list[tuple[str, str, st
         if len(differ) == 1:
             pairs.append((a, b, differ[0]))
     return pairs
+
+
+_CALIBRATION_COLUMNS = ("run", "model", "epochs", "test_acc_plain", "ece_plain", "ece_plain_scaled", "test_acc_tta",
+                        "ece_tta", "ece_tta_scaled", "temperature", "val_nll", "val_nll_scaled", "device")
+
+
+def calibration_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """One row per assessed run: accuracy and ECE in points, before and after its fitted temperature."""
+    table = summary[[c for c in _CALIBRATION_COLUMNS if c in summary]].copy()
+    for column in [c for c in table if c.startswith(("ece", "test_acc"))]:
+        table[column] = (100 * table[column]).round(2)
+    return table.round(3)
+
+
+def one_setting_table(summary: pd.DataFrame, pairs: Sequence[tuple[str, str, str]]) -> pd.DataFrame:
+    """The ECE of each pair of runs that differ in one setting, side by side in points ("a vs b")."""
+    by_run = summary.set_index("run")
+
+    def side_by_side(a: str, b: str, column: str) -> str:
+        return f"{100 * by_run.loc[a, column]:.2f} vs {100 * by_run.loc[b, column]:.2f}"
+
+    return pd.DataFrame([{"runs": f"{a} vs {b}", "setting": field, "ECE plain": side_by_side(a, b, "ece_plain"),
+                          "ECE flip-TTA": side_by_side(a, b, "ece_tta")} for a, b, field in pairs],
+                        columns=["runs", "setting", "ECE plain", "ECE flip-TTA"])
+
+
+def corruption_table(corrupted: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy in % per run and kind (rows) and severity (columns), with the mean over the severities."""
+    pivot = corrupted[corrupted["severity"] > 0].pivot_table(index=["run", "kind"], columns="severity",
+                                                             values="accuracy")
+    pivot["mean"] = pivot.mean(axis=1)
+    return (100 * pivot).round(1)
