@@ -1,8 +1,9 @@
 # make study : create .venv with what the study needs (wrnlib, torch, papermill, JupyterLab) and execute the notebooks
 #              with the quick (CPU) profile, and their HTML pages
 # make lab   : the same environment, then JupyterLab on the notebooks
-# make test  : the study's environment plus the test tools (pytest, Playwright, mutmut, nbstripout) and Ray, then the
-#              test suite
+# make test  : the study's environment plus the test tools (pytest, Playwright, mutmut, nbstripout, ruff) and Ray,
+#              then the lint and the test suite
+# make lint  : ruff over the package, tests, scripts and notebooks (pyproject.toml's [tool.ruff])
 # make mutation : mutation testing of the library core with mutmut (hours on two cores, so not run by CI; it resumes
 #                 where it stopped, and from results/mutation/state.jsonl on a new checkout: only the mutants of
 #                 changed functions run again), then results/mutation/report.md. JOBS=n sets the parallel mutants
@@ -15,7 +16,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEV    := $(VENV)/.installed-dev
 
-.PHONY: test study lab mutation mutation-recheck venv clean hooks
+.PHONY: test lint study lab mutation mutation-recheck venv clean hooks
 
 venv: $(STAMP)
 
@@ -30,8 +31,11 @@ $(DEV): $(STAMP)
 	$(MAKE) --no-print-directory hooks
 	touch $(DEV)
 
-test: $(DEV)
+test: lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: $(DEV)
+	$(VENV)/bin/ruff check --quiet .
 
 study: $(STAMP)
 	$(PY) -m wrnlib study --profile $(or $(PROFILE),quick)

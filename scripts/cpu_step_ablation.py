@@ -20,7 +20,8 @@ import sys
 import time
 from pathlib import Path
 
-# name -> settings; the first is bench's old fp32 mode (fp32, NCHW, foreach SGD, glibc's allocator), the second fit's old CPU default
+# name -> settings; the first is bench's old fp32 mode (fp32, NCHW, foreach SGD, glibc's allocator), the second
+# fit's old CPU default
 VARIANTS = {
     "fp32 NCHW (bench's old fp32 mode)": dict(bf16=False, channels_last=False),
     "fp32 channels_last (the old CPU default of fit)": dict(bf16=False, channels_last=True),
@@ -112,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
              f"Made by `python scripts/cpu_step_ablation.py` ({args.steps} timed steps after {args.warmup} warm-up "
              f"steps, each variant in a fresh process, {args.repeats} interleaved repeats; median shown). "
              "Training images/s of the whole step: augmentation, forward, backward, SGD update.", "",
-             "| variant | batch | threads | train img/s (median) | runs | vs first row | TFLOP/s | page faults / step |",
+             "| variant | batch | threads | train img/s (median) | runs | vs first row | TFLOP/s "
+             "| page faults / step |",
              "|---|---|---|---|---|---|---|---|"]
     for name in names:
         rates = [r["images_per_s"] for r in measured[name]]

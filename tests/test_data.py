@@ -634,7 +634,8 @@ def test_malformed_npz_contents(tmp_path, sample, case, expected):
 
 
 READ_AGAIN = "Re-download / re-copy the data set."
-UNPICKLE = "); the file is truncated, corrupt or not a CIFAR-10 batch. Delete it and re-download / re-copy the data set."
+UNPICKLE = ("); the file is truncated, corrupt or not a CIFAR-10 batch. Delete it and re-download / re-copy the "
+            "data set.")
 PICKLE_DAMAGE = {  # what the error must say: the problem, then the fix
     "truncated": UNPICKLE, "garbage": UNPICKLE, "empty": UNPICKLE,
     "not_a_dict": f"is not a CIFAR-10 batch: expected a dict with keys b'data' and b'labels', got list. {READ_AGAIN}",
@@ -726,7 +727,8 @@ def test_data_error_is_value_error():
 
 def _imbalanced_labels() -> torch.Tensor:
     counts = [37, 5, 120, 1, 64, 13, 9, 50, 2, 77]
-    return torch.cat([torch.full((c,), k) for k, c in enumerate(counts)])[torch.randperm(378, generator=torch.Generator().manual_seed(1))]
+    labels = torch.cat([torch.full((c,), k) for k, c in enumerate(counts)])
+    return labels[torch.randperm(378, generator=torch.Generator().manual_seed(1))]
 
 
 @pytest.mark.parametrize("val_size", [1, 7, 50, 100, 377])

@@ -76,8 +76,8 @@ def test_ddp_with_sync_bn_matches_one_process_at_the_same_global_batch(tmp_path)
     # one complete run folder, written by rank 0 alone, readable like any other
     assert [p.name for p in ddp_dir.iterdir()] == ["ddp"]
     run_dir = ddp_dir / "ddp"
-    assert sorted(p.name for p in run_dir.iterdir()) == sorted([runfolder.CONFIG, runfolder.ENV, runfolder.METRICS, runfolder.SUMMARY,
-                                                                runfolder.STATE])
+    assert sorted(p.name for p in run_dir.iterdir()) == sorted([runfolder.CONFIG, runfolder.ENV, runfolder.METRICS,
+                                                                runfolder.SUMMARY, runfolder.STATE])
     assert runfolder.load_config(run_dir) == config
     env = json.loads((run_dir / runfolder.ENV).read_text())
     threads = max(1, len(os.sched_getaffinity(0)) // 2)  # the machine's cores, shared by its 2 processes

@@ -178,8 +178,8 @@ def test_the_python_api_fits_the_sample_as_the_command_line_does(tmp_path, capsy
 
 
 def test_a_setting_given_on_the_sample_is_kept_and_its_error_names_the_fix(tmp_path, capsys):
-    assert main(["train", "--data-dir", "sample", "--out-dir", str(tmp_path), "--name", "t", "--val-size",
-                 "1500", "--batch-size", "32", "--depth", "10", "--width", "1", "--epochs", "1", "--device", "cpu"]) == 2
+    assert main(["train", "--data-dir", "sample", "--out-dir", str(tmp_path), "--name", "t", "--val-size", "1500",
+                 "--batch-size", "32", "--depth", "10", "--width", "1", "--epochs", "1", "--device", "cpu"]) == 2
     captured = capsys.readouterr()
     assert "val_size" not in captured.out and "batch_size" not in captured.out  # nothing fitted: both were given
     assert captured.err == "error: --val-size 1500 leaves no training images: this data set has 1,200; lower it\n"

@@ -982,7 +982,8 @@ def test_download_fetches_into_the_cache_only_when_asked(tmp_path, monkeypatch, 
     if download:
         fit(config)
         assert fetched == [(str(cache), True, True), (str(cache), False, True)]
-        assert json.loads((tmp_path / "runs" / "knob" / runfolder.ENV).read_text())["data_source"] == str(cache.resolve())
+        env = json.loads((tmp_path / "runs" / "knob" / runfolder.ENV).read_text())
+        assert env["data_source"] == str(cache.resolve())
         assert len(watch.steps) == 2
     else:
         with pytest.raises(DataError, match="download=True"):

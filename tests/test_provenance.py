@@ -29,7 +29,8 @@ def _repo(root: Path) -> tuple[Path, str]:
     _git(root, "init", "-q")
     _git(root, "add", ".")
     _git(root, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
-    return package, subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True)
+    return package, head.stdout.strip()
 
 
 def _notebook(source: str, outputs: list | None = None) -> dict:

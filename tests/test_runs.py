@@ -192,7 +192,8 @@ def test_read_result_reads_a_finished_run_back_with_the_weights_it_kept(tmp_path
     if kept == "fp16":
         checkpoints.save_fp16(model, run / runfolder.MODEL_FP16)
     elif kept == "state":
-        checkpoints.save({"epoch": 1, "model": model.state_dict(), "optimizer": {}, "metrics": []}, run / runfolder.STATE)
+        checkpoints.save({"epoch": 1, "model": model.state_dict(), "optimizer": {}, "metrics": []},
+                         run / runfolder.STATE)
     asked = []  # the device the model is loaded on: the CPU, even where a GPU is visible
     monkeypatch.setattr(runfolder, "load_run_model", lambda *args, **kwargs: asked.append((args, kwargs)) or real(
         *args, **kwargs))
@@ -486,7 +487,8 @@ def test_a_resume_checkpoint_without_model_weights_is_named_when_its_weights_are
     torch.save({"epoch": 1, "model": {"w": "not a tensor"}, "optimizer": {}, "metrics": []}, tmp_path / runfolder.STATE)
     with pytest.raises(checkpoints.CheckpointError) as raised:
         runfolder.load_model_weights(tmp_path)
-    assert str(raised.value) == f"{tmp_path / runfolder.STATE} does not hold a model's weights; re-train with save_model=True"
+    assert str(raised.value) == (f"{tmp_path / runfolder.STATE} does not hold a model's weights; "
+                                 "re-train with save_model=True")
 
 
 _NO_SPACE = OSError(errno.ENOSPC, "No space left on device")

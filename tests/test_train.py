@@ -194,9 +194,9 @@ def test_fit_says_what_it_does_with_each_kind_of_folder_it_finds(real_data, tmp_
     with pytest.raises(KeyboardInterrupt):
         fit(config, data=real_data, on_epoch_end=_ctrl_c_after_epoch(1))
     assert capsys.readouterr().out == (f"{run_dir} holds a run that stopped before its first checkpoint: starting "
-                                       f"it again\n\nInterrupted with 1 of 2 epochs done. The checkpoint at the end of "
-                                       f"epoch 1 is intact in {run_dir}; continue with `fit(config, existing='resume')` "
-                                       f"with the same config.\n")
+                                       f"it again\n\nInterrupted with 1 of 2 epochs done. The checkpoint at the end "
+                                       f"of epoch 1 is intact in {run_dir}; continue with "
+                                       f"`fit(config, existing='resume')` with the same config.\n")
     resumed = fit(config, data=real_data, existing="resume")
     assert capsys.readouterr().out == f"{run_dir} was interrupted: resuming it\n"
     read_back = fit(config, data=real_data, existing="resume")
@@ -326,7 +326,8 @@ def test_the_estimate_is_measured_after_five_fast_steps_or_exactly_ten_seconds_a
         now[0] += 1.0
         fast.step()
     lines = capsys.readouterr().out.splitlines()
-    assert "r: WRN-16-2, 4 epochs of 50 steps, on " in lines[0] and "; fp32; roughly 1 s per epoch, 3 s in all" in lines[0]
+    assert "r: WRN-16-2, 4 epochs of 50 steps, on " in lines[0]
+    assert "; fp32; roughly 1 s per epoch, 3 s in all" in lines[0]
     assert lines[-1] == ("measured on 5 steps: 50 s of training per epoch, about 2.5 min for the 3 epochs with their "
                          "evaluations")
     edge = progress.Progress(replace(config, budget_minutes=1.5), steps=50, start_epoch=0, eval_images=0, dist=alone,
@@ -348,9 +349,9 @@ def test_the_estimate_is_measured_after_five_fast_steps_or_exactly_ten_seconds_a
             long.step()
         out = capsys.readouterr().out
         said = out[out.index("measured on"):]
+        warning = "" if warned else progress.long_run_warning(config, 12000.0, alone.device)
         assert said == ("measured on 1 steps: 50.0 min of training per epoch, about 3.3 h for the 4 epochs with "
-                        "their evaluations" + ("" if warned else progress.long_run_warning(config, 12000.0, alone.device))
-                        + "\n")
+                        "their evaluations" + warning + "\n")
     for log in (fast, edge, long):
         log.close()
 
@@ -424,7 +425,8 @@ def test_time_step_times_the_step_a_budget_would_on_the_config_as_fit_trains_it(
                          deterministic=True)
     assert train_module.time_step(config) == 0.2  # the median of the ten timed steps
     assert calls == [((64, 3, 32, 32), False, True)] * 13 and kept == [True]
-    assert loaded == [(("sample",), {"download": False})] and asked == [("fp32", torch.device("cpu")), torch.device("cpu")]
+    assert loaded == [(("sample",), {"download": False})]
+    assert asked == [("fp32", torch.device("cpu")), torch.device("cpu")]
     assert not torch.are_deterministic_algorithms_enabled()
     assert torch.equal(torch.get_rng_state(), state)
     readings = iter([t for d in [1.0] * 13 for t in (0.0, d)])
@@ -528,8 +530,8 @@ def test_the_interrupted_message_says_where_the_checkpoint_is_and_how_to_resume(
         f"with `fit(config, existing='resume')` with the same config.")
     with command_line():
         assert progress.interrupted(run, 3, 10, 2) == (
-            f"\nInterrupted with 3 of 10 epochs done. The checkpoint at the end of epoch 2 is intact in {run}; continue "
-            f"with `python -m wrnlib train --resume --name r --out-dir {tmp_path / 'runs'}`.")
+            f"\nInterrupted with 3 of 10 epochs done. The checkpoint at the end of epoch 2 is intact in {run}; "
+            f"continue with `python -m wrnlib train --resume --name r --out-dir {tmp_path / 'runs'}`.")
     assert progress.interrupted(run, 1, 10, None) == (
         "\nInterrupted with 1 of 10 epochs done, before the run's first checkpoint: nothing to keep yet, so the same "
         "command starts it again.")

@@ -202,7 +202,8 @@ def test_flip_tta_averages_the_image_and_its_mirror(real_data):
 
 
 def test_summary_milestones_follow_test_accuracy_and_epoch_numbers(tmp_path):
-    """summarize: first_crossing_9x_{epoch,train_time_s} is the first epoch (1-based) whose TEST accuracy reaches 9x %."""
+    """summarize: first_crossing_9x_{epoch,train_time_s} is the first epoch (1-based) whose TEST accuracy
+    reaches 9x %."""
     #            epoch  val    test   cumulative train time
     table = [(1, 0.930, 0.900, 10.0),
              (2, 0.945, 0.920, 21.0),   # val passes 94 %

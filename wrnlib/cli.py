@@ -29,7 +29,8 @@ class Parser(argparse.ArgumentParser):
             known = [option for action in command._actions for option in action.option_strings]
             meant = next((match for word in unknown if word.startswith("-")
                           for match in difflib.get_close_matches(word, known, n=1)), None)
-            command.error(f"unrecognized arguments: {' '.join(unknown)}" + (f"; did you mean {meant}?" if meant else ""))
+            hint = f"; did you mean {meant}?" if meant else ""
+            command.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
         return namespace
 
     def error(self, message: str):

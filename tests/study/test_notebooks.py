@@ -34,7 +34,8 @@ RUN_NAME = QUICK["notebooks"]["02"]["run_name"]
 HEADLINES = [RUN_NAME] + [f"{RUN_NAME}-seed{seed}" for seed in QUICK["notebooks"]["02"]["other_seeds"]]
 ABLATION = QUICK["notebooks"]["03"]["ablation_name"]
 SWEPT_WIDTHS = QUICK["notebooks"]["05"]["sweep_widths"]
-TIMED = [(d, k) for d in QUICK["notebooks"]["05"]["time_sweep_depths"] for k in QUICK["notebooks"]["05"]["time_sweep_widths"]]
+TIMED = [(d, k) for d in QUICK["notebooks"]["05"]["time_sweep_depths"]
+         for k in QUICK["notebooks"]["05"]["time_sweep_widths"]]
 
 
 def test_the_six_notebooks_exist_in_order():

@@ -123,7 +123,8 @@ def test_the_sweeps_winner_is_read_on_validation_with_its_gap_against_the_seed_s
         "difference these seeds resolve.")
     assert tables.sweep_winner(_sweep((10, 1, 0, 0.8, 0.8))).endswith("over 1 seed(s) (80.00 % on the test set).")
     one_seed = _sweep((10, 1, 0, 0.80, 0.8), (10, 2, 0, 0.82, 0.8))
-    assert tables.sweep_winner(one_seed).endswith("is 2.00 points behind (one seed: no spread to weigh the gap against).")
+    assert tables.sweep_winner(one_seed).endswith(
+        "is 2.00 points behind (one seed: no spread to weigh the gap against).")
     assert tables.sweep_winner(resolved, collect.WIDTH_SWEEP) == "No finished runs in this sweep yet."
 
 
@@ -135,7 +136,8 @@ def test_the_width_study_draws_equal_epochs_and_equal_time_side_by_side():
     equal_epochs = runs.assign(group=collect.WIDTH_SWEEP, epochs=4, budget_minutes=0.0)
     fig = plots.width_study(pd.concat([equal_epochs, runs]))
     left, right = fig.axes[:2]
-    assert left.get_title() == "equal epochs (4 epochs)" and right.get_title() == "equal training time (15 min of training)"
+    assert left.get_title() == "equal epochs (4 epochs)"
+    assert right.get_title() == "equal training time (15 min of training)"
     assert {len(line.get_xdata()) for line in right.get_lines() if len(line.get_xdata())} >= {1, 2}  # a line per depth
     empty = plots.width_study(runs)
     assert empty.axes[0].get_title() == "equal epochs: no finished runs"

@@ -102,7 +102,8 @@ class Results:
             lines.append("no ablations yet")
         else:
             for name, part in self.ablation_final.groupby("ablation"):
-                lines.append(f"ablation {name}: {len(part)} runs, schedules {', '.join(map(str, part['schedule'].unique()))}")
+                schedules = ", ".join(map(str, part["schedule"].unique()))
+                lines.append(f"ablation {name}: {len(part)} runs, schedules {schedules}")
         lines.append("no benchmarks yet" if self.benchmarks.empty else
                      f"benchmarks: {self.benchmarks['name'].nunique()} folder(s), {len(self.benchmarks)} mode rows")
         lines += [f"skipped: {p}" for p in self.problems]

@@ -177,7 +177,8 @@ def estimate_minutes(config: TrainConfig, train_images: int, test_images: int) -
     train = config.train_limit or max(train_images - config.val_size, 0)
     evaluated = config.val_size + (min(config.test_limit, test_images) if config.test_limit else test_images)
     device = resolve_device(config.device)
-    epoch, evaluation = (rough_epoch_seconds(config, train, 0, device), rough_epoch_seconds(config, 0, evaluated, device))
+    epoch = rough_epoch_seconds(config, train, 0, device)
+    evaluation = rough_epoch_seconds(config, 0, evaluated, device)
     epochs = config.budget_minutes * 60 / epoch if config.budget_minutes else config.epochs
     return epochs * (epoch + evaluation) / 60
 
