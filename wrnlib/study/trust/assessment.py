@@ -31,6 +31,7 @@ from ...device import choose_precision, resolve_device
 from ...engine import predict_logits
 from ...files import write_json
 from ...provenance import environment
+from ..formats import points
 from . import calibration, corruptions
 
 TRUST_JSON, RELIABILITY_CSV, CORRUPTIONS_CSV = "trust.json", "reliability.csv", "corruptions.csv"
@@ -199,7 +200,7 @@ def one_setting_table(summary: pd.DataFrame, pairs: Sequence[tuple[str, str, str
     by_run = summary.set_index("run")
 
     def side_by_side(a: str, b: str, column: str) -> str:
-        return f"{100 * by_run.loc[a, column]:.2f} vs {100 * by_run.loc[b, column]:.2f}"
+        return f"{points(by_run.loc[a, column])} vs {points(by_run.loc[b, column])}"
 
     return pd.DataFrame([{"runs": f"{a} vs {b}", "setting": field, "ECE plain": side_by_side(a, b, "ece_plain"),
                           "ECE flip-TTA": side_by_side(a, b, "ece_tta")} for a, b, field in pairs],
