@@ -4,6 +4,8 @@
 # make test  : the study's environment plus the test tools (pytest, Playwright, mutmut, nbstripout, ruff) and Ray,
 #              then the lint and the test suite
 # make lint  : ruff over the package, tests, scripts and notebooks (pyproject.toml's [tool.ruff])
+# make test-oldest : the suite, browser tests aside, in .venv-oldest with the oldest Python and torch the package
+#                    supports (OLDEST_PYTHON, default python3.10; torch 2.11, the GPU machine's)
 # make mutation : mutation testing of the library core with mutmut (hours on two cores, so not run by CI; it resumes
 #                 where it stopped, and from results/mutation/state.jsonl on a new checkout: only the mutants of
 #                 changed functions run again), then results/mutation/report.md. JOBS=n sets the parallel mutants
@@ -16,7 +18,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEV    := $(VENV)/.installed-dev
 
-.PHONY: test lint study lab mutation mutation-recheck venv clean hooks
+.PHONY: test lint test-oldest study lab mutation mutation-recheck venv clean hooks
 
 venv: $(STAMP)
 
@@ -36,6 +38,18 @@ test: lint
 
 lint: $(DEV)
 	$(VENV)/bin/ruff check --quiet .
+
+# pyproject's lower bounds: torch>=2.11, torchvision>=0.26, requires-python>=3.10. The browser tests drive
+# JupyterLab, not torch, and make test runs them.
+OLDEST_PYTHON ?= python3.10
+OLDEST_VENV   ?= .venv-oldest
+OLDEST_TORCH  ?= torch==2.11.0 torchvision==0.26.0
+test-oldest:
+	test -x $(OLDEST_VENV)/bin/python || $(OLDEST_PYTHON) -m venv $(OLDEST_VENV)
+	$(OLDEST_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(OLDEST_VENV)/bin/python -m pip install --quiet $(OLDEST_TORCH) -e '.[dev,cluster]'
+	$(OLDEST_VENV)/bin/python -c "import sys, torch; print('test-oldest: Python', sys.version.split()[0], 'torch', torch.__version__)"
+	$(OLDEST_VENV)/bin/python -m pytest -q -m "not browser" $(PYTEST_ARGS)
 
 study: $(STAMP)
 	$(PY) -m wrnlib study --profile $(or $(PROFILE),quick)
@@ -72,4 +86,4 @@ hooks:
 	fi
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info mutants
+	rm -rf $(VENV) $(OLDEST_VENV) .pytest_cache build *.egg-info mutants
