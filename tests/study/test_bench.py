@@ -64,6 +64,8 @@ def test_the_conventional_pipeline_is_torchvisions_crop_flip_normalize():
     assert loader.dataset.transform.transforms[0].padding == 4
 
 
+# Python 3.12 warns of any fork after torch's threads started, as in every DataLoader with workers: the usual loop
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded, use of fork:DeprecationWarning")
 def test_the_conventional_loops_worker_processes_end_with_its_bench():
     # idle workers left behind would share the cores with the modes timed after it
     result = bench.bench_conventional(10, 1, steps=2, warmup=1, device="cpu", peaks={}, workers=1)
