@@ -79,6 +79,17 @@ def test_matmul_rate_counts_two_flops_per_multiply_add(monkeypatch):
     assert rate == pytest.approx(2 * 64 ** 3 * 2 / 1.0 / 1e12)  # two timed products in one second
 
 
+@pytest.mark.parametrize("native, dtype, size", [(True, torch.bfloat16, 2048), (False, torch.bfloat16, 512),
+                                                 (False, torch.float32, 2048)])
+def test_matmul_rate_uses_smaller_products_for_emulated_bf16_only(native, dtype, size, monkeypatch):
+    monkeypatch.setattr(bench, "choose_precision", lambda precision, device: (native, "why"))
+    clock = iter([0.0, 1.0])  # one timed product in one second
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(bench.torch, "mm", lambda a, b: a[:1, :1])  # the rate counts the sizes, not a product
+    rate = bench.matmul_tflops(torch.device("cpu"), dtype, min_seconds=1.0)
+    assert rate == pytest.approx(2 * size ** 3 / 1e12)
+
+
 def test_unknown_modes_are_refused_before_anything_runs():
     with pytest.raises(ValueError, match="unknown bench mode 'fp8'.*conventional"):
         bench.run_benchmarks(["fp8"], device="cpu")
