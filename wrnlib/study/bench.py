@@ -89,7 +89,7 @@ def matmul_tflops(device: torch.device, dtype: torch.dtype, size: int | None = N
     (8192 on a GPU, 2048 on a CPU; 512 for bf16 on a CPU that emulates it, where one product of 2048
     takes about a minute)."""
     if size is None:
-        emulated = device.type == "cpu" and dtype == torch.bfloat16 and not choose_precision("auto", device)[0]
+        emulated = dtype == torch.bfloat16 and not choose_precision("auto", device)[0]
         size = 8192 if device.type == "cuda" else 512 if emulated else 2048
     a = torch.randn(size, size, device=device).to(dtype)
     b = torch.randn(size, size, device=device).to(dtype)
@@ -373,7 +373,7 @@ def run_benchmarks(modes: list[str] | None, *, out: str | None = None, profile_o
     if emulated:  # asked for bf16 where it is not native: say why its steps may take minutes before they do
         print(f"this CPU has no native bf16 (AMX or AVX512-BF16): {', '.join(emulated)} run emulated, many times "
               f"slower than fp32 (the dense rates below show how much); wrnlib trains in fp32 here", flush=True)
-    # only the precisions the modes train in: an emulated bf16 rate takes minutes to measure on a CPU without it
+    # only the precisions the modes train in: a rate in another precision is no mode's peak, and costs seconds
     rates = dense_rates(device, sorted({"bf16" if uses_bf16(m, device) else "fp32" for m in modes}))
     peaks = {precision: max(r.values()) for precision, r in rates.items()}
     print("dense rates: " + "; ".join(f"{p} " + ", ".join(f"{k} {v:.2f}" for k, v in r.items())
