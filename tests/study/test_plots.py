@@ -7,9 +7,10 @@ matplotlib.use("Agg")
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
 
 from result_folders import saved_run  # noqa: E402
-from wrnlib.study import collect, plots  # noqa: E402
+from wrnlib.study import collect, plots, tables  # noqa: E402
 
 
 def test_save_writes_a_png_only_when_given_a_folder(tmp_path):
@@ -28,6 +29,19 @@ def test_training_curves_draw_every_split():
     assert len(fig.axes) == 3
     assert len(fig.axes[1].get_lines()) >= 3  # train, val and test accuracy
     assert fig.axes[1].get_lines()[0].get_ydata().max() <= 1.0
+
+
+def test_a_reported_curve_is_drawn_beside_the_accuracy_with_its_ranges():
+    metrics = pd.DataFrame({"epoch": [1, 2, 3], "lr": [0.1, 0.05, 0.0], "train_loss": [2.0, 1.5, 1.2],
+                            "val_loss": [1.9, 1.6, 1.4], "test_loss": [1.9, 1.6, 1.5], "train_acc": [0.2, 0.4, 0.5],
+                            "val_acc": [0.25, 0.38, 0.45], "test_acc": [0.24, 0.37, 0.44]})
+    assert not plots.training_curves(metrics).axes[1].containers
+    ax = plots.training_curves(metrics, reference=tables.reference_curve([[1, 20, 30], [3, 50]], "the study")).axes[1]
+    (points,) = ax.containers
+    marker, _, (bars,) = points.lines
+    assert list(marker.get_xdata()) == [1, 3] and list(marker.get_ydata()) == pytest.approx([0.25, 0.5])
+    assert [list(seg[:, 1]) for seg in bars.get_segments()] == [pytest.approx([0.2, 0.3]), pytest.approx([0.5, 0.5])]
+    assert "test: the study" in [t.get_text() for t in ax.get_legend().get_texts()]
 
 
 def test_benchmarks_are_drawn_one_bar_per_folder_and_mode_never_averaged():

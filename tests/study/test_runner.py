@@ -24,7 +24,8 @@ def test_known_profiles():
 
 
 def test_unknown_profile_is_a_clear_error(tmp_path):
-    with pytest.raises(profiles.StudyError, match=r"unknown study profile 'nope'; known profiles: cpu, full, quick"):
+    with pytest.raises(profiles.StudyError,
+                       match=r"unknown study profile 'nope'; known profiles: cpu, full, paper, quick"):
         study.run_study("nope", output_root=tmp_path)
     assert not (tmp_path / "nope").exists()
 
@@ -32,7 +33,7 @@ def test_unknown_profile_is_a_clear_error(tmp_path):
 def test_unknown_profile_from_the_command_line(capsys, tmp_path):
     assert cli.main(["study", "--profile", "nope", "--output-root", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert "unknown study profile 'nope'" in err and "cpu, full, quick" in err
+    assert "unknown study profile 'nope'" in err and "cpu, full, paper, quick" in err
 
 
 def test_unknown_notebook_prefix_lists_the_notebooks(tmp_path):
@@ -42,8 +43,8 @@ def test_unknown_notebook_prefix_lists_the_notebooks(tmp_path):
 
 def test_select_accepts_prefix_spellings():
     notebooks = profiles.find_notebooks()
-    assert study._select(notebooks, ["3", "02_train", "02"]) == ["02", "03"]
-    assert study._select(notebooks, None) == list(notebooks)
+    assert study._select(notebooks, ["3", "02_train", "02"], "quick") == ["02", "03"]
+    assert study._select(notebooks, None, "quick") == list(notebooks)
 
 
 def test_profile_paths_and_data_dir(monkeypatch, tmp_path):
@@ -71,6 +72,26 @@ def test_full_profile_is_the_real_study():
     assert profiles.load_profile("full")["common"]["device"] == "auto"
 
 
+def test_the_paper_profile_is_the_published_recipe():
+    """Notebook 02 alone, with the study's own recipe: 500 epochs on all 50,000 images, crop (4 px, zeros) + flip,
+    plain momentum, L2 on every parameter, cosine from 0.1 per 128 images, nothing else; its reported points."""
+    from wrnlib import BatchAugment
+    from wrnlib.study import notebook, tables
+
+    assert set(profiles.load_profile("paper")["notebooks"]) == {"02"}
+    params = cell_parameters.namespace("paper", "02")
+    c = notebook.train_config(params, cell_parameters.on_cifar10(params))
+    assert (c.depth, c.width, c.dropout, c.epochs) == (28, 3.5, 0, 500)
+    assert (c.val_size, c.train_limit, c.test_limit) == (0, 0, 0)  # all 50,000 training images, all 10,000 test
+    assert c.lr / c.batch_size == 0.1 / 128 and c.schedule == "cosine" and c.min_lr_frac == 0
+    assert (c.optimizer, c.momentum, c.nesterov, c.weight_decay, c.decay_bn_bias) == ("sgd", 0.9, False, 5e-4, True)
+    assert (c.label_smoothing, c.ema_decay, c.cutout, c.policy, c.mix) == (0, 0, 0, "none", "none")
+    assert BatchAugment.from_config(c).describe() == "crop(pad=4, constant) -> flip -> normalize"
+    assert c.name == "wrn28-3.5-paper" and params["out_dir"] == "results/runs"
+    curve = tables.reference_curve(params["reference_points"], params["reference_label"])
+    assert curve.epochs == (10, 15, 25, 300, 397) and curve.high[-1] == 0.95
+
+
 def test_undeclared_profile_parameter_is_refused(tmp_path):
     (tmp_path / "typo.json").write_text(json.dumps({"notebooks": {"04": {"figure_dir": "x"}}}))
     with pytest.raises(profiles.StudyError, match=r"\['figure_dir'\].*does not declare"):
@@ -89,6 +110,51 @@ def _notebook(path: Path, *cells) -> None:
             cell.metadata["tags"] = ["parameters"]
         nb.cells.append(cell)
     nbformat.write(nb, str(path))
+
+
+def test_a_profile_runs_the_notebooks_it_names(tmp_path):
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    for name in ("01_a", "02_b", "03_c"):
+        _notebook(notebooks / f"{name}.ipynb", ("parameters", "n = 1"))
+    spec = {"notebooks": {"03": {"n": 2}, "01": {}}}
+    plan = study.plan_study(spec, "t", None, None, None, notebooks)
+    assert [(path.name, params) for path, params in plan] == [("01_a.ipynb", {}), ("03_c.ipynb", {"n": 2})]
+    with pytest.raises(profiles.StudyError, match=r"no notebook with prefix '02' in profile 't'; it runs: "
+                                                  r"01 \(01_a.ipynb\), 03 \(03_c.ipynb\)$"):
+        study.plan_study(spec, "t", ["02"], None, None, notebooks)
+    with pytest.raises(profiles.StudyError, match=r"profile 't' names none of the notebooks \(01, 02, 03\)"):
+        study.plan_study({"notebooks": {"07": {}}}, "t", None, None, None, notebooks)
+
+
+def test_an_interrupted_study_keeps_what_ran_and_says_how_to_go_on(tmp_path, monkeypatch):
+    """Ctrl-C (or a time limit's SIGINT) in a notebook: the partial executed copy is kept as .failed, the
+    notebooks after it do not start, and the log says that the same command resumes the runs."""
+    import papermill
+
+    notebooks, profile_dir = tmp_path / "notebooks", tmp_path / "profiles"
+    notebooks.mkdir()
+    profile_dir.mkdir()
+    for name in ("01_long", "02_next"):
+        _notebook(notebooks / f"{name}.ipynb", ("parameters", "n = 1"))
+    (profile_dir / "t.json").write_text(json.dumps({"notebooks": {"01": {}, "02": {}}}))
+    started = []
+
+    def interrupted(source, output, **kwargs):
+        started.append(Path(source).name)
+        Path(output).write_text("partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(papermill, "execute_notebook", interrupted)
+    log = io.StringIO()
+    with pytest.raises(KeyboardInterrupt):
+        study.run_study("t", output_root=tmp_path / "out", notebooks_dir=notebooks, profiles_dir=profile_dir,
+                        progress_bar=False, stream=log)
+    out = tmp_path / "out" / "t"
+    assert started == ["01_long.ipynb"]
+    assert (out / "01_long.failed.ipynb").read_text() == "partial"
+    assert sorted(p.name for p in out.iterdir()) == ["01_long.failed.ipynb"]
+    assert "interrupted in 01_long.ipynb" in log.getvalue() and "the same command resumes them" in log.getvalue()
 
 
 def test_failing_notebook_stops_the_batch_with_a_clear_message(tmp_path):

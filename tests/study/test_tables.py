@@ -191,3 +191,24 @@ def test_sweep_winner_of_no_runs_at_all_and_a_tie_of_ranges_is_within_the_spread
     touching = _sweep((10, 1, 0, 0.82, 0.8), (10, 1, 1, 0.84, 0.8), (10, 2, 0, 0.81, 0.8), (10, 2, 1, 0.82, 0.8))
     assert tables.sweep_winner(touching).endswith("within the seed spread (their ranges over seeds overlap): not a "
                                                   "difference these seeds resolve.")
+
+
+def test_a_reported_curve_takes_values_and_ranges_and_names_a_bad_point():
+    curve = tables.reference_curve([[10, 62, 65], [15, 73.66], [397, 95]], "the published study")
+    assert (curve.label, curve.epochs) == ("the published study", (10, 15, 397))
+    assert curve.low == pytest.approx((0.62, 0.7366, 0.95)) and curve.high == pytest.approx((0.65, 0.7366, 0.95))
+    assert tables.reference_curve([], "the published study") is None
+    assert tables.reference_curve([[1, 0], [2.0, 100]], "").label == "reported"  # the bounds themselves are fine
+    for bad in ([10], [10, 1, 2, 3], [0, 50], [2.5, 50], [10, 101], [10, -1], [10, 65, 62], [10, True], ["10", 50],
+                [10, math.nan], [math.inf, 50], 10):
+        with pytest.raises(ValueError, match=r"reference_points\[1\] = .* is neither \[epoch, accuracy %\] nor "
+                                             r"\[epoch, low %, high %\] \(an epoch from 1, percentages from 0 to "
+                                             r"100, low <= high\); fix that point"):
+            tables.reference_curve([[1, 50], bad], "x")
+
+
+def test_a_run_beside_a_reported_curve_at_its_epochs():
+    curve = tables.reference_curve([[1, 40, 45], [2, 55.5], [5, 90]], "the study")
+    metrics = pd.DataFrame({"epoch": [1, 2, 3], "test_acc": [0.4321, 0.5, 0.6]})
+    assert tables.reference_table(metrics, curve).to_dict("list") == {
+        "epoch": [1, 2, 5], "the study": ["40.00%–45.00%", "55.50%", "90.00%"], "this run": ["43.21%", "50.00%", "–"]}

@@ -26,6 +26,7 @@ from ..progress import format_epoch, rough_epoch_seconds  # also behind fit's "r
 from . import plots
 from .formats import duration
 from .profiles import REPO_ROOT
+from .tables import ReferenceCurve
 
 CIFAR10_TRAIN_IMAGES, CIFAR10_TEST_IMAGES = 50_000, 10_000
 
@@ -49,9 +50,11 @@ def epoch_printer(prefix: str = "") -> Callable[[dict[str, Any]], None]:
     return show
 
 
-def live_curves(done: list[dict[str, Any]] | None = None) -> Callable[[dict[str, Any]], None]:
+def live_curves(done: list[dict[str, Any]] | None = None,
+                reference: ReferenceCurve | None = None) -> Callable[[dict[str, Any]], None]:
     """An ``on_epoch_end`` callback for a notebook watching a run: fit's line per epoch, and the training curves
-    redrawn in place after each epoch (one figure, replaced). ``done``: the epochs a resumed run already has."""
+    (with ``reference``'s points) redrawn in place after each epoch (one figure, replaced). ``done``: the epochs a
+    resumed run already has."""
     import matplotlib.pyplot as plt
     import pandas as pd
     from IPython.display import Image, display
@@ -62,7 +65,7 @@ def live_curves(done: list[dict[str, Any]] | None = None) -> Callable[[dict[str,
         nonlocal handle
         print(format_epoch(row), flush=True)
         rows.append(row)
-        fig = plots.training_curves(pd.DataFrame(rows))
+        fig = plots.training_curves(pd.DataFrame(rows), reference=reference)
         image = Image(data=plots.png(fig), format="png")
         plt.close(fig)
         if handle is None:

@@ -17,6 +17,7 @@ import seaborn as sns  # noqa: E402
 from ..data import CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD  # noqa: E402
 from .collect import TIME_SWEEP, WIDTH_SWEEP, finished_in  # noqa: E402
 from .formats import pct  # noqa: E402
+from .tables import ReferenceCurve  # noqa: E402
 
 SAVE_DPI = 110
 
@@ -177,8 +178,10 @@ def augmentation_preview(rows: Mapping[str, Any], titles: Mapping[str, Sequence[
 # --------------------------------------------------------------------------- training
 
 
-def training_curves(metrics: pd.DataFrame, hue: str | None = None) -> plt.Figure:
-    """Loss, accuracy and lr against epoch; ``hue`` names a column separating runs."""
+def training_curves(metrics: pd.DataFrame, hue: str | None = None,
+                    reference: ReferenceCurve | None = None) -> plt.Figure:
+    """Loss, accuracy and lr against epoch; ``hue`` names a column separating runs; ``reference``: the test
+    accuracies another study reported, as points (a bar for a reported range) beside the accuracy curves."""
     metrics = metrics.copy()
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
     loss = metrics.melt(id_vars=[c for c in ("epoch", hue) if c], value_vars=["train_loss", "val_loss", "test_loss"],
@@ -194,6 +197,11 @@ def training_curves(metrics: pd.DataFrame, hue: str | None = None) -> plt.Figure
     sns.lineplot(data=loss.dropna(), x="epoch", y="loss", ax=axes[0], **kwargs)
     sns.lineplot(data=acc.dropna(), x="epoch", y="accuracy", ax=axes[1], **kwargs)
     sns.lineplot(data=metrics, x="epoch", y="lr", ax=axes[2], hue=hue, **line)
+    if reference is not None:
+        middle = [(low + high) / 2 for low, high in zip(reference.low, reference.high)]
+        half = [(high - low) / 2 for low, high in zip(reference.low, reference.high)]
+        axes[1].errorbar(reference.epochs, middle, yerr=half, fmt="D", color="black", markersize=4, capsize=3,
+                         linewidth=1, label=f"test: {reference.label}")
     axes[0].set_title("loss (train: augmented batches)")
     axes[1].set_title("accuracy")
     axes[2].set_title("learning rate at the end of each epoch")

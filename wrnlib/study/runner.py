@@ -111,7 +111,12 @@ def _run_plan(plan, profile: str, spec: dict[str, Any], out_dir: Path, results_r
         for i, (path, params) in enumerate(plan, 1):
             print(f"[{i}/{len(plan)}] {path.name}", file=out, flush=True)
             t0 = time.perf_counter()
-            error = execute_notebook(path, out_dir / path.name, params, **options)
+            try:
+                error = execute_notebook(path, out_dir / path.name, params, **options)
+            except KeyboardInterrupt:  # Ctrl-C, or a time limit's SIGINT: the kernel and its training end with us
+                print(f"\ninterrupted in {path.name}: each run it was training keeps its last checkpoint; the same "
+                      f"command resumes them and reads finished runs back", file=stream or sys.stderr, flush=True)
+                raise
             if error:
                 print(error, file=stream or sys.stderr, flush=True)
                 return 1
@@ -140,12 +145,16 @@ def _write_html(out_dir: Path, profile: str, out: TextIO, err: TextIO,
 def plan_study(spec: dict[str, Any], profile: str, only: list[str] | None, results_root: str | Path | None,
                overrides: dict[str, dict[str, Any]] | None,
                notebooks_dir: str | Path | None) -> list[tuple[Path, dict[str, Any]]]:
-    """(notebook, parameters) in order; every parameter must be declared by its notebook."""
-    notebooks = find_notebooks(notebooks_dir or NOTEBOOKS_DIR)
-    if not notebooks:
+    """(notebook, parameters) in order, for the notebooks the profile names; every parameter must be declared by
+    its notebook."""
+    found = find_notebooks(notebooks_dir or NOTEBOOKS_DIR)
+    if not found:
         raise StudyError(f"no notebooks named NN_*.ipynb in {notebooks_dir or NOTEBOOKS_DIR}")
+    notebooks = {prefix: path for prefix, path in found.items() if prefix in spec["notebooks"]}
+    if not notebooks:
+        raise StudyError(f"profile {profile!r} names none of the notebooks ({', '.join(found)}) under 'notebooks'")
     plan = []
-    for prefix in _select(notebooks, only):
+    for prefix in _select(notebooks, only, profile):
         declared = declared_parameters(notebooks[prefix])
         params = notebook_parameters(spec, prefix, declared, results_root=results_root, overrides=overrides)
         unknown = sorted(set(params) - declared)
@@ -174,6 +183,9 @@ def execute_notebook(path: Path, output: Path, params: dict[str, Any], **options
         _keep_failed(running, failed)
         return (f"FAILED: notebook {path.name}, {_failed_cell(failed, exc)}\n  {exc.ename}: {exc.evalue}\n"
                 f"  the executed copy with the full traceback: {failed}")
+    except KeyboardInterrupt:
+        _keep_failed(running, failed)
+        raise
     except Exception as exc:  # kernel start failure, dead kernel, cell timeout, missing module
         _keep_failed(running, failed)
         return (f"FAILED: notebook {path.name} did not finish: {type(exc).__name__}: {exc}\n"
@@ -224,7 +236,7 @@ class _Indented:
         self.stream.flush()
 
 
-def _select(notebooks: dict[str, Path], only: list[str] | None) -> list[str]:
+def _select(notebooks: dict[str, Path], only: list[str] | None, profile: str) -> list[str]:
     if not only:
         return list(notebooks)
     selected = []
@@ -232,7 +244,7 @@ def _select(notebooks: dict[str, Path], only: list[str] | None) -> list[str]:
         key = str(item).split("_", 1)[0]
         match = next((p for p in notebooks if key.isdigit() and int(p) == int(key)), None)
         if match is None:
-            raise StudyError(f"no notebook with prefix {item!r}; available: "
+            raise StudyError(f"no notebook with prefix {item!r} in profile {profile!r}; it runs: "
                              f"{', '.join(p + ' (' + notebooks[p].name + ')' for p in notebooks)}")
         if match not in selected:
             selected.append(match)

@@ -1,6 +1,6 @@
 """Tables computed from collected results: an ablation's per-epoch and per-run tables and its schedules compared
-over seeds, the width sweep, the validation evidence a recipe is chosen on, and the rows the study's markdown and
-HTML show.
+over seeds, the width sweep, the validation evidence a recipe is chosen on, a run against a reported curve, and the
+rows the study's markdown and HTML show.
 
 Which schedule differences exceed the seed spread (:func:`by_schedule`, :func:`pairs`) uses a deliberately simple
 test, stated wherever it is shown: two schedules differ by more than their seed spread when the ranges of their
@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
@@ -117,6 +118,41 @@ def validation_table(folders: Iterable[str | Path]) -> pd.DataFrame:
                          round(float(row["train_time_s"]) / 60, 1)])
     table = pd.DataFrame(rows, columns=cols)
     return table.sort_values("final val acc", ascending=False).reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class ReferenceCurve:
+    """Test accuracies another study reported at some of its epochs, as fractions: a value (low == high) or a range."""
+    label: str
+    epochs: tuple[int, ...]
+    low: tuple[float, ...]
+    high: tuple[float, ...]
+
+
+def reference_curve(points: Sequence[Sequence[float]], label: str) -> ReferenceCurve | None:
+    """Notebook 02's ``reference_points`` ([epoch, accuracy %] or [epoch, low %, high %] each) as a curve, None
+    when there are none; a ValueError names a point that is neither."""
+    if not points:
+        return None
+    epochs, low, high = [], [], []
+    for i, point in enumerate(points):
+        numbers = isinstance(point, (list, tuple)) and len(point) in (2, 3) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in point)
+        if not (numbers and point[0] == int(point[0]) >= 1 and 0 <= point[1] <= point[-1] <= 100):
+            raise ValueError(f"reference_points[{i}] = {point!r} is neither [epoch, accuracy %] nor [epoch, low %, "
+                             f"high %] (an epoch from 1, percentages from 0 to 100, low <= high); fix that point")
+        epochs.append(int(point[0]))
+        low.append(point[1] / 100)
+        high.append(point[-1] / 100)
+    return ReferenceCurve(label or "reported", tuple(epochs), tuple(low), tuple(high))
+
+
+def reference_table(metrics: pd.DataFrame, curve: ReferenceCurve) -> pd.DataFrame:
+    """At each epoch the curve reports: what it reports, and this run's test accuracy there (a dash past its end)."""
+    reached = dict(zip(metrics["epoch"], metrics["test_acc"]))
+    return pd.DataFrame([{"epoch": epoch, curve.label: pct(low) if low == high else f"{pct(low)}–{pct(high)}",
+                          "this run": pct(reached.get(epoch))}
+                         for epoch, low, high in zip(curve.epochs, curve.low, curve.high)])
 
 
 def write_ablation(folder: str | Path, epochs: pd.DataFrame, final: pd.DataFrame) -> dict[str, Path]:
