@@ -72,4 +72,4 @@ def test_the_study_help_lists_its_profiles(capsys):
 
     assert main(["study", "--help"]) == 0
     out = " ".join(capsys.readouterr().out.split())
-    assert f"one of {', '.join(known_profiles())}" in out and known_profiles() == ["cpu", "full", "quick"]
+    assert f"one of {', '.join(known_profiles())}" in out and known_profiles() == ["cpu", "full", "paper", "quick"]

@@ -77,3 +77,71 @@ def test_under_data_parallel_only_sams_first_pass_stays_local(real_data):
         passes.clear()
         engine.make_train_step(model, forward, optimizer, device=CPU, bf16=False, no_sync=no_sync)(x, targets)
         assert passes == expected
+
+
+# --------------------------------------------------------------------------- the step replayed from a CUDA graph
+
+
+def _batches(real_data, n: int, size: int = 16):
+    images, labels = real_data.train_images, real_data.train_labels
+    return [(normalize(images[i * size:(i + 1) * size]),
+             torch.nn.functional.one_hot(labels[i * size:(i + 1) * size], 10).float()) for i in range(n)]
+
+
+def _trained(step, optimizer, batches, lrs):
+    seen = []
+    for (x, targets), lr in zip(batches, lrs):
+        engine.set_lr(optimizer, lr)
+        loss, logits = step(x, targets)
+        seen.append((loss, logits, loss.clone(), logits.clone()))
+    return seen
+
+
+def test_a_graphed_step_captures_once_after_its_warmup_and_trains_as_the_eager_step(real_data, monkeypatch):
+    """Three eager steps, one capture, replays after it (torch.cuda's graph API replaced by a CPU stand-in that
+    behaves like a graph); the weights, buffers, losses and logits are the eager step's, step by step."""
+    from fake_cuda import FakeCudaGraphs
+    from wrnlib.optim import make_sgd
+
+    batches, lrs = _batches(real_data, 6), [0.1, 0.2, 0.3, 0.25, 0.15, 0.05]
+    torch.manual_seed(0)
+    model = WideResNet(10, 1)
+    optimizer = make_sgd(model, 0.1, 0.9, True, 5e-4, False)
+    eager = _trained(engine.make_train_step(model, model, optimizer, device=CPU, bf16=False), optimizer, batches, lrs)
+    torch.manual_seed(0)
+    g_model = WideResNet(10, 1)
+    g_optimizer = make_sgd(g_model, 0.1, 0.9, True, 5e-4, False)
+    fake = FakeCudaGraphs(monkeypatch, g_model)
+    step = engine.make_train_step(g_model, g_model, g_optimizer, device=CPU, bf16=False, cuda_graph=True)
+    graphed = _trained(step, g_optimizer, batches, lrs)
+    assert (fake.captures, fake.replays) == (1, 3)
+    assert all(isinstance(g["lr"], torch.Tensor) and g["lr"].item() == pytest.approx(0.05)
+               for g in g_optimizer.param_groups)  # filled in place at every step after the capture
+    for (_, _, loss, logits), (_, _, g_loss, g_logits) in zip(eager, graphed):
+        assert torch.allclose(loss, g_loss, atol=1e-6) and torch.allclose(logits, g_logits, atol=1e-5)
+    for a, b in zip([*model.parameters(), *model.buffers()], [*g_model.parameters(), *g_model.buffers()]):
+        assert torch.allclose(a.float(), b.float(), atol=1e-6)
+    assert graphed[3][0] is graphed[4][0] is graphed[5][0]  # the graph's own outputs, overwritten by each replay
+    assert graphed[3][1] is graphed[5][1] and graphed[2][0] is not graphed[3][0]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_on_a_gpu_the_graphed_step_trains_as_the_eager_step(real_data):
+    """The real CUDA graph: bf16 autocast, channels_last, cuDNN's autotuner on, as fit trains on a GPU."""
+    from wrnlib.optim import make_sgd
+
+    gpu = torch.device("cuda")
+    batches = [(x.to(gpu).contiguous(memory_format=torch.channels_last), t.to(gpu))
+               for x, t in _batches(real_data, 8, 64)]
+    lrs = [0.05 * (i + 1) for i in range(8)]
+    runs = []
+    for cuda_graph in (False, True):
+        torch.manual_seed(0)
+        model = WideResNet(16, 2).to(gpu, memory_format=torch.channels_last)
+        optimizer = make_sgd(model, 0.1, 0.9, True, 5e-4, False)
+        step = engine.make_train_step(model, model, optimizer, device=gpu, bf16=True, cuda_graph=cuda_graph)
+        losses = [loss.item() for loss, *_ in _trained(step, optimizer, batches, lrs)]
+        runs.append((losses, [t.detach().float().clone() for t in [*model.parameters(), *model.buffers()]]))
+    (eager_losses, eager_state), (graph_losses, graph_state) = runs
+    assert graph_losses == pytest.approx(eager_losses, rel=1e-3)
+    assert all(torch.allclose(a, b, atol=1e-3) for a, b in zip(eager_state, graph_state))

@@ -131,6 +131,9 @@ KNOB_TESTS: dict[str, tuple[str, ...]] = {
     "channels_last": (K + "test_channels_last_sets_the_memory_format_of_weights_and_inputs",),
     "compile": (K + "test_compile_wraps_the_training_forward_in_torch_compile_with_compile_mode",),
     "compile_mode": (K + "test_compile_wraps_the_training_forward_in_torch_compile_with_compile_mode",),
+    "cuda_graph": (K + "test_cuda_graph_replays_the_captured_step_and_trains_the_eager_run",
+                   "tests/test_engine.py::test_a_graphed_step_captures_once_after_its_warmup_and_trains_as_the_eager_step",
+                   "tests/test_train.py::test_bad_input_gets_a_clear_error_before_any_training"),
     "seed": (K + "test_the_seed_fixes_initialisation_augmented_batches_and_validation_split",
              K + "test_the_seed_sets_the_batch_order"),
     "deterministic": (K + "test_deterministic_turns_on_deterministic_kernels_while_training",),
@@ -237,7 +240,8 @@ FED_BY = {
     make_train_step: dict(model="not a knob: the model built above",
                           forward="not a knob: the model, wrapped for torchrun and compiled as configured",
                           optimizer="optimizer", device="device", bf16="precision", label_smoothing="label_smoothing",
-                          no_sync="not a knob: torchrun's gradient sync, off for SAM's first backward"),
+                          no_sync="not a knob: torchrun's gradient sync, off for SAM's first backward",
+                          cuda_graph="cuda_graph"),
     BatchAugment: {**{name: name for name in BatchAugment.CONFIG_FIELDS},
                    "num_classes": "not a knob: the data's 10 classes",
                    "mean": "not a knob: CIFAR-10's channel means", "std": "not a knob: CIFAR-10's channel stds",
@@ -323,7 +327,7 @@ class Watch:
                 params = dict(model.named_parameters())
                 record = dict(before={n: p.detach().clone() for n, p in params.items()},
                               grads={n: p.grad.detach().clone() for n, p in params.items() if p.grad is not None},
-                              lr=[g["lr"] for g in optimizer.param_groups])
+                              lr=[float(g["lr"]) for g in optimizer.param_groups])
                 result = real_update(*args, **kw)
                 record["after"] = {n: p.detach().clone() for n, p in params.items()}
                 self.updates.append(record)
@@ -334,7 +338,7 @@ class Watch:
 
             def step(x, targets):
                 record = dict(x=x.detach().clone(), targets=targets.detach().clone(),
-                              lr=[g["lr"] for g in optimizer.param_groups],
+                              lr=[float(g["lr"]) for g in optimizer.param_groups],
                               channels_last=x.is_contiguous(memory_format=torch.channels_last),
                               contiguous=x.is_contiguous(),
                               deterministic=torch.are_deterministic_algorithms_enabled(),
@@ -743,6 +747,30 @@ def test_compile_wraps_the_training_forward_in_torch_compile_with_compile_mode(r
         assert forwards == [16, 16]  # every training forward went through the compiled callable
     else:
         assert calls == [] and watch.built[0]["forward"] is model
+
+
+@pytest.mark.parametrize("cuda_graph", [True, False])
+def test_cuda_graph_replays_the_captured_step_and_trains_the_eager_run(real_data, tmp_path, monkeypatch, cuda_graph):
+    """cuda_graph: fit's step captures itself once after three eager steps and replays every later step, with the
+    lr of each step; the run is the eager run, epoch by epoch. The CPU stands in for the GPU: torch.cuda's graph
+    API is replaced by a stand-in that behaves like a graph, and the refusal of a CPU device is skipped."""
+    from fake_cuda import FakeCudaGraphs
+
+    eager = fit(tiny(tmp_path, name="eager", epochs=3, schedule="cosine"), data=real_data)
+    monkeypatch.setattr(distributed, "setup", lambda config: distributed.Single(CPU))
+    fake = FakeCudaGraphs(monkeypatch)
+    watch = Watch(monkeypatch)
+    watch.on_build.append(lambda model, optimizer: setattr(fake, "model", model))
+    run = fit(tiny(tmp_path, epochs=3, schedule="cosine", cuda_graph=cuda_graph), data=real_data)
+    assert watch.built[0]["kwargs"]["cuda_graph"] is cuda_graph
+    assert (fake.captures, fake.replays) == ((1, 3) if cuda_graph else (0, 0))  # 6 steps: 3 eager, 1 captured
+    assert len({round(lr, 6) for s in watch.steps for lr in s["lr"]}) == 6  # a new lr at every step
+    for ours, theirs in zip(run.metrics, eager.metrics):
+        assert ours["train_loss"] == pytest.approx(theirs["train_loss"], abs=1e-5)
+        assert ours["test_loss"] == pytest.approx(theirs["test_loss"], abs=1e-5)
+    assert max_gap(float_state(run.model), float_state(eager.model)) < 1e-5
+    saved = checkpoints.load_checkpoint(run.run_dir / runfolder.STATE)["optimizer"]["param_groups"]
+    assert all(type(group["lr"]) is float for group in saved)  # not the graph's tensor: it resumes on any device
 
 
 @pytest.mark.parametrize("deterministic", [True, False])

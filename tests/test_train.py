@@ -210,6 +210,13 @@ def test_fit_says_what_it_does_with_each_kind_of_folder_it_finds(real_data, tmp_
     ({"batch_size": 5000}, ValueError, "batch_size"),
     ({"train_limit": 10**6}, ValueError, "train_limit"),
     ({"data_dir": "/nonexistent/cifar"}, DataError, "/nonexistent/cifar"),
+    ({"cuda_graph": True}, ValueError, r"^cuda_graph=True captures the step on a CUDA device, and this run's "
+                                       r"device is cpu: use cuda_graph=False, or train on a GPU$"),
+    ({"cuda_graph": True, "optimizer": "sam"}, ValueError, r"^cuda_graph=True captures the SGD step, not SAM's two "
+                                                           r"passes: use optimizer='sgd' or cuda_graph=False$"),
+    ({"cuda_graph": True, "compile": True}, ValueError, r"^cuda_graph=True captures the eager step, and "
+                                                        r"compile=True makes graphs of its own \(its mode "
+                                                        r"'reduce-overhead'\): use one of them, not both$"),
 ])
 def test_bad_input_gets_a_clear_error_before_any_training(real_data, tmp_path, overrides, error, needle):
     data = None if "data_dir" in overrides else real_data

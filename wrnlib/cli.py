@@ -247,8 +247,9 @@ def _bench_parser(sub) -> None:
     p.add_argument("--width", type=float, default=3.5, help="widening factor (default: 3.5)")
     p.add_argument("--batch-size", type=positive_int, default=512, help="training batch size (default: 512)")
     p.add_argument("--modes", default=None,
-                   help="comma-separated, of: conventional, fp32, fp32-cl, bf16-nchw, bf16, bf16-compile (default: "
-                        "conventional, fp32 and wrnlib's default for the device, plus bf16-compile on a GPU)")
+                   help="comma-separated, of: conventional, fp32, fp32-cl, bf16-nchw, bf16, bf16-compile, bf16-graph "
+                        "(default: conventional, fp32 and wrnlib's default for the device, plus bf16-compile and "
+                        "bf16-graph on a GPU)")
     p.add_argument("--loader-workers", type=int, default=None,
                    help="DataLoader worker processes of the conventional mode (default: one per core, at most 4)")
     p.add_argument("--steps", type=positive_int, default=30, help="timed steps per mode (default: 30)")

@@ -97,6 +97,8 @@ class TrainConfig:
     channels_last: bool = knob(True, "channels_last memory format (fast convolutions on GPUs)")
     compile: bool = knob(False, "torch.compile the model")
     compile_mode: str = knob("default", "torch.compile mode")
+    cuda_graph: bool = knob(False, "capture the training step in a CUDA graph and replay it, one launch a step instead "
+                                   "of hundreds (a GPU, one process, SGD, no compile)")
     seed: int = knob(0, "seed of the initialisation, batch order, augmentation and validation split")
     deterministic: bool = knob(False, "bitwise-reproducible kernels (slower); exact resume on a GPU relies on it")
     eval_batch_size: int = knob(1000, "batch size of the evaluations")
@@ -144,6 +146,12 @@ class TrainConfig:
         _in_range("mix_alpha", self.mix_alpha, 0.0, None, low_open=True)
         if self.optimizer == "sam":
             _in_range("sam_rho", self.sam_rho, 0.0, None, low_open=True)
+        if self.cuda_graph and self.optimizer == "sam":
+            raise ValueError(f"{setting('cuda_graph', True)} captures the SGD step, not SAM's two passes: use "
+                             f"{setting('optimizer', 'sgd')} or {setting('cuda_graph', False)}")
+        if self.cuda_graph and self.compile:
+            raise ValueError(f"{setting('cuda_graph', True)} captures the eager step, and {setting('compile', True)} "
+                             f"makes graphs of its own (its mode 'reduce-overhead'): use one of them, not both")
         if self.ema_decay != 0.0:
             _in_range("ema_decay", self.ema_decay, 0.0, 1.0, low_open=True, high_open=True)
         if not self.name or "/" in self.name or "\\" in self.name or self.name in (".", ".."):
@@ -214,7 +222,7 @@ def fit_to_sample(config: TrainConfig) -> tuple[TrainConfig, str]:
 
 
 # Fields that may differ when a run is resumed: they change how it runs, not what it computes.
-RESUME_MUTABLE = frozenset({"out_dir", "data_dir", "download", "progress", "compile", "compile_mode",
+RESUME_MUTABLE = frozenset({"out_dir", "data_dir", "download", "progress", "compile", "compile_mode", "cuda_graph",
                             "checkpoint_every", "save_model", "eval_batch_size"})
 
 

@@ -24,6 +24,7 @@ from torch import nn
 
 from .config import TrainConfig
 from .device import resolve_device
+from .errors import setting
 
 # The longest any process waits in a collective: a healthy run meets its peers at every step, and
 # rank 0's writes and final evaluation take seconds. A lost peer fails the run after this long.
@@ -118,7 +119,11 @@ def setup(config: TrainConfig) -> Single:
     """
     world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else launched_world_size()
     if world <= 1:
-        return Single(resolve_device(config.device))
+        device = resolve_device(config.device)
+        if config.cuda_graph and device.type != "cuda":
+            raise ValueError(f"{setting('cuda_graph', True)} captures the step on a CUDA device, and this run's "
+                             f"device is {device.type}: use {setting('cuda_graph', False)}, or train on a GPU")
+        return Single(device)
     if not dist.is_available():
         raise ValueError("this torch build has no torch.distributed; run without torchrun")
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -133,6 +138,8 @@ def process_device(config: TrainConfig, world: int, local_rank: int) -> torch.de
                          f"{world} processes (each trains on batch_size / {world}); use a multiple of {world}")
     if config.compile:
         raise ValueError("--compile is not supported with data-parallel training (torchrun); drop --compile")
+    if config.cuda_graph:
+        raise ValueError("--cuda-graph is not supported with data-parallel training (torchrun); drop --cuda-graph")
     name = config.device
     if name.startswith("cuda:"):
         raise ValueError(f"device {name!r}: under torchrun each process uses cuda:LOCAL_RANK; pass --device cuda "

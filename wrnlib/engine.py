@@ -17,28 +17,49 @@ from .augment import normalize
 from .optim import SAM, frozen_bn_stats
 
 
-def autocast(device: torch.device, bf16: bool):
+def autocast(device: torch.device, bf16: bool, cache: bool = True):
     if not bf16:
         return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    # a CUDA graph's capture must not keep autocast's casts of the weights (torch.cuda.graphs' rule)
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, cache_enabled=cache)
+
+
+def set_lr(optimizer, lr: float) -> None:
+    """The learning rate of every parameter group; a graphed step's is a device tensor, filled in place."""
+    for group in optimizer.param_groups:
+        if isinstance(group["lr"], torch.Tensor):
+            group["lr"].fill_(lr)
+        else:
+            group["lr"] = lr
 
 
 def make_train_step(model: nn.Module, forward: Callable, optimizer, *, device: torch.device, bf16: bool,
-                    label_smoothing: float = 0.0, no_sync: Callable[[], ContextManager] | None = None) -> Callable:
+                    label_smoothing: float = 0.0, no_sync: Callable[[], ContextManager] | None = None,
+                    cuda_graph: bool = False) -> Callable:
     """Returns ``step(x, targets) -> (loss, logits)`` doing forward, backward and the update.
 
     ``forward`` is the model or its torch.compile'd / DistributedDataParallel wrapper; ``model`` is
     the module itself (for SAM's batch-norm freeze). ``targets`` are soft labels (B, classes).
     ``no_sync`` (DDP's) keeps SAM's first forward/backward local to this process: its gradient
-    only sets the perturbation, and only the second backward is all-reduced.
+    only sets the perturbation, and only the second backward is all-reduced. ``cuda_graph``: the
+    step is a :class:`GraphedStep` (one process, SGD, eager ``forward``, on a CUDA device).
     """
     sam = optimizer if isinstance(optimizer, SAM) else None
     local = no_sync if sam is not None and no_sync is not None else contextlib.nullcontext
 
     def loss_of(x: torch.Tensor, targets: torch.Tensor):
-        with autocast(device, bf16):
+        with autocast(device, bf16, cache=not cuda_graph):
             logits = forward(x)
         return F.cross_entropy(logits.float(), targets, label_smoothing=label_smoothing), logits
+
+    if cuda_graph:
+        def update(x: torch.Tensor, targets: torch.Tensor):
+            optimizer.zero_grad(set_to_none=True)  # the backward then writes the grads instead of adding to them
+            loss, logits = loss_of(x, targets)
+            loss.backward()
+            optimizer.step()
+            return loss.detach(), logits.detach()
+        return GraphedStep(update, optimizer)
 
     def step(x: torch.Tensor, targets: torch.Tensor):
         with local():
@@ -54,6 +75,47 @@ def make_train_step(model: nn.Module, forward: Callable, optimizer, *, device: t
         return loss.detach(), logits.detach()
 
     return step
+
+
+class GraphedStep:
+    """A training step captured once in a CUDA graph and replayed: one launch for the hundreds of kernels of a
+    forward, backward and update, which leave a GPU idle between them at small batches.
+
+    The first ``warmup`` calls run ``update`` eagerly on a side stream (cuDNN picks its kernels, the grads and
+    the momentum buffers get their memory), the next one captures it and every call replays it. The batch is
+    copied into the graph's input tensors; the (loss, logits) returned are its output tensors, overwritten by the
+    next call. ``update`` must run the same kernels on the same tensors at every step and read nothing back to
+    the host; whatever it allocates lives in the graph's own memory. From the capture on, ``optimizer``'s
+    learning rates are device tensors that the graph reads, so that :func:`set_lr` reaches every replay.
+    """
+
+    def __init__(self, update: Callable, optimizer, warmup: int = 3):
+        self.update, self.optimizer, self.warmup, self.eager_steps = update, optimizer, warmup, 0
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.inputs: tuple[torch.Tensor, torch.Tensor] = ()
+        self.outputs: tuple[torch.Tensor, torch.Tensor] = ()
+
+    def __call__(self, x: torch.Tensor, targets: torch.Tensor):
+        if self.eager_steps < self.warmup:
+            self.eager_steps += 1
+            side, main = torch.cuda.Stream(x.device), torch.cuda.current_stream(x.device)
+            side.wait_stream(main)
+            with torch.cuda.stream(side):
+                outputs = self.update(x, targets)
+            main.wait_stream(side)
+            return outputs
+        if self.graph is None:
+            for group in self.optimizer.param_groups:
+                group["lr"] = torch.tensor(float(group["lr"]), device=x.device)
+            self.inputs = x.clone(), targets.clone()
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):  # records the step's kernels; it runs them at the replay below
+                self.outputs = self.update(*self.inputs)
+        else:
+            self.inputs[0].copy_(x)
+            self.inputs[1].copy_(targets)
+        self.graph.replay()
+        return self.outputs
 
 
 @torch.no_grad()

@@ -26,7 +26,7 @@ from .augment import BatchAugment
 from .config import TrainConfig, fit_to_sample
 from .data import CIFAR10, NUM_CLASSES, load_cifar10, test_subset, train_val_split
 from .device import choose_precision, device_name, keep_freed_memory, resolve_device
-from .engine import evaluate, make_train_step
+from .engine import evaluate, make_train_step, set_lr
 from .errors import setting
 from .model import WideResNet, count_forward_flops, count_parameters
 from .optim import SAM, ModelEMA, make_sgd
@@ -122,8 +122,7 @@ def _train(c: TrainConfig, data: CIFAR10, dist, folder: RunFolder, on_epoch_end)
                 # the lr of a step is the schedule's where the step ends: above zero at the first step,
                 # the peak at the last warm-up step
                 lr = c.lr * lr_multiplier(c.schedule, epoch + (i + 1) / steps, c.epochs, schedule)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
+                set_lr(optimizer, lr)
                 with dist.step_rng(epoch * steps + i):
                     loss, logits = step(x, targets)
                 loss_sum += loss
@@ -176,7 +175,7 @@ def build(c: TrainConfig, dist, bf16: bool) -> tuple[torch.nn.Module, Any, Model
     forward = dist.wrap(model)
     forward = torch.compile(forward, mode=c.compile_mode) if c.compile else forward
     step = make_train_step(model, forward, optimizer, device=dist.device, bf16=bf16,
-                           label_smoothing=c.label_smoothing, no_sync=dist.no_sync(forward))
+                           label_smoothing=c.label_smoothing, no_sync=dist.no_sync(forward), cuda_graph=c.cuda_graph)
     return model, optimizer, ema, step
 
 

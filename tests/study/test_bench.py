@@ -90,9 +90,19 @@ def test_matmul_rate_uses_smaller_products_for_emulated_bf16_only(native, dtype,
     assert rate == pytest.approx(2 * size ** 3 / 1e12)
 
 
-def test_unknown_modes_are_refused_before_anything_runs():
+def test_unknown_modes_are_refused_before_anything_runs(monkeypatch):
     with pytest.raises(ValueError, match="unknown bench mode 'fp8'.*conventional"):
         bench.run_benchmarks(["fp8"], device="cpu")
+    monkeypatch.setattr(bench, "dense_rates", lambda device, precisions: pytest.fail("measured"))
+    with pytest.raises(ValueError, match=r"^bench mode 'bf16-graph' replays a CUDA graph and needs a GPU; this "
+                                         r"device is cpu: leave it out of the modes$"):
+        bench.run_benchmarks(["fp32", "bf16-graph"], device="cpu")
+
+
+def test_a_gpu_is_benchmarked_with_torch_compile_and_the_cuda_graph_too():
+    assert bench.default_modes(torch.device("cuda")) == ["conventional", "fp32", "bf16", "bf16-compile", "bf16-graph"]
+    assert "bf16-graph" not in bench.default_modes(torch.device("cpu"))
+    assert bench.MODES["bf16-graph"] == (True, True, False, True)  # bf16, channels_last, eager, graphed
 
 
 @pytest.mark.parametrize("native", [True, False])

@@ -29,14 +29,16 @@ from ..model import WideResNet, count_forward_flops, count_parameters
 from ..optim import make_sgd
 from .formats import markdown_table, pct
 
-# mode -> (bf16 autocast, channels_last, torch.compile)
+# mode -> (bf16 autocast, channels_last, torch.compile, the step replayed from a CUDA graph)
 MODES = {
-    "fp32": (False, False, False),
-    "fp32-cl": (False, True, False),
-    "bf16-nchw": (True, False, False),
-    "bf16": (True, True, False),
-    "bf16-compile": (True, True, True),
+    "fp32": (False, False, False, False),
+    "fp32-cl": (False, True, False, False),
+    "bf16-nchw": (True, False, False, False),
+    "bf16": (True, True, False, False),
+    "bf16-compile": (True, True, True, False),
+    "bf16-graph": (True, True, False, True),
 }
+GPU_ONLY = ("bf16-graph",)
 CONVENTIONAL = "conventional"
 ALL_MODES = (*MODES, CONVENTIONAL)
 TRAIN_IMAGES_PER_EPOCH = 45_000  # 50,000 minus the default 5,000-image validation split
@@ -45,9 +47,9 @@ CONVENTIONAL_BATCH = 128  # what the usual CIFAR-10 scripts use
 
 def default_modes(device: torch.device) -> list[str]:
     """What `bench` measures unless told: the conventional loop, fp32, and wrnlib's default (plus
-    torch.compile on a GPU; on a CPU compiling made training slower)."""
+    torch.compile and the CUDA graph on a GPU; on a CPU compiling made training slower)."""
     modes = [CONVENTIONAL, "fp32", wrnlib_default_mode(device)]
-    return modes + (["bf16-compile"] if device.type == "cuda" else [])
+    return modes + (["bf16-compile", "bf16-graph"] if device.type == "cuda" else [])
 
 
 def uses_bf16(mode: str, device: torch.device) -> bool:
@@ -171,14 +173,15 @@ def bench_mode(mode: str, depth: int = 28, width: float = 3.5, batch_size: int =
     dev = resolve_device(device)
     if dev.type == "cpu":
         keep_freed_memory()  # as fit does on a CPU
-    bf16, channels_last, compile_ = MODES[mode]
+    bf16, channels_last, compile_, graph = MODES[mode]
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     torch.manual_seed(0)
     torch.backends.cudnn.benchmark = True  # as in training: fixed shapes, so let cuDNN pick its fastest kernels
     model = WideResNet(depth, width).to(dev, memory_format=memory_format)
     flops = count_forward_flops(model)
     forward = torch.compile(model, mode=compile_mode) if compile_ else model
-    step = make_train_step(model, forward, make_sgd(model, 0.01, 0.9, True, 5e-4, False), device=dev, bf16=bf16)
+    step = make_train_step(model, forward, make_sgd(model, 0.01, 0.9, True, 5e-4, False), device=dev, bf16=bf16,
+                           cuda_graph=graph)
     augment = BatchAugment()
     images, labels = real_batch(batch_size, dev)
     if dev.type == "cuda":
@@ -369,6 +372,10 @@ def run_benchmarks(modes: list[str] | None, *, out: str | None = None, profile_o
     unknown = [m for m in modes if m not in ALL_MODES]
     if unknown:
         raise ValueError(f"unknown bench mode {unknown[0]!r}; choose from {', '.join(ALL_MODES)}")
+    gpu_only = [m for m in modes if m in GPU_ONLY and device.type != "cuda"]
+    if gpu_only:
+        raise ValueError(f"bench mode {gpu_only[0]!r} replays a CUDA graph and needs a GPU; this device is "
+                         f"{device.type}: leave it out of the modes")
     emulated = [] if choose_precision("auto", device)[0] else [m for m in modes if uses_bf16(m, device)]
     if emulated:  # asked for bf16 where it is not native: say why its steps may take minutes before they do
         print(f"this CPU has no native bf16 (AMX or AVX512-BF16): {', '.join(emulated)} run emulated, many times "
