@@ -1,10 +1,10 @@
 """torch.cuda's graph API stood in for on the CPU, behaving as a CUDA graph behaves for the step it captures.
 
 A capture records the step without running it: the model's weights and buffers and the optimiser's state are put
-back as they were before it. A replay runs the captured step again on the graph's input tensors and writes the
-results into its output tensors, and reads the learning-rate tensors it captured (a graph keeps the addresses it
-was captured with: an lr set by replacing the tensor instead of filling it would never reach the GPU's replays).
-Streams do nothing. ``captures`` and ``replays`` count what happened.
+back as they were before it. A replay runs the captured step again on the graph's input tensors, with the
+learning-rate tensors the capture read (a graph keeps the tensors it was captured with: whatever the optimiser's
+groups hold at a replay does not reach it), and writes the results into the graph's output tensors. Streams do
+nothing. ``captures`` and ``replays`` count what happened.
 """
 from __future__ import annotations
 
@@ -24,10 +24,16 @@ class FakeCudaGraphs:
             def replay(self) -> None:
                 fake.replays += 1
                 step = fake.steps[-1]
-                lrs = [group["lr"] for group in step.optimizer.param_groups]
-                assert all(lr is captured for lr, captured in zip(lrs, fake.captured_lr)), "the lr tensor was replaced"
-                for out, new in zip(step.outputs, step.update(*step.inputs)):
-                    out.copy_(new)
+                groups = step.optimizer.param_groups
+                held = [group["lr"] for group in groups]
+                for group, captured in zip(groups, fake.captured_lr):
+                    group["lr"] = captured
+                try:
+                    for out, new in zip(step.outputs, step.update(*step.inputs)):
+                        out.copy_(new)
+                finally:
+                    for group, lr in zip(groups, held):
+                        group["lr"] = lr
 
         @contextlib.contextmanager
         def capture(graph):
@@ -36,8 +42,8 @@ class FakeCudaGraphs:
             state = [t for s in step.optimizer.state.values() for t in s.values() if isinstance(t, torch.Tensor)]
             tensors = [*fake.model.parameters(), *fake.model.buffers(), *state]
             saved = [t.detach().clone() for t in tensors]
-            yield
             fake.captured_lr = [group["lr"] for group in step.optimizer.param_groups]
+            yield
             with torch.no_grad():
                 for t, value in zip(tensors, saved):
                     t.copy_(value)

@@ -47,11 +47,8 @@ def save(obj: Any, path: Path) -> None:
 def training_state(model: nn.Module, optimizer, ema, device: torch.device, rows: list[dict], train_time: float,
                    config: dict[str, Any]) -> dict[str, Any]:
     """Everything a run needs to continue exactly where it is: weights, optimiser, EMA, both RNGs, metrics."""
-    optimizer_state = optimizer.state_dict()
-    for group in optimizer_state["param_groups"]:  # a graphed step's lr is a device tensor; a float resumes anywhere
-        group["lr"] = float(group["lr"])
     return {
-        "epoch": len(rows), "model": model.state_dict(), "optimizer": optimizer_state,
+        "epoch": len(rows), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
         "ema": ema.state_dict() if ema is not None else None,
         "rng_cpu": torch.get_rng_state(),
         "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,

@@ -24,15 +24,6 @@ def autocast(device: torch.device, bf16: bool, cache: bool = True):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, cache_enabled=cache)
 
 
-def set_lr(optimizer, lr: float) -> None:
-    """The learning rate of every parameter group; a graphed step's is a device tensor, filled in place."""
-    for group in optimizer.param_groups:
-        if isinstance(group["lr"], torch.Tensor):
-            group["lr"].fill_(lr)
-        else:
-            group["lr"] = lr
-
-
 def make_train_step(model: nn.Module, forward: Callable, optimizer, *, device: torch.device, bf16: bool,
                     label_smoothing: float = 0.0, no_sync: Callable[[], ContextManager] | None = None,
                     cuda_graph: bool = False) -> Callable:
@@ -83,10 +74,10 @@ class GraphedStep:
 
     The first ``warmup`` calls run ``update`` eagerly on a side stream (cuDNN picks its kernels, the grads and
     the momentum buffers get their memory), the next one captures it and every call replays it. The batch is
-    copied into the graph's input tensors; the (loss, logits) returned are its output tensors, overwritten by the
-    next call. ``update`` must run the same kernels on the same tensors at every step and read nothing back to
-    the host; whatever it allocates lives in the graph's own memory. From the capture on, ``optimizer``'s
-    learning rates are device tensors that the graph reads, so that :func:`set_lr` reaches every replay.
+    copied into the graph's input tensors, and each parameter group's learning rate (a number, set by the caller
+    before each step) into a device tensor that the captured update reads; the (loss, logits) returned are the
+    graph's output tensors, overwritten by the next call. ``update`` must run the same kernels on the same
+    tensors at every step and read nothing back to the host; whatever it allocates lives in the graph's memory.
     """
 
     def __init__(self, update: Callable, optimizer, warmup: int = 3):
@@ -94,6 +85,7 @@ class GraphedStep:
         self.graph: torch.cuda.CUDAGraph | None = None
         self.inputs: tuple[torch.Tensor, torch.Tensor] = ()
         self.outputs: tuple[torch.Tensor, torch.Tensor] = ()
+        self.lrs: list[torch.Tensor] = []
 
     def __call__(self, x: torch.Tensor, targets: torch.Tensor):
         if self.eager_steps < self.warmup:
@@ -104,16 +96,23 @@ class GraphedStep:
                 outputs = self.update(x, targets)
             main.wait_stream(side)
             return outputs
+        groups = self.optimizer.param_groups
         if self.graph is None:
-            for group in self.optimizer.param_groups:
-                group["lr"] = torch.tensor(float(group["lr"]), device=x.device)
             self.inputs = x.clone(), targets.clone()
+            numbers = [group["lr"] for group in groups]
+            self.lrs = [torch.tensor(lr, device=x.device) for lr in numbers]
+            for group, lr in zip(groups, self.lrs):  # the captured SGD reads these tensors at every replay
+                group["lr"] = lr
             self.graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(self.graph):  # records the step's kernels; it runs them at the replay below
                 self.outputs = self.update(*self.inputs)
+            for group, lr in zip(groups, numbers):
+                group["lr"] = lr
         else:
             self.inputs[0].copy_(x)
             self.inputs[1].copy_(targets)
+            for group, lr in zip(groups, self.lrs):
+                lr.fill_(group["lr"])
         self.graph.replay()
         return self.outputs
 

@@ -26,7 +26,7 @@ from .augment import BatchAugment
 from .config import TrainConfig, fit_to_sample
 from .data import CIFAR10, NUM_CLASSES, load_cifar10, test_subset, train_val_split
 from .device import choose_precision, device_name, keep_freed_memory, resolve_device
-from .engine import evaluate, make_train_step, set_lr
+from .engine import evaluate, make_train_step
 from .errors import setting
 from .model import WideResNet, count_forward_flops, count_parameters
 from .optim import SAM, ModelEMA, make_sgd
@@ -122,7 +122,8 @@ def _train(c: TrainConfig, data: CIFAR10, dist, folder: RunFolder, on_epoch_end)
                 # the lr of a step is the schedule's where the step ends: above zero at the first step,
                 # the peak at the last warm-up step
                 lr = c.lr * lr_multiplier(c.schedule, epoch + (i + 1) / steps, c.epochs, schedule)
-                set_lr(optimizer, lr)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
                 with dist.step_rng(epoch * steps + i):
                     loss, logits = step(x, targets)
                 loss_sum += loss
