@@ -327,7 +327,7 @@ class Watch:
                 params = dict(model.named_parameters())
                 record = dict(before={n: p.detach().clone() for n, p in params.items()},
                               grads={n: p.grad.detach().clone() for n, p in params.items() if p.grad is not None},
-                              lr=[float(g["lr"]) for g in optimizer.param_groups])
+                              lr=[g["lr"] for g in optimizer.param_groups])
                 result = real_update(*args, **kw)
                 record["after"] = {n: p.detach().clone() for n, p in params.items()}
                 self.updates.append(record)
@@ -338,7 +338,7 @@ class Watch:
 
             def step(x, targets):
                 record = dict(x=x.detach().clone(), targets=targets.detach().clone(),
-                              lr=[float(g["lr"]) for g in optimizer.param_groups],
+                              lr=[g["lr"] for g in optimizer.param_groups],
                               channels_last=x.is_contiguous(memory_format=torch.channels_last),
                               contiguous=x.is_contiguous(),
                               deterministic=torch.are_deterministic_algorithms_enabled(),
