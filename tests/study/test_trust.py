@@ -25,8 +25,8 @@ def sample():
 
 
 def _run_folder(folder, name="tiny", **config):
-    config = TrainConfig(name=name, out_dir=str(folder), depth=10, width=1.0, val_size=100, seed=3,
-                         **config).validate()
+    config = TrainConfig(**{"name": name, "out_dir": str(folder), "depth": 10, "width": 1.0, "val_size": 100,
+                            "seed": 3} | config).validate()
     config.run_dir.mkdir(parents=True)
     config.save(config.run_dir / runfolder.CONFIG)
     torch.manual_seed(0)
@@ -87,6 +87,13 @@ def test_runs_with_weights_and_one_setting_pairs(tmp_path):
     (tmp_path / "runs" / "no-weights").mkdir()
     assert trust.runs_with_weights([tmp_path / "runs", d]) == [a, b, c, d]
     assert trust.one_setting_pairs([a, b, c, d]) == [("a", "b", "label_smoothing"), ("b", "d", "label_smoothing")]
+
+
+def test_two_seeds_of_one_budgeted_recipe_pair_on_the_seed_alone(tmp_path):
+    """Notebook 02 times its other seeds' step before training them (budget_step_s), the first seed's in its run."""
+    first = _run_folder(tmp_path / "runs", "headline", budget_minutes=5.0)
+    other = _run_folder(tmp_path / "runs", "headline-seed1", budget_minutes=5.0, budget_step_s=0.2, seed=1)
+    assert trust.one_setting_pairs([first, other]) == [("headline", "headline-seed1", "seed")]
 
 
 def test_summary_lists_each_assessed_model(sample, tmp_path):

@@ -36,8 +36,9 @@ from . import calibration, corruptions
 
 TRUST_JSON, RELIABILITY_CSV, CORRUPTIONS_CSV = "trust.json", "reliability.csv", "corruptions.csv"
 # fields that say how a run was executed or filed, not what it learned: never "the one setting" of a pair
+# budget_step_s is a measurement: notebook 02 times its other seeds' step beforehand, the first seed's in its run
 _BOOKKEEPING = set(RESUME_MUTABLE) | {"name", "device", "precision", "deterministic", "channels_last", "tta",
-                                      "sync_bn"}
+                                      "sync_bn", "budget_step_s"}
 
 
 @dataclasses.dataclass(frozen=True)
