@@ -26,8 +26,8 @@ from wrnlib.study.formats import MISSING, markdown_table
 from wrnlib.study.sweep import seed_configs
 
 OUT = Path("results/cpu/recipe")
-# The CPU headline's recipe before the trials (results/cpu/runs/wrn16-2-cpu-headline): WRN-16-2, one-cycle,
-# batch 128 at peak lr 0.1, one warm-up epoch, label smoothing 0.1, crop + flip, SGD-Nesterov, wd 5e-4.
+# The CPU headline's recipe before the trials (its run, wrn16-2-cpu-headline, is in git's history): WRN-16-2,
+# one-cycle, batch 128 at peak lr 0.1, one warm-up epoch, label smoothing 0.1, crop + flip, SGD-Nesterov, wd 5e-4.
 BASELINE = dict(depth=16, width=2.0, batch_size=128, lr=0.1, warmup_epochs=1.0, schedule="onecycle",
                 label_smoothing=0.1, device="cpu", val_size=5000, seed=0, checkpoint_every=1, progress=False)
 TRIALS = {  # name: (what changes, the settings that change it)

@@ -29,24 +29,28 @@ def _expected_configs() -> list[TrainConfig]:
     nb2, nb3, nb5 = _params("02"), _params("03"), _params("05")
     on_cifar10 = cell_parameters.on_cifar10
     headline = notebook.train_config(nb2, on_cifar10(nb2))
+    headlines = [headline, *sweep.seed_configs(headline, nb2["other_seeds"])]
     ablation = sweep.schedule_configs(nb3["schedules"], nb3["seeds"],
                                       Path(nb3["ablation_dir"]) / nb3["ablation_name"] / "runs",
                                       notebook.train_config(nb3, on_cifar10(nb3)))
     widths = sweep.width_configs(nb5["sweep_widths"], nb5["sweep_seeds"],
                                  Path(nb5["results_root"]) / WIDTH_SWEEP / "runs", nb5["sweep_depth"],
                                  notebook.train_config(nb5["sweep_config"], on_cifar10(nb5), device=nb5["device"]))
-    return [headline, *ablation, *widths]
+    return [*headlines, *ablation, *widths]
 
 
 CONFIGS = _expected_configs()
+HEADLINES = CONFIGS[:1 + len(_params("02")["other_seeds"])]
 
 
 def test_the_profile_names_a_headline_an_ablation_and_a_width_sweep():
     assert CPU["results_root"] == "results/cpu"  # apart from the full profile's results
     nb3, nb5 = _params("03"), _params("05")
+    assert len(HEADLINES) >= 2 and len({c.seed for c in HEADLINES}) == len(HEADLINES)  # its claim rests on 2 seeds
+    assert all(c.val_size == 0 for c in HEADLINES)  # the recipe was chosen before: it trains on every image
     assert len(nb3["schedules"]) == 5 and len(nb3["seeds"]) >= 2
     assert len(nb5["sweep_widths"]) >= 3
-    assert len(CONFIGS) == 1 + 5 * len(nb3["seeds"]) + len(nb5["sweep_widths"]) * len(nb5["sweep_seeds"])
+    assert len(CONFIGS) == len(HEADLINES) + 5 * len(nb3["seeds"]) + len(nb5["sweep_widths"]) * len(nb5["sweep_seeds"])
     assert all(c.device == "cpu" and c.train_limit == 0 and c.test_limit == 0 for c in CONFIGS)  # the full data
 
 
@@ -61,7 +65,8 @@ def test_every_run_of_the_profile_is_committed_and_finished(config):
     env = json.loads((run_dir / runfolder.ENV).read_text())
     summary = json.loads((run_dir / runfolder.SUMMARY).read_text())
     assert env["device_type"] == "cpu" and env["data_checksum"] and env["git_commit"]
-    assert summary["test_images"] == 10_000 and len(runfolder.read_metrics(run_dir)) == config.epochs
+    epochs = env["budget"]["epochs"] if config.budget_minutes else config.epochs  # a budget's, chosen at its start
+    assert summary["test_images"] == 10_000 and len(runfolder.read_metrics(run_dir)) == epochs == saved.epochs
     if config.save_model:  # only the headline keeps its weights
         assert (run_dir / "model_fp16.pt").is_file()
 
@@ -74,8 +79,8 @@ def test_the_runs_are_in_git_not_only_on_this_disk():
     assert missing == [], f"finished but not committed: {missing}"
 
 
-def test_the_headline_stays_within_its_time_budget():
-    headline = CONFIGS[0]
+@pytest.mark.parametrize("headline", HEADLINES, ids=lambda c: c.name)
+def test_each_seed_of_the_headline_stays_within_its_time_budget(headline):
     summary = json.loads((ROOT / headline.run_dir / runfolder.SUMMARY).read_text())
     assert summary["train_time_s"] <= 30 * 60  # the budget: at most 30 minutes of training
 
