@@ -96,3 +96,14 @@ def test_each_study_keeps_its_benchmarks_and_assessments_in_its_own_folder():
         assert assessed and assessed <= set(found.main_runs["name"]), found.root
     full = profiles.notebook_parameters(profiles.load_profile("full"), "06")
     assert full["run_dirs"] == ["results/runs"]
+
+
+def test_the_readme_reports_the_headline_its_run_folders_hold():
+    """The README's CPU headline (each seed, and the mean in bold) is what the committed summaries say."""
+    readme = (ROOT / "README.md").read_text()
+    summaries = [json.loads((ROOT / c.run_dir / runfolder.SUMMARY).read_text()) for c in HEADLINES]
+    for config, summary in zip(HEADLINES, summaries):
+        row = next(line for line in readme.splitlines() if line.startswith(f"| [`{config.name}`]"))
+        assert f"| {100 * summary['test_acc']:.2f} % | {100 * summary['test_acc_tta']:.2f} % |" in row
+    mean, mean_tta = (sum(100 * s[key] for s in summaries) / len(summaries) for key in ("test_acc", "test_acc_tta"))
+    assert f"| **{mean:.2f} %** | **{mean_tta:.2f} %** |" in readme
