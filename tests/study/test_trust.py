@@ -94,6 +94,10 @@ def test_two_seeds_of_one_budgeted_recipe_pair_on_the_seed_alone(tmp_path):
     first = _run_folder(tmp_path / "runs", "headline", budget_minutes=5.0)
     other = _run_folder(tmp_path / "runs", "headline-seed1", budget_minutes=5.0, budget_step_s=0.2, seed=1)
     assert trust.one_setting_pairs([first, other]) == [("headline", "headline-seed1", "seed")]
+    timed_longer = _run_folder(tmp_path / "runs", "headline-seed2", budget_minutes=5.0, epochs=40, seed=2)
+    fixed = _run_folder(tmp_path / "fixed", "fixed", epochs=40, seed=2)  # no budget: its epochs are a setting
+    assert trust.one_setting_pairs([first, timed_longer, fixed]) == [("headline", "headline-seed2", "seed"),
+                                                                      ("headline-seed2", "fixed", "budget_minutes")]
 
 
 def test_summary_lists_each_assessed_model(sample, tmp_path):

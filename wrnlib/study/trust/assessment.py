@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from ... import runfolder as runs
-from ...config import RESUME_MUTABLE, TrainConfig
+from ...config import BUDGET_DERIVED, RESUME_MUTABLE, TrainConfig
 from ...data import CIFAR10, test_subset, train_val_split
 from ...device import choose_precision, resolve_device
 from ...engine import predict_logits
@@ -36,9 +36,8 @@ from . import calibration, corruptions
 
 TRUST_JSON, RELIABILITY_CSV, CORRUPTIONS_CSV = "trust.json", "reliability.csv", "corruptions.csv"
 # fields that say how a run was executed or filed, not what it learned: never "the one setting" of a pair
-# budget_step_s is a measurement: notebook 02 times its other seeds' step beforehand, the first seed's in its run
 _BOOKKEEPING = set(RESUME_MUTABLE) | {"name", "device", "precision", "deterministic", "channels_last", "tta",
-                                      "sync_bn", "budget_step_s"}
+                                      "sync_bn"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,7 +177,9 @@ def one_setting_pairs(run_dirs: Sequence[str | Path]) -> list[tuple[str, str, st
     configs = {Path(d).name: runs.load_config(Path(d)).to_dict() for d in run_dirs}
     pairs = []
     for (a, ca), (b, cb) in itertools.combinations(configs.items(), 2):
-        differ = [k for k in ca if k not in _BOOKKEEPING and ca[k] != cb.get(k)]
+        # two time budgets settle their epochs by timing the step: measurements, as a resume treats them
+        derived = set(BUDGET_DERIVED) if ca["budget_minutes"] and cb["budget_minutes"] else set()
+        differ = [k for k in ca if k not in _BOOKKEEPING | derived and ca[k] != cb.get(k)]
         if len(differ) == 1:
             pairs.append((a, b, differ[0]))
     return pairs
