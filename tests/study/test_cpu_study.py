@@ -14,7 +14,7 @@ from wrnlib import TrainConfig
 from wrnlib import runfolder
 from wrnlib.config import resume_conflicts
 from wrnlib.study import collect, notebook, profiles, sweep
-from wrnlib.study.collect import WIDTH_SWEEP
+from wrnlib.study.collect import TIME_SWEEP, WIDTH_SWEEP
 
 CPU = profiles.load_profile("cpu")
 ROOT = profiles.REPO_ROOT
@@ -25,8 +25,8 @@ def _params(prefix: str) -> dict:
 
 
 def _expected_configs() -> tuple[list[TrainConfig], list[TrainConfig]]:
-    """The headline's seeds (notebook 02) and the other runs (notebooks 03 and 05) the profile's notebooks build
-    (paths relative to the repository)."""
+    """The headline's seeds (notebook 02) and the other runs (notebooks 03 and 05: both sweeps) the profile's
+    notebooks build (paths relative to the repository)."""
     nb2, nb3, nb5 = _params("02"), _params("03"), _params("05")
     on_cifar10 = cell_parameters.on_cifar10
     headline = notebook.train_config(nb2, on_cifar10(nb2))
@@ -37,21 +37,29 @@ def _expected_configs() -> tuple[list[TrainConfig], list[TrainConfig]]:
     widths = sweep.width_configs(nb5["sweep_widths"], nb5["sweep_seeds"],
                                  Path(nb5["results_root"]) / WIDTH_SWEEP / "runs", nb5["sweep_depth"],
                                  notebook.train_config(nb5["sweep_config"], on_cifar10(nb5), device=nb5["device"]))
-    return headlines, [*ablation, *widths]
+    timed = sweep.width_configs(nb5["time_sweep_widths"], nb5["time_sweep_seeds"],
+                                Path(nb5["results_root"]) / TIME_SWEEP / "runs", nb5["time_sweep_depths"],
+                                notebook.train_config(nb5["sweep_config"], on_cifar10(nb5), device=nb5["device"],
+                                                      budget_minutes=nb5["time_sweep_minutes"]))
+    return headlines, [*ablation, *widths, *timed]
 
 
 HEADLINES, OTHERS = _expected_configs()
 CONFIGS = [*HEADLINES, *OTHERS]
+TIMED = [c for c in OTHERS if c.budget_minutes]  # notebook 05's sweep at equal training time
 
 
-def test_the_profile_names_a_headline_an_ablation_and_a_width_sweep():
+def test_the_profile_names_a_headline_an_ablation_and_both_width_sweeps():
     assert CPU["results_root"] == "results/cpu"  # apart from the full profile's results
     nb3, nb5 = _params("03"), _params("05")
     assert len(HEADLINES) >= 2 and len({c.seed for c in HEADLINES}) == len(HEADLINES)  # its claim rests on 2 seeds
     assert all(c.val_size == 0 for c in HEADLINES)  # the recipe was chosen before: it trains on every image
     assert len(nb3["schedules"]) == 5 and len(nb3["seeds"]) >= 2
     assert len(nb5["sweep_widths"]) >= 3
-    assert len(CONFIGS) == len(HEADLINES) + 5 * len(nb3["seeds"]) + len(nb5["sweep_widths"]) * len(nb5["sweep_seeds"])
+    assert len(nb5["time_sweep_widths"]) >= 4 and len(nb5["time_sweep_depths"]) >= 2  # the issue's equal-time grid
+    timed = len(nb5["time_sweep_widths"]) * len(nb5["time_sweep_depths"]) * len(nb5["time_sweep_seeds"])
+    assert len(CONFIGS) == (len(HEADLINES) + 5 * len(nb3["seeds"])
+                            + len(nb5["sweep_widths"]) * len(nb5["sweep_seeds"]) + timed)
     assert all(c.device == "cpu" and c.train_limit == 0 and c.test_limit == 0 for c in CONFIGS)  # the full data
 
 
@@ -108,3 +116,21 @@ def test_the_readme_reports_the_headline_its_run_folders_hold():
         assert f"| {100 * summary['test_acc']:.2f} % | {100 * summary['test_acc_tta']:.2f} % |" in row
     mean, mean_tta = (sum(100 * s[key] for s in summaries) / len(summaries) for key in ("test_acc", "test_acc_tta"))
     assert f"| **{mean:.2f} %** | **{mean_tta:.2f} %** |" in readme
+
+
+def test_the_readme_reports_the_equal_time_sweep_its_run_folders_hold():
+    """The README's equal-time table (each network's epochs, its final validation and test accuracy, the mean over
+    the profile's seeds) and the winner it names on validation are what the committed summaries say."""
+    readme = (ROOT / "README.md").read_text()
+    nets: dict[str, list[dict]] = {}
+    for c in TIMED:
+        nets.setdefault(f"WRN-{c.depth}-{c.width:g}", []).append(
+            json.loads((ROOT / c.run_dir / runfolder.SUMMARY).read_text()))
+    val = {}
+    for model, summaries in nets.items():
+        row = next(line for line in readme.splitlines() if line.startswith(f"| {model} |"))
+        low, high = min(s["epochs"] for s in summaries), max(s["epochs"] for s in summaries)
+        val[model], test = (sum(100 * s[k] for s in summaries) / len(summaries) for k in ("final_val_acc", "test_acc"))
+        assert f"| {low if low == high else f'{low}–{high}'} | {val[model]:.2f} % | {test:.2f} % |" in row, row
+    best, second = sorted(val, key=val.get, reverse=True)[:2]
+    assert f"**{best}** scores best on validation, {val[best] - val[second]:.2f} points ahead of {second}" in readme

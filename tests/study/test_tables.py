@@ -139,6 +139,8 @@ def test_the_width_study_draws_equal_epochs_and_equal_time_side_by_side():
     assert left.get_title() == "equal epochs (4 epochs)"
     assert right.get_title() == "equal training time (15 min of training)"
     assert {len(line.get_xdata()) for line in right.get_lines() if len(line.get_xdata())} >= {1, 2}  # a line per depth
+    assert sorted(t.get_text() for t in right.texts) == ["30 ep", "40 ep", "8 ep"]  # what each budget held
+    assert len(left.texts) == 0  # one number of epochs for all, in the title
     empty = plots.width_study(runs)
     assert empty.axes[0].get_title() == "equal epochs: no finished runs"
 

@@ -339,7 +339,8 @@ def accuracy_vs_params(runs: pd.DataFrame, budget: float | None = 5e6) -> plt.Fi
 
 def width_study(runs: pd.DataFrame) -> plt.Figure:
     """Notebook 05's sweeps side by side: final test accuracy against parameters at equal epochs (left) and at
-    equal training time (right), a line per depth through the mean over seeds, each seed a dot."""
+    equal training time (right, each network's epochs beside it), a line per depth through the mean over seeds, each
+    seed a dot."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
     for ax, group, what in zip(axes, (WIDTH_SWEEP, TIME_SWEEP), ("equal epochs", "equal training time")):
         part = finished_in(runs, group)
@@ -352,8 +353,15 @@ def width_study(runs: pd.DataFrame) -> plt.Figure:
         sns.scatterplot(data=part, x="params_m", y="test_acc", hue="depth", legend=False, alpha=0.5, s=25, ax=ax)
         epochs = ", ".join(dict.fromkeys(f"{e:.0f}" for e in part["epochs"].astype(float)))
         minutes = pd.to_numeric(part["budget_minutes"], errors="coerce").dropna()
-        budget = f"{minutes.iloc[0]:g} min of training" if len(minutes) and minutes.iloc[0] else f"{epochs} epochs"
-        ax.set_title(f"{what} ({budget})")
+        timed = bool(len(minutes) and minutes.iloc[0])
+        ax.set_title(f"{what} ({minutes.iloc[0]:g} min of training)" if timed else f"{what} ({epochs} epochs)")
+        if timed:  # each network trained the epochs its budget held: said at its point
+            below = part["depth"].iloc[0]  # the first depth's labels under its points, the others' above theirs
+            for (depth, params_m), net in part.groupby(["depth", "params_m"]):
+                low, high = net["epochs"].astype(int).agg(["min", "max"])
+                ax.annotate(f"{low} ep" if low == high else f"{low}–{high} ep", (params_m, net["test_acc"].mean()),
+                            fontsize=LABEL_FONTSIZE, xytext=(4, -10 if depth == below else 5),
+                            textcoords="offset points")
         ax.set_xlabel("parameters (M)")
         ax.set_ylabel("final test accuracy")
         _percent_axis(ax)
