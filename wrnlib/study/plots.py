@@ -356,7 +356,7 @@ def width_study(runs: pd.DataFrame) -> plt.Figure:
         timed = bool(len(minutes) and minutes.iloc[0])
         ax.set_title(f"{what} ({minutes.iloc[0]:g} min of training)" if timed else f"{what} ({epochs} epochs)")
         if timed:  # each network trained the epochs its budget held: said at its point
-            below = part["depth"].iloc[0]  # the first depth's labels under its points, the others' above theirs
+            below = part["depth"].min()  # one depth's labels under its points, the others' above: apart where close
             for (depth, params_m), net in part.groupby(["depth", "params_m"]):
                 low, high = net["epochs"].astype(int).agg(["min", "max"])
                 ax.annotate(f"{low} ep" if low == high else f"{low}–{high} ep", (params_m, net["test_acc"].mean()),
