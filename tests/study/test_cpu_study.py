@@ -131,6 +131,10 @@ def test_the_readme_reports_the_equal_time_sweep_its_run_folders_hold():
         row = next(line for line in readme.splitlines() if line.startswith(f"| {model} |"))
         low, high = min(s["epochs"] for s in summaries), max(s["epochs"] for s in summaries)
         val[model], test = (sum(100 * s[k] for s in summaries) / len(summaries) for k in ("final_val_acc", "test_acc"))
-        assert f"| {low if low == high else f'{low}–{high}'} | {val[model]:.2f} % | {test:.2f} % |" in row, row
+        minutes = ", ".join(f"{s['train_time_s'] / 60:.1f}" for s in summaries)
+        assert row.endswith(f"| {low if low == high else f'{low}–{high}'} | {val[model]:.2f} % | {test:.2f} % | "
+                            f"{minutes} min |"), row
+    spent = [s["train_time_s"] / 60 for summaries in nets.values() for s in summaries]
+    assert f"trained for {min(spent):.1f} to {max(spent):.1f} minutes" in " ".join(readme.split())
     best, second = sorted(val, key=val.get, reverse=True)[:2]
     assert f"**{best}** scores best on validation, {val[best] - val[second]:.2f} points ahead of {second}" in readme
