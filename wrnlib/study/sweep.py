@@ -151,26 +151,32 @@ def _run_local(configs: list[TrainConfig], existing: str, data: CIFAR10 | None,
 
 def time_together(configs: list[TrainConfig], data: CIFAR10, rounds: int = 3) -> list[TrainConfig]:
     """The configs, the time-budgeted runs yet to start given the seconds per step their budget divides
-    (``budget_step_s``): each kind of step timed ``rounds`` times in turn with the others, the median kept.
+    (``budget_step_s``): that of a run of the same kind begun before (a seed added later trains the epochs of the
+    others), else each kind of step timed ``rounds`` times in turn with the others, the median kept.
 
     One run after another, each timing its own step at its start, would divide their budgets at whatever speed a
     shared machine had at each start (it drifts by tens of percent within minutes); timed together, they share
     the same speed, and the seeds of one network the same epochs."""
     todo = {c.run_dir for c in configs if c.budget_minutes and not c.budget_step_s
             and runs.status(c.run_dir) in ("absent", "unstarted")}
-    kinds: dict[str, TrainConfig] = {}  # the first run of each kind, in order
+    step_s: dict[str, float] = {}
     for c in configs:
-        if c.run_dir in todo:
+        if c.run_dir not in todo and runs.status(c.run_dir) in ("interrupted", "finished"):
+            begun = runs.load_config(c.run_dir).budget_step_s
+            if begun:
+                step_s.setdefault(_step_kind(c), begun)
+    kinds: dict[str, TrainConfig] = {}  # the first run of each kind left to time, in order
+    for c in configs:
+        if c.run_dir in todo and _step_kind(c) not in step_s:
             kinds.setdefault(_step_kind(c), c)
-    if not kinds:
-        return configs
-    times: dict[str, list[float]] = {kind: [] for kind in kinds}
-    for _ in range(rounds):
-        for kind in times:
-            times[kind].append(time_step(kinds[kind], data))
-    step_s = {kind: statistics.median(seconds) for kind, seconds in times.items()}
-    print("timed together, seconds per step: " + ", ".join(
-        f"{kinds[kind].name} {seconds:.3f}" for kind, seconds in step_s.items()), flush=True)
+    if kinds:
+        times: dict[str, list[float]] = {kind: [] for kind in kinds}
+        for _ in range(rounds):
+            for kind in times:
+                times[kind].append(time_step(kinds[kind], data))
+        step_s |= {kind: statistics.median(seconds) for kind, seconds in times.items()}
+        print("timed together, seconds per step: " + ", ".join(
+            f"{kinds[kind].name} {step_s[kind]:.3f}" for kind in kinds), flush=True)
     return [replace(c, budget_step_s=step_s[_step_kind(c)]) if c.run_dir in todo else c for c in configs]
 
 
