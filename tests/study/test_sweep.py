@@ -409,6 +409,28 @@ def test_budgeted_runs_yet_to_start_have_their_steps_timed_together_in_turn(monk
     assert sweep.time_together(out, data="D") == out and len(timed) == 9  # nothing left to time: as they are
 
 
+def test_a_seed_added_to_a_budgeted_sweep_divides_its_budget_by_the_step_time_of_its_kind_begun_before(
+        monkeypatch, tmp_path, capsys):
+    """A run yet to start takes the step time saved by a finished or interrupted run of its kind, so that the seeds
+    of one network train the same epochs however the machine runs now; a kind whose runs begun before timed their
+    own step (none saved), or none begun, is timed."""
+    base = TrainConfig(**(SHARED | {"budget_minutes": 1.0}))
+    configs = sweep.width_configs([1, 2, 3], [0, 1, 2], tmp_path, [10], base)
+    saved = {0: (0.25, runfolder.SUMMARY), 1: (0.5, runfolder.STATE), 3: (0.0, runfolder.SUMMARY),
+             5: (0.75, runfolder.CONFIG)}  # finished, interrupted, timed itself, unstarted
+    for i, (step_s, last) in saved.items():
+        configs[i].run_dir.mkdir(parents=True)
+        replace(configs[i], budget_step_s=step_s).save(configs[i].run_dir / runfolder.CONFIG)
+        if last != runfolder.CONFIG:
+            (configs[i].run_dir / last).write_text("{}")
+    timed = []
+    monkeypatch.setattr(sweep, "time_step", lambda config, data: timed.append(config.name) or 2.0)
+    out = sweep.time_together(configs, data="D")
+    assert timed == ["wrn10-2-seed1", "wrn10-3-seed0"] * 3
+    assert [c.budget_step_s for c in out] == [0.0, 0.0, 0.25, 0.0, 2.0, 2.0, 2.0, 2.0, 2.0]
+    assert capsys.readouterr().out == "timed together, seconds per step: wrn10-2-seed1 2.000, wrn10-3-seed0 2.000\n"
+
+
 def test_a_local_sweep_divides_the_budgets_of_its_runs_by_steps_timed_together(tmp_path, monkeypatch):
     """The local executor times the budgeted runs yet to start before training any, with the run's threads, and
     each run then trains the epochs its budget holds at that step time: the seeds of a network alike."""
