@@ -157,17 +157,19 @@ def time_together(configs: list[TrainConfig], data: CIFAR10, rounds: int = 3) ->
     One run after another, each timing its own step at its start, would divide their budgets at whatever speed a
     shared machine had at each start (it drifts by tens of percent within minutes); timed together, they share
     the same speed, and the seeds of one network the same epochs."""
-    todo = {c.run_dir for c in configs if c.budget_minutes and not c.budget_step_s
-            and runs.status(c.run_dir) in ("absent", "unstarted")}
-    step_s: dict[str, float] = {}
+    status = {c.run_dir: runs.status(c.run_dir) for c in configs}
+    todo = {c.run_dir: c for c in configs
+            if c.budget_minutes and not c.budget_step_s and status[c.run_dir] in ("absent", "unstarted")}
+    needed, step_s = {_step_kind(c) for c in todo.values()}, {}
     for c in configs:
-        if c.run_dir not in todo and runs.status(c.run_dir) in ("interrupted", "finished"):
+        kind = _step_kind(c)
+        if kind in needed and kind not in step_s and status[c.run_dir] in ("interrupted", "finished"):
             begun = runs.load_config(c.run_dir).budget_step_s
             if begun:
-                step_s.setdefault(_step_kind(c), begun)
+                step_s[kind] = begun
     kinds: dict[str, TrainConfig] = {}  # the first run of each kind left to time, in order
-    for c in configs:
-        if c.run_dir in todo and _step_kind(c) not in step_s:
+    for c in todo.values():
+        if _step_kind(c) not in step_s:
             kinds.setdefault(_step_kind(c), c)
     if kinds:
         times: dict[str, list[float]] = {kind: [] for kind in kinds}
