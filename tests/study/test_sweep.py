@@ -415,9 +415,10 @@ def test_a_seed_added_to_a_budgeted_sweep_divides_its_budget_by_the_step_time_of
     of one network train the same epochs however the machine runs now; a kind whose runs begun before timed their
     own step (none saved), or none begun, is timed."""
     base = TrainConfig(**(SHARED | {"budget_minutes": 1.0}))
-    configs = sweep.width_configs([1, 2, 3], [0, 1, 2], tmp_path, [10], base)
-    saved = {0: (0.25, runfolder.SUMMARY), 1: (0.5, runfolder.STATE), 3: (0.0, runfolder.SUMMARY),
-             5: (0.75, runfolder.CONFIG)}  # finished, interrupted, timed itself, unstarted
+    configs = sweep.width_configs([1, 2, 3, 4], [0, 1, 2], tmp_path, [10], base)
+    # interrupted then finished (the first gives its kind's step), timed itself, unstarted, the only one finished
+    saved = {0: (0.5, runfolder.STATE), 1: (0.25, runfolder.SUMMARY), 3: (0.0, runfolder.SUMMARY),
+             5: (0.75, runfolder.CONFIG), 7: (1.5, runfolder.SUMMARY)}
     for i, (step_s, last) in saved.items():
         configs[i].run_dir.mkdir(parents=True)
         replace(configs[i], budget_step_s=step_s).save(configs[i].run_dir / runfolder.CONFIG)
@@ -426,9 +427,9 @@ def test_a_seed_added_to_a_budgeted_sweep_divides_its_budget_by_the_step_time_of
     timed = []
     monkeypatch.setattr(sweep, "time_step", lambda config, data: timed.append(config.name) or 2.0)
     out = sweep.time_together(configs, data="D")
-    assert timed == ["wrn10-2-seed1", "wrn10-3-seed0"] * 3
-    assert [c.budget_step_s for c in out] == [0.0, 0.0, 0.25, 0.0, 2.0, 2.0, 2.0, 2.0, 2.0]
-    assert capsys.readouterr().out == "timed together, seconds per step: wrn10-2-seed1 2.000, wrn10-3-seed0 2.000\n"
+    assert timed == ["wrn10-2-seed1", "wrn10-4-seed0"] * 3
+    assert [c.budget_step_s for c in out] == [0.0, 0.0, 0.5, 0.0, 2.0, 2.0, 1.5, 0.0, 1.5, 2.0, 2.0, 2.0]
+    assert capsys.readouterr().out == "timed together, seconds per step: wrn10-2-seed1 2.000, wrn10-4-seed0 2.000\n"
 
 
 def test_a_local_sweep_divides_the_budgets_of_its_runs_by_steps_timed_together(tmp_path, monkeypatch):
